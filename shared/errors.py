@@ -1,0 +1,76 @@
+"""One error taxonomy for everything that talks to F&O or to Table Storage.
+
+The pipeline decides what to do with a failure from its class alone:
+retry (Transient, Throttled), park with a reason (BusinessRejection, InvalidMessage, NotFound),
+or stop and tell an administrator (AuthError, ConfigError).
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of every error the bridge raises on purpose."""
+
+    #: Short machine-readable reason, used as the parked reason and as a telemetry dimension.
+    reason: str = "error"
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class Transient(BridgeError):
+    """Worth retrying: 5xx, timeouts, dropped connections, Table Storage hiccups."""
+
+    reason = "transient"
+
+
+class Throttled(Transient):
+    """F&O answered 429; `retry_after` is the wait it asked for, in seconds."""
+
+    reason = "throttled"
+
+    def __init__(self, message: str, *, retry_after: float, status: int | None = 429) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class BusinessRejection(BridgeError):
+    """F&O refused the content (4xx or a write exception with an infolog). Never retried."""
+
+    reason = "rejected"
+
+    def __init__(self, message: str, *, infolog: str = "", status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.infolog = infolog
+
+
+class NotFound(BridgeError):
+    """The entity, service or record does not exist in F&O."""
+
+    reason = "not_found"
+
+
+class AuthError(BridgeError):
+    """Entra refused the credentials, or F&O refused the token. Needs an administrator."""
+
+    reason = "auth"
+
+    def __init__(self, message: str, *, aadsts: str = "", status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.aadsts = aadsts
+
+
+class ConfigError(BridgeError):
+    """A setting is missing or wrong; the message names it."""
+
+    reason = "config"
+
+
+class InvalidMessage(BridgeError):
+    """The inbound message cannot be processed as sent. Parked, never retried."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

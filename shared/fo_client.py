@@ -1,0 +1,441 @@
+"""The F&O client: MES message service, OData, `$batch` and custom services over one pooled session.
+
+Every call goes through `_call`, the one place that retries: a 429 pauses the whole client for
+`Retry-After` (all threads wait, not just the one that was told), 5xx, timeouts and dropped
+connections back off exponentially with jitter, and nothing is retried past the call deadline,
+which the settings keep inside the Service Bus message lock.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from shared import odata
+from shared.errors import (
+    AuthError,
+    BridgeError,
+    BusinessRejection,
+    NotFound,
+    Throttled,
+    Transient,
+)
+from shared.fo_auth import TokenProvider
+from shared.settings import Settings
+
+SEND_MESSAGE_PATH = "/api/services/SysMessageServices/SysMessageService/SendMessage"
+_ENTRA_HINT = (
+    "F&O refused the token ({status}). Check that client id {client_id} is registered in F&O under "
+    "System administration > Setup > Microsoft Entra ID applications, mapped to an enabled user with "
+    "the roles the bridge needs"
+)
+
+
+class InDoubt(Transient):
+    """The request was sent, but no answer came back: F&O may or may not have acted on it."""
+
+    reason = "in_doubt"
+
+
+def parse_retry_after(value: str | None, fallback: float, now: datetime | None = None) -> float:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return fallback
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return fallback
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _error_body(response: requests.Response) -> tuple[str, str]:
+    """(message, infolog) from F&O's error shapes: OData `error.innererror`, custom-service JSON, text."""
+    text = response.text or ""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            inner = error.get("innererror") or {}
+            infolog = str(inner.get("message") or "") if isinstance(inner, dict) else ""
+            message = str(error.get("message") or infolog or "F&O error")
+            return message, infolog or message
+        for key in ("ExceptionMessage", "Message", "message"):
+            if isinstance(body.get(key), str) and body[key]:
+                return str(body[key]), str(body[key])
+    return (text.strip()[:2000] or response.reason or f"HTTP {response.status_code}"), text.strip()[:8000]
+
+
+def classify(response: requests.Response, *, fallback_wait: float, client_id: str = "") -> BridgeError | None:
+    """None for success, else the error class that decides retry, park or stop."""
+    status = response.status_code
+    if status < 300:
+        return None
+    message, infolog = _error_body(response)
+    where = f"{response.request.method if response.request else ''} {urlsplit(response.url).path}".strip()
+    if status == 429:
+        wait = parse_retry_after(response.headers.get("Retry-After"), fallback_wait)
+        return Throttled(f"F&O throttled {where}: {message}", retry_after=wait)
+    if status in (401, 403):
+        return AuthError(
+            _ENTRA_HINT.format(status=status, client_id=client_id or "?") + f": {message}",
+            status=status,
+        )
+    if status == 404:
+        return NotFound(f"F&O has no {where}: {message}", status=status)
+    if status in (408, 502, 503, 504):
+        return Transient(f"F&O unavailable for {where} (HTTP {status}): {message}", status=status)
+    if status >= 500:
+        # A write exception carries an X++ infolog: the content is wrong, a retry changes nothing.
+        if "Infolog" in infolog or "AxODataWriteException" in response.text or "XppServices" in response.text:
+            return BusinessRejection(
+                f"F&O rejected {where}: {infolog or message}",
+                infolog=infolog,
+                status=status,
+            )
+        return Transient(f"F&O failed {where} (HTTP {status}): {message}", status=status)
+    return BusinessRejection(
+        f"F&O rejected {where} (HTTP {status}): {infolog or message}",
+        infolog=infolog,
+        status=status,
+    )
+
+
+class ThrottleGate:
+    """Shared by every thread of one client: after a 429 nobody calls F&O until the wait is over."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._resume_at = 0.0
+        self._lock = threading.Lock()
+        self.pauses = 0
+        self.waited_s = 0.0
+
+    def pause(self, seconds: float) -> None:
+        with self._lock:
+            self.pauses += 1
+            self._resume_at = max(self._resume_at, self._clock() + seconds)
+
+    def wait(self, deadline: float) -> None:
+        while True:
+            with self._lock:
+                remaining = self._resume_at - self._clock()
+            if remaining <= 0:
+                return
+            if self._clock() + remaining > deadline:
+                raise Throttled(
+                    f"F&O asked to wait {remaining:.1f} s, beyond this call's deadline",
+                    retry_after=remaining,
+                )
+            self._sleep(remaining)
+            with self._lock:
+                self.waited_s += remaining
+
+
+@dataclass
+class CallStats:
+    """What the client did, for telemetry and the benchmark."""
+
+    requests: int = 0
+    throttled: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(
+        self,
+        *,
+        requests: int = 0,
+        throttled: int = 0,
+        retries: int = 0,
+        seconds: float = 0.0,
+    ) -> None:
+        with self._lock:
+            self.requests += requests
+            self.throttled += throttled
+            self.retries += retries
+            self.seconds += seconds
+
+
+@dataclass(frozen=True)
+class BatchOperation:
+    """One request inside a `$batch` changeset: POST/PATCH/DELETE on an entity set or entity."""
+
+    method: str
+    path: str
+    body: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    status: int
+    body: Any
+    content_id: str = ""
+
+
+class FoClient:
+    def __init__(
+        self,
+        settings: Settings,
+        tokens: TokenProvider,
+        session: requests.Session,
+        *,
+        gate: ThrottleGate | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._s = settings
+        self._tokens = tokens
+        self._session = session
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self.gate = gate or ThrottleGate(sleep=sleep)
+        self.stats = CallStats()
+        self._slots = threading.BoundedSemaphore(settings.fo_max_concurrency)
+        self.base_url = settings.fo_base_url
+
+    # --- the one request loop -------------------------------------------------------------------
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self._s.fo_backoff_max_s, self._s.fo_backoff_base_s * (2.0**attempt))
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+    def _call(
+        self,
+        method: str,
+        url: str,
+        *,
+        idempotent: bool,
+        headers: Mapping[str, str] | None = None,
+        deadline: float | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        deadline = deadline if deadline is not None else time.monotonic() + self._s.fo_call_deadline_s
+        attempt = 0
+        token_refreshed = False
+        while True:
+            self.gate.wait(deadline)
+            started = time.monotonic()
+            error: BridgeError | None
+            with self._slots:
+                try:
+                    response = self._session.request(
+                        method,
+                        url,
+                        headers={
+                            "Authorization": f"Bearer {self._tokens.token()}",
+                            "Accept": "application/json",
+                            **(headers or {}),
+                        },
+                        timeout=(
+                            self._s.fo_connect_timeout_s,
+                            self._s.fo_read_timeout_s,
+                        ),
+                        allow_redirects=False,
+                        **kwargs,
+                    )
+                    error = classify(
+                        response,
+                        fallback_wait=self._s.fo_retry_after_fallback_s,
+                        client_id=self._s.fo_client_id,
+                    )
+                except (requests.ConnectTimeout, requests.exceptions.SSLError) as exc:
+                    error = Transient(f"cannot connect to F&O: {type(exc).__name__}")
+                except requests.ConnectionError as exc:
+                    error = self._after_send_failure(exc, idempotent)
+                except requests.Timeout as exc:
+                    error = self._after_send_failure(exc, idempotent)
+            self.stats.add(requests=1, seconds=time.monotonic() - started)
+            if error is None:
+                return response
+            if isinstance(error, AuthError) and error.status == 401 and not token_refreshed:
+                self._tokens.invalidate()
+                token_refreshed = True
+                continue
+            if isinstance(error, Throttled):
+                self.stats.add(throttled=1)
+                self.gate.pause(error.retry_after)
+                continue  # the gate raises once the wait would cross the deadline
+            if isinstance(error, Transient) and not isinstance(error, InDoubt):
+                delay = self._backoff(attempt)
+                attempt += 1
+                if time.monotonic() + delay > deadline:
+                    raise error
+                self.stats.add(retries=1)
+                self._sleep(delay)
+                continue
+            raise error
+
+    @staticmethod
+    def _after_send_failure(exc: Exception, idempotent: bool) -> Transient:
+        refused = "NewConnectionError" in repr(exc) or "Connection refused" in str(exc)
+        if idempotent or refused:
+            return Transient(f"F&O connection failed: {type(exc).__name__}")
+        return InDoubt(f"no answer from F&O after sending ({type(exc).__name__}); it may have been applied")
+
+    def _url(self, path: str) -> str:
+        return self.base_url + (path if path.startswith("/") else "/" + path)
+
+    # --- MES message service and custom services ------------------------------------------------
+    def send_message(self, company: str, message_type: str, content: Mapping[str, Any]) -> None:
+        """Queue one message in F&O's message processor (`_messageContent` is a JSON string)."""
+        envelope = {
+            "_companyId": company,
+            "_messageQueue": self._s.fo_message_queue,
+            "_messageType": message_type,
+            "_messageContent": json.dumps(content, separators=(",", ":"), ensure_ascii=False),
+        }
+        self._call("POST", self._url(SEND_MESSAGE_PATH), idempotent=False, json=envelope)
+
+    def call_service(self, service_path: str, payload: Mapping[str, Any], *, idempotent: bool = False) -> Any:
+        """POST a JSON custom service `/api/services/<group>/<service>/<operation>`."""
+        response = self._call(
+            "POST",
+            self._url("/api/services/" + service_path.strip("/")),
+            idempotent=idempotent,
+            json=payload,
+        )
+        return response.json() if response.content else None
+
+    # --- OData ----------------------------------------------------------------------------------
+    def query(
+        self,
+        entity_set: str,
+        *,
+        company: str,
+        where: odata.Filter | None = None,
+        select: Sequence[str] = (),
+        top: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every row of `entity_set` in `company` matching `where`, following `@odata.nextLink`."""
+        condition = odata.eq("dataAreaId", company.lower())
+        if where is not None:
+            condition = condition & where
+        params: dict[str, str] = {"cross-company": "true", "$filter": condition.text}
+        if select:
+            params["$select"] = ",".join(select)
+        if top is not None:
+            params["$top"] = str(top)
+        url: str | None = self._url("/data/" + entity_set)
+        request_params: dict[str, str] | None = params
+        while url:
+            body = self._call("GET", url, idempotent=True, params=request_params).json()
+            for row in body.get("value", []):
+                if condition.matches(row):
+                    yield row
+            url = body.get("@odata.nextLink")
+            request_params = None  # the next link carries the whole query
+            if url and not url.startswith(self.base_url + "/data/"):
+                raise BusinessRejection(f"F&O returned a next link outside {self.base_url}/data: {url}")
+
+    def get(self, entity_set: str, keys: Mapping[str, odata.Scalar]) -> dict[str, Any]:
+        """One entity by its full key; `NotFound` when it does not exist."""
+        response = self._call(
+            "GET",
+            self._url("/data/" + entity_set + odata.key_segment(keys)),
+            idempotent=True,
+        )
+        row: dict[str, Any] = response.json()
+        return row
+
+    def batch(self, changeset: Sequence[BatchOperation]) -> list[BatchResult]:
+        """Run the operations as one atomic changeset; any inner failure raises with its infolog."""
+        batch_boundary = f"batch_{uuid.uuid4()}"
+        changeset_boundary = f"changeset_{uuid.uuid4()}"
+        lines: list[str] = [
+            f"--{batch_boundary}",
+            f"Content-Type: multipart/mixed; boundary={changeset_boundary}",
+            "",
+        ]
+        for number, op in enumerate(changeset, start=1):
+            lines += [
+                f"--{changeset_boundary}",
+                "Content-Type: application/http",
+                "Content-Transfer-Encoding: binary",
+                f"Content-ID: {number}",
+                "",
+                f"{op.method} {self._url('/data/' + op.path)} HTTP/1.1",
+                "Content-Type: application/json; type=entry",
+                "Accept: application/json",
+                "",
+                json.dumps(op.body, ensure_ascii=False) if op.body is not None else "",
+            ]
+        lines += [f"--{changeset_boundary}--", f"--{batch_boundary}--", ""]
+        response = self._call(
+            "POST",
+            self._url("/data/$batch"),
+            idempotent=False,
+            data="\r\n".join(lines).encode(),
+            headers={"Content-Type": f"multipart/mixed; boundary={batch_boundary}"},
+        )
+        results = parse_batch_response(response.headers.get("Content-Type", ""), response.content)
+        for result in results:
+            if result.status >= 300:
+                fake = requests.Response()
+                fake.status_code = result.status
+                fake._content = json.dumps(result.body).encode() if not isinstance(result.body, str) else result.body.encode()
+                fake.url = self._url("/data/$batch")
+                error = classify(
+                    fake,
+                    fallback_wait=self._s.fo_retry_after_fallback_s,
+                    client_id=self._s.fo_client_id,
+                )
+                if error is not None:
+                    error.message = f"$batch operation {result.content_id or '?'} failed: {error.message}"
+                    error.args = (error.message,)
+                    raise error
+        return results
+
+
+def _http_parts(message: email.message.Message) -> Iterator[email.message.Message]:
+    for part in message.walk():
+        if part.get_content_type() == "application/http":
+            yield part
+
+
+def parse_batch_response(content_type: str, body: bytes) -> list[BatchResult]:
+    """Each inner response of a multipart `$batch` answer, in order."""
+    if not content_type.startswith("multipart/"):
+        raise Transient(f"$batch answered {content_type or 'no content type'} instead of multipart")
+    parser = email.parser.BytesParser(policy=email.policy.HTTP)
+    message = parser.parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    results = []
+    for part in _http_parts(message):
+        payload = part.get_payload(decode=True)
+        raw = payload if isinstance(payload, bytes) else str(part.get_payload()).encode()
+        head, _, inner_body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
+        status_line = head.split(b"\n", 1)[0].decode()
+        status = int(status_line.split()[1])
+        text = inner_body.decode(errors="replace").strip()
+        try:
+            parsed: Any = json.loads(text) if text else None
+        except ValueError:
+            parsed = text
+        results.append(BatchResult(status=status, body=parsed, content_id=str(part.get("Content-ID", ""))))
+    return results

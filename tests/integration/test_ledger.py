@@ -1,0 +1,104 @@
+import threading
+
+import pytest
+
+from shared.ledger import Ledger, LedgerEntry, LostRace, State
+from shared.tables import table
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def ledger(table_service, table_prefix):
+    return Ledger(table(table_service, table_prefix + "Ledger"))
+
+
+def entry(message_id="m-1", **changes):
+    values = {"company": "USMF", "message_id": message_id, "state": State.FORWARDING, "flow": "material_consumed"}
+    values.update(changes)
+    return LedgerEntry(**values)
+
+
+def test_eight_workers_racing_for_one_message_exactly_one_wins(ledger):
+    barrier = threading.Barrier(8)
+    winners, losers = [], []
+
+    def race(n):
+        barrier.wait()
+        try:
+            winners.append(ledger.create(entry("race-1", attempts=1, detail=f"worker {n}")))
+        except LostRace:
+            losers.append(n)
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1 and len(losers) == 7
+    stored = ledger.get("USMF", "race-1")
+    assert stored is not None and stored.detail == winners[0].detail
+
+
+def test_eight_workers_racing_to_move_one_row_exactly_one_wins(ledger):
+    waiting = ledger.create(entry("race-2", state=State.WAITING))
+    barrier = threading.Barrier(8)
+    outcomes = []
+
+    def race():
+        barrier.wait()
+        try:
+            ledger.transition(waiting, State.FORWARDING)
+            outcomes.append("won")
+        except LostRace:
+            outcomes.append("lost")
+
+    threads = [threading.Thread(target=race) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("won") == 1
+
+
+def test_a_stale_etag_is_refused(ledger):
+    first = ledger.create(entry("stale"))
+    moved = ledger.transition(first, State.FORWARDED, reason="ok")
+    with pytest.raises(LostRace):
+        ledger.transition(first, State.PARKED, reason="late")
+    assert ledger.get("USMF", "stale").state is State.FORWARDED
+    ledger.transition(moved, State.PROCESSED)
+    assert ledger.get("USMF", "stale").state is State.PROCESSED
+
+
+@pytest.mark.parametrize(
+    "message_id", ["a/b\\c#d?e", "tab\there", "quote'and\"double", "pct%2F", "ünïcødé-✓", "~empty", "x" * 900]
+)
+def test_keys_with_forbidden_characters_round_trip(ledger, message_id):
+    ledger.create(entry(message_id, production_order="P0'01*"))
+    stored = ledger.get("USMF", message_id)
+    assert stored is not None
+    assert stored.message_id == message_id and stored.production_order == "P0'01*"
+
+
+def test_large_sequence_numbers_are_stored_as_int64(ledger):
+    ledger.create(entry("seq", sequence=2**40 + 3))
+    assert ledger.get("USMF", "seq").sequence == 2**40 + 3
+
+
+def test_history_and_payload_are_kept(ledger):
+    payload = b'{"big": "' + b"x" * 200_000 + b'"}'
+    created = ledger.create(entry("hist", state=State.PARKED, reason="invalid", detail="bad"), payload=payload)
+    ledger.transition(created, State.CANCELLED, reason="operator", detail="not needed")
+    stored = ledger.get("USMF", "hist")
+    assert [h["state"] for h in stored.history] == ["Parked", "Cancelled"]
+    assert ledger.payload("USMF", "hist") == payload
+
+
+def test_query_by_state_and_order_is_parameterised(ledger):
+    ledger.create(entry("q1", state=State.PARKED, production_order="P1"))
+    ledger.create(entry("q2", state=State.PARKED, production_order="P2"))
+    ledger.create(entry("q3", state=State.FORWARDED, production_order="P1"))
+    assert {e.message_id for e in ledger.query(state=State.PARKED)} == {"q1", "q2"}
+    assert {e.message_id for e in ledger.query(production_order="P1")} == {"q1", "q3"}
+    assert list(ledger.query(production_order="P1' or 'a' eq 'a")) == []

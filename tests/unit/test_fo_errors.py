@@ -1,0 +1,153 @@
+import json
+from datetime import UTC, datetime
+
+import pytest
+import requests
+
+from shared.errors import AuthError, BusinessRejection, NotFound, Throttled, Transient
+from shared.fo_client import ThrottleGate, classify, parse_batch_response, parse_retry_after
+
+
+def response(status, body=None, headers=None, text=None):
+    r = requests.Response()
+    r.status_code = status
+    r._content = (text if text is not None else json.dumps(body) if body is not None else "").encode()
+    r.headers.update(headers or {})
+    r.url = "https://fo.example/data/Things"
+    return r
+
+
+ODATA_WRITE = {
+    "error": {
+        "code": "",
+        "message": "An error has occurred.",
+        "innererror": {
+            "message": "Write failed for table row of type 'X'. Infolog: The record already exists.",
+            "type": "Microsoft.Dynamics.Platform.Integration.Services.OData.AxODataWriteException",
+        },
+    }
+}
+
+
+@pytest.mark.parametrize("status", [200, 201, 204])
+def test_success_is_no_error(status):
+    assert classify(response(status), fallback_wait=30) is None
+
+
+def test_429_is_throttled_with_the_wait_it_asked_for():
+    error = classify(response(429, {"Message": "busy"}, {"Retry-After": "7"}), fallback_wait=30)
+    assert isinstance(error, Throttled)
+    assert error.retry_after == 7
+
+
+def test_429_without_retry_after_uses_the_fallback():
+    error = classify(response(429), fallback_wait=30)
+    assert isinstance(error, Throttled) and error.retry_after == 30
+
+
+@pytest.mark.parametrize("status", [408, 500, 502, 503, 504])
+def test_unavailable_is_transient(status):
+    error = classify(response(status, {"Message": "down"}), fallback_wait=30)
+    assert isinstance(error, Transient) and not isinstance(error, Throttled)
+
+
+def test_500_with_a_write_exception_is_a_business_rejection_carrying_the_infolog():
+    error = classify(response(500, ODATA_WRITE), fallback_wait=30)
+    assert isinstance(error, BusinessRejection)
+    assert "The record already exists" in error.infolog
+
+
+@pytest.mark.parametrize("status", [400, 409, 412, 422])
+def test_client_errors_are_business_rejections(status):
+    error = classify(response(status, ODATA_WRITE), fallback_wait=30)
+    assert isinstance(error, BusinessRejection)
+    assert "record already exists" in error.message
+
+
+def test_custom_service_error_shape_is_read():
+    body = {"Message": "Infolog: Field X must be filled in.", "ExceptionType": "XppServicesException"}
+    error = classify(response(400, body), fallback_wait=30)
+    assert isinstance(error, BusinessRejection) and "Field X" in error.infolog
+
+
+def test_plain_text_error_is_kept():
+    error = classify(response(400, text="Bad things"), fallback_wait=30)
+    assert isinstance(error, BusinessRejection) and "Bad things" in error.message
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_errors_point_to_the_entra_registration(status):
+    error = classify(response(status, {"Message": "denied"}), fallback_wait=30, client_id="abc")
+    assert isinstance(error, AuthError)
+    assert "Microsoft Entra ID applications" in error.message and "abc" in error.message
+
+
+def test_404_is_not_found():
+    assert isinstance(classify(response(404, {"Message": "nope"}), fallback_wait=30), NotFound)
+
+
+def test_retry_after_forms():
+    now = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("2", 30) == 2
+    assert parse_retry_after("1.5", 30) == 1.5
+    assert parse_retry_after("Sun, 22 Nov 2026 12:00:09 GMT", 30, now=now) == 9
+    assert parse_retry_after("Sun, 22 Nov 2026 11:00:00 GMT", 30, now=now) == 0
+    assert parse_retry_after("garbage", 30) == 30
+    assert parse_retry_after(None, 12) == 12
+    assert parse_retry_after("-5", 30) == 0
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+        self.slept = []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_gate_makes_every_caller_wait_out_the_pause():
+    clock = FakeClock()
+    gate = ThrottleGate(clock=clock, sleep=clock.sleep)
+    gate.pause(2)
+    gate.wait(deadline=clock.now + 10)
+    assert clock.slept == [2]
+    gate.wait(deadline=clock.now + 10)  # a second caller after the pause does not wait
+    assert clock.slept == [2]
+
+
+def test_gate_keeps_the_longest_pause():
+    clock = FakeClock()
+    gate = ThrottleGate(clock=clock, sleep=clock.sleep)
+    gate.pause(5)
+    gate.pause(1)
+    gate.wait(deadline=clock.now + 10)
+    assert sum(clock.slept) == 5
+
+
+def test_gate_refuses_to_wait_past_the_deadline():
+    clock = FakeClock()
+    gate = ThrottleGate(clock=clock, sleep=clock.sleep)
+    gate.pause(60)
+    with pytest.raises(Throttled) as caught:
+        gate.wait(deadline=clock.now + 10)
+    assert caught.value.retry_after == pytest.approx(60)
+    assert clock.slept == []
+
+
+def test_batch_response_reports_each_inner_status():
+    body = (
+        "--b\r\nContent-Type: multipart/mixed; boundary=c\r\n\r\n"
+        "--c\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\nContent-ID: 1\r\n\r\n"
+        'HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n\r\n{"a": 1}\r\n'
+        "--c\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\nContent-ID: 2\r\n\r\n"
+        'HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n\r\n{"error": {"message": "x"}}\r\n'
+        "--c--\r\n--b--\r\n"
+    )
+    results = parse_batch_response("multipart/mixed; boundary=b", body.encode())
+    assert [(r.status, r.content_id) for r in results] == [(201, "1"), (500, "2")]
+    assert results[0].body == {"a": 1}

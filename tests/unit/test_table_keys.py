@@ -1,0 +1,23 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.tables import key_value, safe_key
+
+FORBIDDEN = set("/\\#?") | {chr(c) for c in range(0x20)} | {chr(c) for c in range(0x7F, 0xA0)}
+
+
+@given(st.text(max_size=200))
+def test_keys_never_hold_a_forbidden_character_and_decode_back(value):
+    key = safe_key(value)
+    assert not FORBIDDEN & set(key)
+    assert key_value(key) == value
+
+
+def test_distinct_values_give_distinct_keys():
+    assert len({safe_key(v) for v in ["a/b", "a%2Fb", "a b", "", "~empty", "%"]}) == 6
+
+
+def test_long_values_are_shortened_with_a_hash():
+    key = safe_key("x" * 5000)
+    assert len(key) <= 400
+    assert safe_key("x" * 5000) == key != safe_key("x" * 4999)
