@@ -226,7 +226,7 @@ def test_domain_rules_fail_with_an_infolog(http, emulator):
 
 
 def test_each_processed_or_failed_message_raises_a_business_event(http, emulator):
-    received = []
+    received: list[dict] = []
     emulator.subscribe(received.extend)
     send(http, emulator, "ProdProductionOrderStart", {"ProductionOrderNumber": "P000009"})
     send(http, emulator, "ProdProductionOrderStart", {"ProductionOrderNumber": "P999999"})
@@ -243,7 +243,7 @@ def test_each_processed_or_failed_message_raises_a_business_event(http, emulator
 
 def test_events_can_be_doubled_and_reordered(emulator):
     emulator.app.events.duplicate_rate = 1.0
-    received = []
+    received: list[dict] = []
     emulator.subscribe(received.extend, test_event=False)
     for n in range(10, 15):
         emulator.app.change_status("usmf", f"P{n:06d}", "Stopped")
@@ -326,6 +326,7 @@ def test_standalone_run_prints_its_urls(tmp_path):
         text=True,
     )
     try:
+        assert process.stdout is not None
         first = process.stdout.readline()
         assert first.startswith("F&O emulator    https://127.0.0.1:")
         values = json.loads(settings.read_text())["Values"]
