@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 import requests
@@ -226,7 +227,7 @@ def test_domain_rules_fail_with_an_infolog(http, emulator):
 
 
 def test_each_processed_or_failed_message_raises_a_business_event(http, emulator):
-    received: list[dict[str, object]] = []
+    received: list[dict[str, Any]] = []
     emulator.subscribe(received.extend)
     send(http, emulator, "ProdProductionOrderStart", {"ProductionOrderNumber": "P000009"})
     send(http, emulator, "ProdProductionOrderStart", {"ProductionOrderNumber": "P999999"})
@@ -243,7 +244,7 @@ def test_each_processed_or_failed_message_raises_a_business_event(http, emulator
 
 def test_events_can_be_doubled_and_reordered(emulator):
     emulator.app.events.duplicate_rate = 1.0
-    received: list[dict[str, object]] = []
+    received: list[dict[str, Any]] = []
     emulator.subscribe(received.extend, test_event=False)
     for n in range(10, 15):
         emulator.app.change_status("usmf", f"P{n:06d}", "Stopped")
