@@ -4,4 +4,24 @@ from __future__ import annotations
 
 import azure.functions as func
 
-BLUEPRINTS: list[func.Blueprint] = []
+from functions import (
+    inventory_moved,
+    material_consumed,
+    operation_reported,
+    output_reported,
+    production_ended,
+    production_started,
+    quality_result,
+)
+
+INBOUND = [
+    production_started,
+    material_consumed,
+    operation_reported,
+    output_reported,
+    production_ended,
+    quality_result,
+    inventory_moved,
+]
+INBOUND_FLOWS = {module.FLOW.name: module.FLOW for module in INBOUND}
+BLUEPRINTS: list[func.Blueprint] = [module.bp for module in INBOUND]

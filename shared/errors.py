@@ -13,6 +13,8 @@ class BridgeError(Exception):
 
     #: Short machine-readable reason, used as the parked reason and as a telemetry dimension.
     reason: str = "error"
+    #: For a failed `$batch` changeset: the Content-ID of the operation that failed.
+    operation: str = ""
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)

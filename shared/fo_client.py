@@ -44,6 +44,11 @@ _ENTRA_HINT = (
 )
 
 
+def message_content(content: Mapping[str, Any]) -> str:
+    """The `_messageContent` string exactly as sent: F&O echoes it in its processed-message event."""
+    return json.dumps(content, separators=(",", ":"), ensure_ascii=False)
+
+
 class InDoubt(Transient):
     """The request was sent, but no answer came back: F&O may or may not have acted on it."""
 
@@ -309,7 +314,7 @@ class FoClient:
             "_companyId": company,
             "_messageQueue": self._s.fo_message_queue,
             "_messageType": message_type,
-            "_messageContent": json.dumps(content, separators=(",", ":"), ensure_ascii=False),
+            "_messageContent": message_content(content),
         }
         self._call("POST", self._url(SEND_MESSAGE_PATH), idempotent=False, json=envelope)
 
@@ -409,6 +414,7 @@ class FoClient:
                 if error is not None:
                     error.message = f"$batch operation {result.content_id or '?'} failed: {error.message}"
                     error.args = (error.message,)
+                    error.operation = result.content_id
                     raise error
         return results
 

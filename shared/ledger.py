@@ -9,6 +9,7 @@ exactly one moves it forward. States:
 - Processed / Failed   F&O's message processor finished it (business event)
 - Parked      kept with a reason for an operator: invalid, rejected, in doubt, gap
 - Cancelled   an operator decided it must never be sent
+- Duplicate   a new message id for something already forwarded (its sequence is below the watermark)
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ class State(StrEnum):
     FAILED = "Failed"
     PARKED = "Parked"
     CANCELLED = "Cancelled"
+    DUPLICATE = "Duplicate"
 
 
-FINAL_STATES = frozenset({State.FORWARDED, State.PROCESSED, State.FAILED, State.CANCELLED})
+FINAL_STATES = frozenset({State.FORWARDED, State.PROCESSED, State.FAILED, State.CANCELLED, State.DUPLICATE})
 
 
 def utcnow() -> datetime:

@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     fo_max_concurrency: int = Field(16, ge=1, le=52, validation_alias=_env("FO_MAX_CONCURRENCY"))
     message_lock_budget_s: float = Field(300.0, gt=0, validation_alias=_env("MESSAGE_LOCK_BUDGET_S"))
 
+    # --- The pipeline ---------------------------------------------------------------------------
+    max_message_bytes: int = Field(262_144, ge=1024, validation_alias=_env("MAX_MESSAGE_BYTES"))
+    gate_gap_timeout_s: float = Field(600.0, gt=0, validation_alias=_env("GATE_GAP_TIMEOUT_S"))
+    gate_require_start: bool = Field(True, validation_alias=_env("GATE_REQUIRE_START"))
+    gate_first_wait_s: float = Field(1.0, gt=0, validation_alias=_env("GATE_FIRST_WAIT_S"))
+    retry_first_wait_s: float = Field(15.0, gt=0, validation_alias=_env("RETRY_FIRST_WAIT_S"))
+    retry_max_wait_s: float = Field(900.0, gt=0, validation_alias=_env("RETRY_MAX_WAIT_S"))
+    retry_give_up_after_s: float = Field(86_400.0, gt=0, validation_alias=_env("RETRY_GIVE_UP_AFTER_S"))
+
     # --- Table Storage --------------------------------------------------------------------------
     tables_connection_string: SecretStr | None = Field(None, validation_alias=_env("TABLES_CONNECTION_STRING"))
     tables_endpoint: str = Field("", validation_alias=_env("TABLES_ENDPOINT"))

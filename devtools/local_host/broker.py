@@ -1,0 +1,254 @@
+"""An in-memory Service Bus with the semantics the bridge relies on (reference/azure-platform.md):
+
+- peek-lock: a received message is invisible until completed, abandoned, or its lock expires;
+- delivery count: incremented on every delivery; at `max_delivery_count` an abandon or a lock
+  expiry moves the message to the dead-letter queue with reason MaxDeliveryCountExceeded;
+- sessions: FIFO within a session, one receiver per session at a time, sessions in parallel;
+- scheduled messages become visible at their enqueue time;
+- duplicate detection: a MessageId seen within the window is accepted and dropped;
+- a size limit (256 KB, Standard tier) refused at send time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class MessageSizeExceededError(ValueError):
+    pass
+
+
+class SessionLockLostError(RuntimeError):
+    pass
+
+
+@dataclass
+class BrokerMessage:
+    body: bytes
+    message_id: str
+    session_id: str | None
+    correlation_id: str | None
+    properties: dict[str, Any]
+    sequence_number: int
+    enqueued_at: float
+    available_at: float
+    delivery_count: int = 0
+    lock_token: str | None = None
+    locked_until: float = 0.0
+    dead_letter_reason: str = ""
+    dead_letter_description: str = ""
+
+
+@dataclass
+class Queue:
+    name: str
+    requires_session: bool = True
+    max_delivery_count: int = 10
+    lock_duration_s: float = 60.0
+    duplicate_window_s: float = 600.0
+    max_message_bytes: int = 256 * 1024
+    active: list[BrokerMessage] = field(default_factory=list)
+    dead_letters: list[BrokerMessage] = field(default_factory=list)
+    seen_ids: dict[str, float] = field(default_factory=dict)
+    session_owners: dict[str, tuple[str, float]] = field(default_factory=dict)
+    duplicates_dropped: int = 0
+
+
+@dataclass(frozen=True)
+class Lease:
+    queue: str
+    message: BrokerMessage
+    lock_token: str
+    session_token: str | None
+
+
+class InMemoryBroker:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._queues: dict[str, Queue] = {}
+        self._lock = threading.Condition()
+        self._sequence = itertools.count(1)
+
+    # --- topology -------------------------------------------------------------------------------
+    def declare(self, name: str, **options: Any) -> Queue:
+        with self._lock:
+            if name not in self._queues:
+                self._queues[name] = Queue(name, **options)
+            return self._queues[name]
+
+    def queue(self, name: str) -> Queue:
+        try:
+            return self._queues[name]
+        except KeyError:
+            raise KeyError(f"no queue {name}: declare it first") from None
+
+    # --- sending --------------------------------------------------------------------------------
+    def send(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        session_id: str | None = None,
+        correlation_id: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        delay_s: float = 0.0,
+    ) -> bool:
+        """Enqueue; False when duplicate detection dropped it."""
+        target = self.queue(queue)
+        if len(body) > target.max_message_bytes:
+            raise MessageSizeExceededError(f"{len(body)} bytes exceeds the {target.max_message_bytes} bytes limit of {queue}")
+        if target.requires_session and not session_id:
+            raise ValueError(f"{queue} requires a SessionId")
+        now = self._clock()
+        message_id = message_id or uuid.uuid4().hex
+        with self._lock:
+            seen = target.seen_ids.get(message_id)
+            if seen is not None and now - seen < target.duplicate_window_s:
+                target.duplicates_dropped += 1
+                return False
+            target.seen_ids[message_id] = now
+            target.active.append(
+                BrokerMessage(
+                    body, message_id, session_id, correlation_id, dict(properties or {}), next(self._sequence), now, now + delay_s
+                )
+            )
+            self._lock.notify_all()
+        return True
+
+    def schedule(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        message_id: str,
+        session_id: str | None,
+        delay_s: float,
+        correlation_id: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+    ) -> None:
+        """The bridge's Requeue port: a scheduled message, as `ServiceBusSender.schedule_messages` makes."""
+        self.send(
+            queue,
+            body,
+            message_id=message_id,
+            session_id=session_id,
+            correlation_id=correlation_id,
+            properties=properties,
+            delay_s=delay_s,
+        )
+
+    # --- receiving ------------------------------------------------------------------------------
+    def _expire_locks(self, target: Queue, now: float) -> None:
+        for message in list(target.active):
+            if message.lock_token and message.locked_until <= now:
+                message.lock_token = None
+                if message.delivery_count >= target.max_delivery_count:
+                    self._dead_letter(target, message, "MaxDeliveryCountExceeded", "lock expired on the last delivery")
+        for session, (_, until) in list(target.session_owners.items()):
+            if until <= now:
+                del target.session_owners[session]
+
+    def _dead_letter(self, target: Queue, message: BrokerMessage, reason: str, description: str) -> None:
+        target.active.remove(message)
+        message.lock_token = None
+        message.dead_letter_reason = reason
+        message.dead_letter_description = description
+        target.dead_letters.append(message)
+
+    def accept_session(self, queue: str) -> tuple[str, str] | None:
+        """Lock the next session that has a visible message: (session id, session token)."""
+        target = self.queue(queue)
+        now = self._clock()
+        with self._lock:
+            self._expire_locks(target, now)
+            for message in target.active:
+                session = message.session_id or ""
+                if message.available_at <= now and session not in target.session_owners:
+                    token = uuid.uuid4().hex
+                    target.session_owners[session] = (token, now + target.lock_duration_s)
+                    return session, token
+        return None
+
+    def release_session(self, queue: str, session: str, token: str) -> None:
+        target = self.queue(queue)
+        with self._lock:
+            if target.session_owners.get(session, ("", 0))[0] == token:
+                del target.session_owners[session]
+                self._lock.notify_all()
+
+    def receive(self, queue: str, session: str | None = None, session_token: str | None = None) -> Lease | None:
+        """The next visible message (of the session, in FIFO order), locked for this receiver."""
+        target = self.queue(queue)
+        now = self._clock()
+        with self._lock:
+            self._expire_locks(target, now)
+            if session is not None:
+                owner = target.session_owners.get(session)
+                if owner is None or owner[0] != session_token:
+                    raise SessionLockLostError(f"session {session} of {queue} is not locked by this receiver")
+                target.session_owners[session] = (owner[0], now + target.lock_duration_s)
+            for message in target.active:
+                if session is not None and (message.session_id or "") != session:
+                    continue
+                if message.lock_token:
+                    if session is not None:
+                        return None  # FIFO: nothing overtakes a locked message of the session
+                    continue
+                if message.available_at > now:
+                    continue
+                message.delivery_count += 1
+                message.lock_token = uuid.uuid4().hex
+                message.locked_until = now + target.lock_duration_s
+                return Lease(queue, message, message.lock_token, session_token)
+        return None
+
+    def _settle(self, lease: Lease) -> tuple[Queue, BrokerMessage]:
+        target = self.queue(lease.queue)
+        if lease.message.lock_token != lease.lock_token or lease.message not in target.active:
+            raise RuntimeError(f"the lock on message {lease.message.message_id} was lost")
+        return target, lease.message
+
+    def complete(self, lease: Lease) -> None:
+        with self._lock:
+            target, message = self._settle(lease)
+            target.active.remove(message)
+            self._lock.notify_all()
+
+    def abandon(self, lease: Lease) -> None:
+        with self._lock:
+            target, message = self._settle(lease)
+            message.lock_token = None
+            if message.delivery_count >= target.max_delivery_count:
+                self._dead_letter(target, message, "MaxDeliveryCountExceeded", f"delivered {message.delivery_count} times")
+            self._lock.notify_all()
+
+    def dead_letter(self, lease: Lease, reason: str, description: str = "") -> None:
+        with self._lock:
+            target, message = self._settle(lease)
+            self._dead_letter(target, message, reason, description)
+            self._lock.notify_all()
+
+    # --- inspection -----------------------------------------------------------------------------
+    def pending(self, queue: str | None = None) -> int:
+        with self._lock:
+            names = [queue] if queue else list(self._queues)
+            return sum(len(self._queues[n].active) for n in names)
+
+    def next_visible_in(self) -> float | None:
+        """Seconds until the next message becomes visible (None if none is waiting)."""
+        now = self._clock()
+        with self._lock:
+            times = [m.available_at - now for q in self._queues.values() for m in q.active if not m.lock_token]
+        return max(0.0, min(times)) if times else None
+
+    def dead_lettered(self, queue: str | None = None) -> list[BrokerMessage]:
+        with self._lock:
+            names = [queue] if queue else list(self._queues)
+            return [m for n in names for m in self._queues[n].dead_letters]

@@ -1,0 +1,27 @@
+"""Production started: the MES starts a production order on the line;
+F&O receives `ProdProductionOrderStart`. Sending it twice starts nothing twice, so it is re-sent when in doubt."""
+
+import azure.functions as func
+
+from functions.inbound import deliver
+from shared import mapping
+from shared.messages import ProductionStarted
+from shared.pipeline import Flow
+from shared.topology import SERVICEBUS_CONNECTION
+
+FLOW = Flow(
+    name="production_started",
+    event=ProductionStarted,
+    map=mapping.production_started,
+    quantity_bearing=False,
+)
+
+bp = func.Blueprint()
+
+
+@bp.function_name("production_started")
+@bp.service_bus_queue_trigger(
+    arg_name="message", queue_name=FLOW.queue, connection=SERVICEBUS_CONNECTION, is_sessions_enabled=True
+)
+def production_started(message: func.ServiceBusMessage) -> None:
+    deliver(FLOW, message)

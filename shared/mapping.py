@@ -1,0 +1,309 @@
+"""Each flow's mapping from a MES event to the F&O call that carries it (fo-contracts.md §1.3).
+
+Pure functions: no I/O, so every mapping is checked against a golden F&O message in unit tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+from shared.fo_client import BatchOperation
+from shared.lineage import Edge
+from shared.messages import (
+    InventoryMoved,
+    MaterialConsumed,
+    MesEvent,
+    OperationReported,
+    OutputReported,
+    ProductionEnded,
+    ProductionStarted,
+    QualityResult,
+)
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class SendMessage:
+    """A message for F&O's MES message service (SysMessageService.SendMessage)."""
+
+    company: str
+    message_type: str
+    content: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ServiceCall:
+    path: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Changeset:
+    """OData writes applied atomically; `natural_key` names the record whose existence proves it was applied."""
+
+    operations: tuple[BatchOperation, ...]
+    natural_key: str
+
+
+FoCall = SendMessage | ServiceCall | Changeset
+
+
+@dataclass(frozen=True)
+class MappingOptions:
+    journal_field_names: str = "2024"
+    picking_batch_field: str = ""
+    quality_service_path: str = "MesBridgeServices/MesQualityService/reportQualityResult"
+    movement_journal_name: str = "IMov"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MappingOptions:
+        return cls(
+            journal_field_names=settings.fo_journal_field_names,
+            picking_batch_field=settings.fo_picking_batch_field,
+            quality_service_path=settings.fo_quality_service_path,
+            movement_journal_name=settings.fo_movement_journal_name,
+        )
+
+
+def _yes(flag: bool) -> str:
+    return "Yes" if flag else "No"
+
+
+def _day(event: MesEvent) -> str:
+    # The MES's own offset decides the day: a shift in Chicago reports on Chicago's date.
+    return event.occurred_at.date().isoformat()
+
+
+def _utc(event: MesEvent) -> str:
+    return event.occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def production_started(event: ProductionStarted, options: MappingOptions) -> SendMessage:
+    del options
+    rule = {"flushing_principle": "FlushingPrincip", "always": "Always", "never": "Never"}
+    content = _drop_none(
+        {
+            "ProductionOrderNumber": event.production_order,
+            "StartedQuantity": event.body.started_quantity,
+            "StartedDate": _day(event),
+            "AutomaticBOMConsumptionRule": rule[event.body.bom_consumption] if event.body.bom_consumption else None,
+        }
+    )
+    return SendMessage(event.company.upper(), "ProdProductionOrderStart", content)
+
+
+def material_consumed(event: MaterialConsumed, options: MappingOptions) -> SendMessage:
+    lines = []
+    for line in event.body.lines:
+        mapped = {
+            "ItemNumber": line.item_number,
+            "ConsumptionBOMQuantity": line.quantity,
+            "ScrapBOMQuantity": line.scrap_quantity,
+            "BOMUnitSymbol": line.unit,
+            "OperationNumber": line.operation_number,
+            "LineNumber": line.bom_line_number,
+            "ConsumptionDate": _day(event),
+            "IsConsumptionEnded": _yes(line.consumption_ended),
+        }
+        if options.picking_batch_field and line.batch_number:
+            mapped[options.picking_batch_field] = line.batch_number
+        lines.append(_drop_none(mapped))
+    content = {"ProductionOrderNumber": event.production_order, "PickingListLines": lines}
+    return SendMessage(event.company.upper(), "ProdProductionOrderPickingList", content)
+
+
+def operation_reported(event: OperationReported, options: MappingOptions) -> SendMessage:
+    del options
+    lines = [
+        _drop_none(
+            {
+                "OperationNumber": line.operation_number,
+                "OperationPriority": "Primary",
+                "Hours": line.hours,
+                "GoodQuantity": line.good_quantity,
+                "ErrorQuantity": line.error_quantity,
+                "OperationCompleted": _yes(line.operation_completed),
+                "Worker": line.worker,
+                "OperationsResourceId": line.resource,
+                "TaskType": "Setup" if line.task == "setup" else "Process",
+                "ConsumptionDate": _day(event),
+            }
+        )
+        for line in event.body.lines
+    ]
+    content = {"ProductionOrderNumber": event.production_order, "RouteCardLines": lines}
+    return SendMessage(event.company.upper(), "ProdProductionOrderRouteCard", content)
+
+
+def output_reported(event: OutputReported, options: MappingOptions) -> SendMessage:
+    del options
+    body = event.body
+    cause = {"none": "None", "material": "Material", "machine": "Machine", "operating_staff": "OperatingStaff"}[body.scrap_cause]
+    product_type = {"main_item": "MainItem", "co_product": "Co_Product", "by_product": "By_Product"}[body.product_type]
+    base = _drop_none(
+        {
+            "ItemNumber": body.item_number,
+            "ProductionType": product_type,
+            "ItemBatchNumber": body.batch_number,
+            "ProductionWarehouseId": body.warehouse,
+            "ProductionWarehouseLocationId": body.location,
+            "ReportAsFinishedDate": _day(event),
+            "ErrorCause": cause,
+        }
+    )
+    if body.serial_numbers:
+        # F&O takes one serial number per line: one line per unit, scrap on the last.
+        lines = [
+            {**base, "ProductSerialNumber": serial, "ReportedGoodQuantity": 1.0, "ReportedErrorQuantity": 0.0, "EndJob": "No"}
+            for serial in body.serial_numbers
+        ]
+        lines[-1]["ReportedErrorQuantity"] = body.scrap_quantity
+        lines[-1]["EndJob"] = _yes(body.end_job)
+    else:
+        lines = [
+            {
+                **base,
+                "ReportedGoodQuantity": body.good_quantity,
+                "ReportedErrorQuantity": body.scrap_quantity,
+                "EndJob": _yes(body.end_job),
+            }
+        ]
+    content = {"ProductionOrderNumber": event.production_order, "ReportFinishedLines": lines}
+    return SendMessage(event.company.upper(), "ProdProductionOrderReportFinished", content)
+
+
+def production_ended(event: ProductionEnded, options: MappingOptions) -> SendMessage:
+    del options
+    content = {
+        "ProductionOrderNumber": event.production_order,
+        "ExecutedDateTime": _utc(event),
+        "EndedDate": _day(event),
+        "AutoReportAsFinished": _yes(event.body.auto_report_as_finished),
+    }
+    return SendMessage(event.company.upper(), "ProdProductionOrderEnd", content)
+
+
+def quality_result(event: QualityResult, options: MappingOptions) -> ServiceCall:
+    body = event.body
+    result = _drop_none(
+        {
+            "MesMessageId": event.message_id,
+            "ProductionOrderNumber": event.production_order,
+            "ItemNumber": body.item_number,
+            "BatchNumber": body.batch_number,
+            "TestGroupId": body.test_group,
+            "Outcome": body.outcome.capitalize(),
+            "SampleId": body.sample_id,
+            "Note": body.note,
+            "TestedAt": _utc(event),
+            "Tests": [
+                _drop_none(
+                    {
+                        "TestId": t.test_id,
+                        "Value": t.value,
+                        "Unit": t.unit,
+                        "Outcome": t.outcome.capitalize() if t.outcome else None,
+                    }
+                )
+                for t in body.tests
+            ],
+        }
+    )
+    return ServiceCall(options.quality_service_path, {"_companyId": event.company.upper(), "_result": result})
+
+
+def movement_journal_number(company: str, message_id: str) -> str:
+    """A journal number derived from the MES message id (F&O JournalId holds 10 characters)."""
+    digest = hashlib.sha256(f"{company.upper()}|{message_id}".encode()).digest()
+    return "M" + base64.b32encode(digest).decode()[:9]
+
+
+def inventory_moved(event: InventoryMoved, options: MappingOptions) -> Changeset:
+    body = event.body
+    company = event.company.lower()
+    journal = movement_journal_number(event.company, event.message_id)
+    day = (body.moved_on or event.occurred_at.date()).isoformat()
+    header = {
+        "dataAreaId": company,
+        "JournalNumber": journal,
+        "JournalNameId": options.movement_journal_name,
+        "Description": f"MES {event.message_id}"[:60],
+    }
+
+    def line(number: int, quantity: float, site: str, warehouse: str, location: str | None) -> dict[str, Any]:
+        return _drop_none(
+            {
+                "dataAreaId": company,
+                "JournalNumber": journal,
+                "LineNumber": float(number),
+                "ItemNumber": body.item_number,
+                "InventoryQuantity": quantity,
+                "TransactionDate": day,
+                "InventorySiteId": site,
+                "InventoryWarehouseId": warehouse,
+                "WarehouseLocationId": location,
+                "ItemBatchNumber": body.batch_number,
+            }
+        )
+
+    operations = (
+        BatchOperation("POST", "InventoryMovementJournalHeaders", header),
+        BatchOperation(
+            "POST",
+            "InventoryMovementJournalEntries",
+            line(1, -body.quantity, body.from_site, body.from_warehouse, body.from_location),
+        ),
+        BatchOperation(
+            "POST", "InventoryMovementJournalEntries", line(2, body.quantity, body.to_site, body.to_warehouse, body.to_location)
+        ),
+    )
+    return Changeset(operations, natural_key=journal)
+
+
+Mapping = Callable[[Any, MappingOptions], FoCall]
+
+
+# --- lineage: what each event says about batch genealogy ----------------------------------------
+
+
+def consumed_edges(event: MaterialConsumed) -> list[Edge]:
+    assert event.production_order
+    return [
+        Edge(
+            event.company,
+            event.production_order,
+            "consumed",
+            line.item_number,
+            line.batch_number,
+            line.quantity,
+            event.message_id,
+        )
+        for line in event.body.lines
+        if line.batch_number
+    ]
+
+
+def produced_edges(event: OutputReported) -> list[Edge]:
+    body = event.body
+    if not body.batch_number or not event.production_order:
+        return []
+    return [
+        Edge(
+            event.company,
+            event.production_order,
+            "produced",
+            body.item_number,
+            body.batch_number,
+            body.good_quantity,
+            event.message_id,
+        )
+    ]

@@ -1,0 +1,217 @@
+"""The MES event contract: what a MES sends to the bridge, one typed body per flow.
+
+These pydantic models are the source of truth; `schemas/mes/*.json` is generated from them
+(`python -m devtools.schemas`) and a test fails when the published files are stale.
+
+Identifiers follow F&O's field lengths (ProdId, ItemId and InventBatchId 20, InventLocationId 10)
+and may not hold `*` (F&O reads it as a wildcard), quotes or control characters.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+SCHEMA_VERSION: Literal["1.0"] = "1.0"
+
+MessageId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+_ID = r"^[A-Za-z0-9][A-Za-z0-9 _.\-/]*$"
+OrderNumber = Annotated[str, StringConstraints(min_length=1, max_length=20, pattern=_ID)]
+ItemNumber = Annotated[str, StringConstraints(min_length=1, max_length=20, pattern=_ID)]
+BatchNumber = Annotated[str, StringConstraints(min_length=1, max_length=20, pattern=_ID)]
+SerialNumber = Annotated[str, StringConstraints(min_length=1, max_length=20, pattern=_ID)]
+WarehouseId = Annotated[str, StringConstraints(min_length=1, max_length=10, pattern=_ID)]
+LocationId = Annotated[str, StringConstraints(min_length=1, max_length=10, pattern=_ID)]
+SiteId = Annotated[str, StringConstraints(min_length=1, max_length=10, pattern=_ID)]
+CompanyId = Annotated[str, StringConstraints(min_length=1, max_length=4, pattern=r"^[A-Za-z0-9]+$")]
+Code = Annotated[str, StringConstraints(min_length=1, max_length=30, pattern=_ID)]
+Text = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")]
+Quantity = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+Hours = Annotated[float, Field(ge=0, le=10_000, allow_inf_nan=False)]
+OperationNumber = Annotated[int, Field(ge=1, le=99_999)]
+
+
+def _plausible_time(value: datetime) -> datetime:
+    if not datetime(2000, 1, 1, tzinfo=UTC) <= value <= datetime(2100, 1, 1, tzinfo=UTC):
+        raise ValueError("must lie between 2000 and 2100")
+    return value
+
+
+def _plausible_date(value: date) -> date:
+    if not date(2000, 1, 1) <= value <= date(2100, 1, 1):
+        raise ValueError("must lie between 2000 and 2100")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, Field(description="ISO 8601 with a UTC offset"), AfterValidator(_plausible_time)]
+Day = Annotated[date, AfterValidator(_plausible_date)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True, str_strip_whitespace=False)
+
+
+# --- bodies ---------------------------------------------------------------------------------
+
+
+class ProductionStartedBody(Strict):
+    started_quantity: Quantity | None = Field(None, description="defaults to the order's quantity in F&O")
+    bom_consumption: Literal["flushing_principle", "always", "never"] | None = None
+
+
+class ConsumedLine(Strict):
+    item_number: ItemNumber
+    batch_number: BatchNumber | None = Field(None, description="the raw material batch consumed (traceability)")
+    quantity: Quantity
+    unit: Annotated[str, StringConstraints(max_length=10, pattern=_ID)] | None = None
+    operation_number: OperationNumber | None = None
+    bom_line_number: Annotated[float, Field(ge=0, le=99_999)] | None = None
+    scrap_quantity: Quantity | None = None
+    consumption_ended: bool = False
+
+
+class MaterialConsumedBody(Strict):
+    lines: list[ConsumedLine] = Field(min_length=1, max_length=500)
+
+
+class OperationLine(Strict):
+    operation_number: OperationNumber
+    hours: Hours = 0.0
+    good_quantity: Quantity = 0.0
+    error_quantity: Quantity = 0.0
+    operation_completed: bool = False
+    worker: Code | None = None
+    resource: Code | None = None
+    task: Literal["setup", "process"] = "process"
+
+
+class OperationReportedBody(Strict):
+    lines: list[OperationLine] = Field(min_length=1, max_length=100)
+
+
+class OutputReportedBody(Strict):
+    item_number: ItemNumber = Field(description="the item produced: the order's item, or a co-/by-product")
+    batch_number: BatchNumber | None = Field(None, description="the finished batch produced (traceability)")
+    serial_numbers: list[SerialNumber] = Field(default_factory=list, max_length=1000)
+    good_quantity: Quantity
+    scrap_quantity: Quantity = 0.0
+    scrap_cause: Literal["none", "material", "machine", "operating_staff"] = "none"
+    end_job: bool = False
+    warehouse: WarehouseId | None = None
+    location: LocationId | None = None
+    product_type: Literal["main_item", "co_product", "by_product"] = "main_item"
+
+    @model_validator(mode="after")
+    def _one_unit_per_serial(self) -> OutputReportedBody:
+        if self.serial_numbers and self.good_quantity != len(self.serial_numbers):
+            raise ValueError(f"good_quantity must equal the number of serial_numbers ({len(self.serial_numbers)})")
+        if len(set(self.serial_numbers)) != len(self.serial_numbers):
+            raise ValueError("serial_numbers must not repeat")
+        return self
+
+
+class ProductionEndedBody(Strict):
+    auto_report_as_finished: bool = False
+
+
+class QualityTest(Strict):
+    test_id: Code
+    value: Annotated[float, Field(allow_inf_nan=False, ge=-1e12, le=1e12)] | None = None
+    unit: Annotated[str, StringConstraints(max_length=10, pattern=_ID)] | None = None
+    outcome: Literal["pass", "fail"] | None = None
+
+
+class QualityResultBody(Strict):
+    item_number: ItemNumber
+    batch_number: BatchNumber
+    test_group: Code
+    outcome: Literal["pass", "fail"]
+    tests: list[QualityTest] = Field(min_length=1, max_length=200)
+    sample_id: Code | None = None
+    note: Text | None = None
+
+
+class InventoryMovedBody(Strict):
+    item_number: ItemNumber
+    batch_number: BatchNumber | None = None
+    quantity: Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)]
+    from_site: SiteId
+    from_warehouse: WarehouseId
+    from_location: LocationId | None = None
+    to_site: SiteId
+    to_warehouse: WarehouseId
+    to_location: LocationId | None = None
+    moved_on: Day | None = Field(None, description="defaults to the day of occurred_at")
+
+
+# --- envelope -------------------------------------------------------------------------------
+
+
+class MesEvent(Strict):
+    """What every MES event carries. `message_id` is the idempotency key: a resend keeps it."""
+
+    message_id: MessageId
+    type: str
+    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    company: CompanyId
+    plant: SiteId
+    production_order: OrderNumber | None = None
+    sequence: Annotated[int, Field(ge=1, le=2**53)] | None = Field(
+        None, description="per production order, 1, 2, 3 ... across all flows; lets the bridge keep the MES order"
+    )
+    occurred_at: Timestamp
+    correlation_id: MessageId | None = None
+    body: BaseModel
+
+
+class ProductionStarted(MesEvent):
+    type: Literal["production_started"]
+    production_order: OrderNumber
+    body: ProductionStartedBody = ProductionStartedBody()
+
+
+class MaterialConsumed(MesEvent):
+    type: Literal["material_consumed"]
+    production_order: OrderNumber
+    body: MaterialConsumedBody
+
+
+class OperationReported(MesEvent):
+    type: Literal["operation_reported"]
+    production_order: OrderNumber
+    body: OperationReportedBody
+
+
+class OutputReported(MesEvent):
+    type: Literal["output_reported"]
+    production_order: OrderNumber
+    body: OutputReportedBody
+
+
+class ProductionEnded(MesEvent):
+    type: Literal["production_ended"]
+    production_order: OrderNumber
+    body: ProductionEndedBody = ProductionEndedBody()
+
+
+class QualityResult(MesEvent):
+    type: Literal["quality_result"]
+    body: QualityResultBody
+
+
+class InventoryMoved(MesEvent):
+    type: Literal["inventory_moved"]
+    body: InventoryMovedBody
+
+
+MES_EVENTS: dict[str, type[MesEvent]] = {
+    "production_started": ProductionStarted,
+    "material_consumed": MaterialConsumed,
+    "operation_reported": OperationReported,
+    "output_reported": OutputReported,
+    "production_ended": ProductionEnded,
+    "quality_result": QualityResult,
+    "inventory_moved": InventoryMoved,
+}

@@ -1,0 +1,198 @@
+"""The order gate: keeps each production order's messages in MES order across the flows' queues.
+
+With a MES sequence number, a message is forwarded only after its predecessor; one below the
+watermark is a duplicate; a gap older than the timeout parks the waiting message with the
+missing number. Without sequence numbers: nothing overtakes the order's start, the end
+overtakes nothing still waiting. Progress rows are ETag-guarded, so instances can race safely.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
+
+from shared.ledger import utcnow
+from shared.tables import safe_key, storage_call
+
+
+@dataclass(frozen=True)
+class Progress:
+    company: str
+    order: str
+    watermark: int = 0
+    started: bool = False
+    ended: bool = False
+    waiting_for: int | None = None
+    waiting_since: datetime | None = None
+    skipped: tuple[dict[str, Any], ...] = ()
+    etag: str = ""
+
+
+@dataclass(frozen=True)
+class Admit:
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class Wait:
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    detail: str
+
+
+@dataclass(frozen=True)
+class Gap:
+    reason: str
+    detail: str
+    missing: int | None
+
+
+Decision = Admit | Wait | Duplicate | Gap
+
+
+def _int(value: Any) -> int:
+    return int(value.value if isinstance(value, EntityProperty) else value)
+
+
+class OrderGate:
+    def __init__(self, table: TableClient, *, gap_timeout_s: float, require_start: bool = True) -> None:
+        self._table = table
+        self.gap_timeout = timedelta(seconds=gap_timeout_s)
+        self.require_start = require_start
+
+    # --- progress rows --------------------------------------------------------------------------
+    def read(self, company: str, order: str) -> Progress:
+        with storage_call("order progress read"):
+            try:
+                row = self._table.get_entity(safe_key(company), safe_key(order))
+            except ResourceNotFoundError:
+                return Progress(company, order)
+        waiting_for = row.get("WaitingFor")
+        return Progress(
+            company=company,
+            order=order,
+            watermark=_int(row.get("Watermark", 0)),
+            started=bool(row.get("Started", False)),
+            ended=bool(row.get("Ended", False)),
+            waiting_for=_int(waiting_for) if waiting_for is not None else None,
+            waiting_since=row.get("WaitingSince"),
+            skipped=tuple(json.loads(row.get("Skipped") or "[]")),
+            etag=str(row.metadata.get("etag", "")),
+        )
+
+    def _write(self, progress: Progress) -> Progress:
+        """Store `progress` if nobody changed the row since it was read; `ResourceModifiedError` if somebody did."""
+        entity: dict[str, Any] = {
+            "PartitionKey": safe_key(progress.company),
+            "RowKey": safe_key(progress.order),
+            "Company": progress.company,
+            "ProductionOrder": progress.order,
+            "Watermark": EntityProperty(progress.watermark, EdmType.INT64),
+            "Started": progress.started,
+            "Ended": progress.ended,
+            "WaitingFor": EntityProperty(progress.waiting_for, EdmType.INT64) if progress.waiting_for is not None else None,
+            "WaitingSince": progress.waiting_since,
+            "Skipped": json.dumps(list(progress.skipped)),
+        }
+        entity = {k: v for k, v in entity.items() if v is not None}
+        with storage_call("order progress write"):
+            if not progress.etag:
+                try:
+                    metadata = self._table.create_entity(entity)
+                except ResourceExistsError:
+                    raise ResourceModifiedError("created by another worker") from None
+            else:
+                metadata = self._table.update_entity(
+                    entity, mode=UpdateMode.REPLACE, etag=progress.etag, match_condition=MatchConditions.IfNotModified
+                )
+        return replace(progress, etag=str(metadata.get("etag", "")))
+
+    def _update(self, company: str, order: str, change: Any) -> Progress:
+        """Apply `change(progress) -> progress` under optimistic concurrency, retrying on conflicts."""
+        for _ in range(20):
+            current = self.read(company, order)
+            wanted = change(current)
+            if wanted == current:
+                return current
+            try:
+                return self._write(wanted)
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue
+        raise ResourceModifiedError(f"order progress of {order} kept changing")
+
+    # --- decisions ------------------------------------------------------------------------------
+    def decide(self, company: str, order: str, flow: str, sequence: int | None, *, later_waiting: int = 0) -> Decision:
+        progress = self.read(company, order)
+        now = utcnow()
+        if sequence is not None:
+            expected = progress.watermark + 1
+            if sequence < expected:
+                return Duplicate(f"sequence {sequence} is at or below the order's watermark {progress.watermark}")
+            if sequence == expected:
+                return Admit(progress)
+            return self._wait_or_park(progress, expected, now, "gap", f"waiting for sequence {expected} of {order}")
+        if flow == "production_started" or not self.require_start:
+            if flow == "production_ended" and later_waiting:
+                return Wait("ordering", f"waiting for {later_waiting} earlier message(s) of {order}")
+            return Admit(progress)
+        if not progress.started:
+            return self._wait_or_park(progress, None, now, "no_start", f"waiting for the production start of {order}")
+        if flow == "production_ended" and later_waiting:
+            return Wait("ordering", f"waiting for {later_waiting} earlier message(s) of {order}")
+        return Admit(progress)
+
+    def _wait_or_park(self, progress: Progress, expected: int | None, now: datetime, reason: str, detail: str) -> Decision:
+        key = expected if expected is not None else 0
+        if progress.waiting_for == key and progress.waiting_since is not None:
+            if now - progress.waiting_since >= self.gap_timeout:
+                missing = f"sequence {expected} never arrived" if expected is not None else "the production start never arrived"
+                return Gap(reason, f"{missing} within {self.gap_timeout.total_seconds():g} s", expected)
+            return Wait("ordering", detail)
+
+        def note(p: Progress) -> Progress:
+            if p.waiting_for == key and p.waiting_since is not None:
+                return p
+            return replace(p, waiting_for=key, waiting_since=now)
+
+        self._update(progress.company, progress.order, note)
+        return Wait("ordering", detail)
+
+    def advance(self, company: str, order: str, flow: str, sequence: int | None) -> Progress:
+        """Record that a message was forwarded: the watermark moves, start and end are noted."""
+
+        def forwarded(p: Progress) -> Progress:
+            watermark = max(p.watermark, sequence) if sequence is not None else p.watermark
+            clear = p.waiting_for is not None and (
+                p.waiting_for <= watermark if sequence is not None else flow == "production_started"
+            )
+            return replace(
+                p,
+                watermark=watermark,
+                started=p.started or flow == "production_started",
+                ended=p.ended or flow == "production_ended",
+                waiting_for=None if clear else p.waiting_for,
+                waiting_since=None if clear else p.waiting_since,
+            )
+
+        return self._update(company, order, forwarded)
+
+    def release_gap(self, company: str, order: str, missing: int, reason: str, who: str = "operator") -> Progress:
+        """Skip a sequence number the MES will never send: the watermark moves past it."""
+
+        def skip(p: Progress) -> Progress:
+            if missing != p.watermark + 1:
+                raise ValueError(f"{order} waits for sequence {p.watermark + 1}, not {missing}")
+            entry = {"sequence": missing, "reason": reason, "by": who, "at": utcnow().isoformat(timespec="seconds")}
+            return replace(p, watermark=missing, waiting_for=None, waiting_since=None, skipped=(*p.skipped, entry))
+
+        return self._update(company, order, skip)

@@ -1,0 +1,490 @@
+"""The one inbound pipeline: every MES -> F&O flow hands its Service Bus message to `process`.
+
+    decode + validate   bad input is parked with a reason and the original payload
+    claim in ledger     a message id seen before is a duplicate: no second call to F&O
+    order gate          early messages wait (rescheduled, delivery count untouched)
+    send to F&O         token, throttle, retry and timeouts live in the F&O client
+    ledger Forwarded    then the watermark moves and lineage edges are written
+
+Failures are sorted by class, here and nowhere else: invalid input and F&O business rejections
+are parked; transient faults are retried later with a growing delay, then parked when the retry
+window closes; a send that may have been applied (no answer) is parked as in doubt when it
+carries quantities, and re-sent when repeating it cannot double anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.errors import AuthError, BridgeError, BusinessRejection, ConfigError, NotFound, Transient
+from shared.fo_client import FoClient, InDoubt, message_content
+from shared.ledger import FINAL_STATES, Ledger, LedgerEntry, LostRace, State, lease, utcnow
+from shared.lineage import Edge, Lineage
+from shared.mapping import Changeset, FoCall, MappingOptions, SendMessage, ServiceCall
+from shared.messages import MesEvent
+from shared.ordering import Admit, Duplicate, Gap, OrderGate, Wait
+from shared.servicebus import ATTEMPT, ORIGINAL_ID, RESUBMIT, Delivery, Requeue
+from shared.settings import Settings
+from shared.telemetry import log_outcome
+from shared.topology import INBOUND_QUEUES
+
+_MAX_DEPTH = 32
+
+
+class Outcome(StrEnum):
+    FORWARDED = "forwarded"
+    DUPLICATE = "duplicate"
+    PARKED = "parked"
+    WAITING = "waiting"
+    RETRYING = "retrying"
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A flow is its message model, its F&O mapping, and what a repeat of its call would do."""
+
+    name: str
+    event: type[MesEvent]
+    map: Callable[[Any, MappingOptions], FoCall]
+    #: True when sending twice would double a quantity in F&O: such a message is never re-sent blindly.
+    quantity_bearing: bool
+    lineage: Callable[[Any], list[Edge]] = lambda event: []
+
+    @property
+    def queue(self) -> str:
+        return INBOUND_QUEUES[self.name]
+
+
+@dataclass
+class Ports:
+    settings: Settings
+    fo: FoClient
+    ledger: Ledger
+    gate: OrderGate
+    lineage: Lineage
+    requeue: Requeue
+    options: MappingOptions
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("mesbridge"))
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    company: str
+    message_id: str
+    reason: str = ""
+    detail: str = ""
+    order: str = ""
+    correlation_id: str = ""
+    fo_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Identity:
+    company: str
+    message_id: str
+    order: str = ""
+    correlation_id: str = ""
+    sequence: int | None = None
+
+
+class _Parked(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+# --- decode -------------------------------------------------------------------------------------
+
+
+def _depth(value: Any, limit: int) -> int:
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def _refuse(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _identity(raw: Any, delivery: Delivery, settings: Settings) -> _Identity:
+    """Who this message is, as far as it can be read, so that even garbage gets a ledger row."""
+    fallback_id = f"sb:{delivery.message_id}" if delivery.message_id else "sha256:" + hashlib.sha256(delivery.body).hexdigest()
+    if not isinstance(raw, dict):
+        return _Identity(settings.fo_default_company.upper(), fallback_id, correlation_id=delivery.correlation_id or "")
+
+    def text(name: str, limit: int) -> str:
+        value = raw.get(name)
+        if isinstance(value, str) and 0 < len(value) <= limit and value.isprintable():
+            return value
+        return ""
+
+    company = text("company", 4).upper()
+    sequence = raw.get("sequence")
+    return _Identity(
+        company=company if company in settings.companies else settings.fo_default_company.upper(),
+        message_id=text("message_id", 128) or fallback_id,
+        order=text("production_order", 20),
+        correlation_id=text("correlation_id", 128) or delivery.correlation_id or "",
+        sequence=sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else None,
+    )
+
+
+def decode(delivery: Delivery, flow: Flow, settings: Settings) -> tuple[_Identity, MesEvent]:
+    """Parse and validate; raises `_Parked` with a specific reason, always with an identity first."""
+    identity = _Identity(settings.fo_default_company.upper(), f"sb:{delivery.message_id}")
+    if len(delivery.body) > settings.max_message_bytes:
+        raise _Parked("too_large", f"{len(delivery.body)} bytes; the limit is {settings.max_message_bytes}") from None
+    if not delivery.body.strip():
+        raise _Parked("empty", "the message body is empty")
+    try:
+        raw = json.loads(delivery.body, parse_constant=_refuse)
+    except (ValueError, RecursionError) as exc:
+        raise _Parked("invalid_json", f"not JSON: {str(exc)[:300]}") from None
+    identity = _identity(raw, delivery, settings)
+    if _depth(raw, _MAX_DEPTH) > _MAX_DEPTH:
+        raise _ParkedAs(identity, "too_deep", f"nested deeper than {_MAX_DEPTH} levels")
+    if not isinstance(raw, dict):
+        raise _ParkedAs(identity, "invalid_message", "the body must be a JSON object")
+    kind = raw.get("type")
+    if kind != flow.name:
+        from shared.messages import MES_EVENTS
+
+        if kind in MES_EVENTS:
+            raise _ParkedAs(identity, "wrong_queue", f"a {kind} event arrived on the {flow.name} queue ({flow.queue})")
+        raise _ParkedAs(identity, "unknown_type", f"unknown event type {str(kind)[:60]!r}; expected {flow.name!r}")
+    version = raw.get("schema_version", "1.0")
+    if version != "1.0":
+        raise _ParkedAs(identity, "unsupported_version", f"schema_version {str(version)[:20]!r} is not supported (1.0 is)")
+    try:
+        event = flow.event.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
+        raise _ParkedAs(identity, "invalid_message", problems) from None
+    if event.company.upper() not in settings.companies:
+        raise _ParkedAs(
+            identity,
+            "unknown_company",
+            f"company {event.company} is not one of FO_COMPANIES ({', '.join(sorted(settings.companies))})",
+        )
+    return identity, event
+
+
+class _ParkedAs(_Parked):
+    def __init__(self, identity: _Identity, reason: str, detail: str) -> None:
+        super().__init__(reason, detail)
+        self.identity = identity
+
+
+# --- F&O ----------------------------------------------------------------------------------------
+
+
+def execute(fo: FoClient, call: FoCall) -> tuple[str, str]:
+    """Make the F&O call; returns (reference, content hash) for the ledger."""
+    if isinstance(call, SendMessage):
+        fo.send_message(call.company, call.message_type, call.content)
+        return "", hashlib.sha256(message_content(call.content).encode()).hexdigest()
+    if isinstance(call, ServiceCall):
+        answer = fo.call_service(call.path, call.payload, idempotent=True)
+        reference = str(answer.get("QualityOrderNumber", "")) if isinstance(answer, dict) else ""
+        return reference, ""
+    if isinstance(call, Changeset):
+        try:
+            fo.batch(call.operations)
+        except BusinessRejection as exc:
+            # The header's key derives from the MES message id: "already exists" on it means an
+            # earlier attempt was applied (changesets are atomic), so this one is done too.
+            if exc.operation == "1" and "already exists" in exc.infolog:
+                return call.natural_key, ""
+            raise
+        return call.natural_key, ""
+    raise TypeError(call)
+
+
+def _message_type(call: FoCall) -> str:
+    if isinstance(call, SendMessage):
+        return call.message_type
+    if isinstance(call, ServiceCall):
+        return call.path
+    return "$batch:" + ",".join(sorted({op.path for op in call.operations}))
+
+
+# --- the pipeline -------------------------------------------------------------------------------
+
+
+def process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
+    started = time.monotonic()
+    result = _process(delivery, flow, ports)
+    log_outcome(
+        ports.log, flow.name, result, duration_ms=(time.monotonic() - started) * 1000, delivery_count=delivery.delivery_count
+    )
+    return result
+
+
+def _process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
+    try:
+        identity, event = decode(delivery, flow, ports.settings)
+    except _ParkedAs as parked:
+        return _park_new(delivery, flow, ports, parked.identity, parked.reason, parked.detail)
+    except _Parked as parked:
+        return _park_new(delivery, flow, ports, _identity(None, delivery, ports.settings), parked.reason, parked.detail)
+
+    now = utcnow()
+    entry = LedgerEntry(
+        company=identity.company,
+        message_id=event.message_id,
+        state=State.FORWARDING,
+        flow=flow.name,
+        attempts=1,
+        production_order=event.production_order or "",
+        sequence=event.sequence,
+        correlation_id=identity.correlation_id,
+        payload_hash=hashlib.sha256(delivery.body).hexdigest(),
+        payload_size=len(delivery.body),
+        lease_until=lease(ports.settings.message_lock_budget_s),
+        received_at=now,
+    )
+    try:
+        claimed = ports.ledger.create(entry, payload=delivery.body)
+    except LostRace:
+        existing = ports.ledger.get(identity.company, event.message_id)
+        if existing is None:  # deleted between the two calls: let the broker try again
+            raise Transient("ledger row vanished during the claim") from None
+        taken = _take_over(existing, delivery, flow, ports)
+        if isinstance(taken, Result):
+            return taken
+        claimed = taken
+    return _gate_and_send(delivery, flow, ports, event, claimed)
+
+
+def _result(entry: LedgerEntry, outcome: Outcome, reason: str = "", detail: str = "", fo_ms: float = 0.0) -> Result:
+    return Result(outcome, entry.company, entry.message_id, reason, detail, entry.production_order, entry.correlation_id, fo_ms)
+
+
+def _take_over(existing: LedgerEntry, delivery: Delivery, flow: Flow, ports: Ports) -> LedgerEntry | Result:
+    """A row exists for this message id: decide whether this delivery may move it forward."""
+    settings = ports.settings
+    resubmitted = existing.state is State.PARKED and delivery.properties.get(RESUBMIT) == existing.extra.get("ResubmitToken")
+    if existing.state in FINAL_STATES or (existing.state is State.PARKED and not resubmitted):
+        same = existing.payload_hash == hashlib.sha256(delivery.body).hexdigest()
+        return _result(
+            existing,
+            Outcome.DUPLICATE,
+            "duplicate",
+            f"already {existing.state.value}" + ("" if same else "; the payload differs"),
+        )
+    if existing.state is State.FORWARDING and existing.lease_active:
+        # Another worker holds it now. Look again after its lease: if it crashed, this copy finishes the job.
+        remaining = (existing.lease_until - utcnow()).total_seconds() if existing.lease_until else settings.message_lock_budget_s
+        _schedule(delivery, ports, existing, max(1.0, remaining + 1.0))
+        return _result(existing, Outcome.WAITING, "in_flight", "another worker is forwarding this message")
+    if existing.state is State.FORWARDING and flow.quantity_bearing:
+        detail = "a previous attempt stopped after calling F&O and before recording the answer; check F&O before resubmitting"
+        return _park(existing, ports, "in_doubt", detail)
+    try:
+        return ports.ledger.transition(
+            existing,
+            State.FORWARDING,
+            reason="",
+            detail="resubmitted" if resubmitted else f"attempt {existing.attempts + 1}",
+            attempts=existing.attempts + 1,
+            lease_until=lease(settings.message_lock_budget_s),
+        )
+    except LostRace:
+        return _result(existing, Outcome.DUPLICATE, "duplicate", "another delivery moved it first")
+
+
+def _gate_and_send(delivery: Delivery, flow: Flow, ports: Ports, event: MesEvent, claimed: LedgerEntry) -> Result:
+    order = event.production_order
+    if order:
+        waiting = 0
+        if flow.name == "production_ended" and event.sequence is None:
+            waiting = sum(
+                1
+                for e in ports.ledger.query(company=claimed.company, production_order=order)
+                if e.message_id != claimed.message_id and e.state in (State.WAITING, State.FORWARDING)
+            )
+        decision = ports.gate.decide(claimed.company, order, flow.name, event.sequence, later_waiting=waiting)
+        if isinstance(decision, Duplicate):
+            ports.ledger.transition(claimed, State.DUPLICATE, reason="below_watermark", detail=decision.detail, lease_until=None)
+            return _result(claimed, Outcome.DUPLICATE, "below_watermark", decision.detail)
+        if isinstance(decision, Gap):
+            extra = {**claimed.extra, "Missing": decision.missing if decision.missing is not None else ""}
+            return _park(claimed, ports, decision.reason, decision.detail, extra=extra)
+        if isinstance(decision, Wait):
+            return _wait(delivery, ports, claimed, decision.detail)
+        assert isinstance(decision, Admit)
+    return _send(delivery, flow, ports, event, claimed)
+
+
+def _send(delivery: Delivery, flow: Flow, ports: Ports, event: MesEvent, claimed: LedgerEntry) -> Result:
+    call = flow.map(event, ports.options)
+    started = time.monotonic()
+    try:
+        reference, content_hash = execute(ports.fo, call)
+    except InDoubt as exc:
+        if flow.quantity_bearing:
+            return _park(claimed, ports, "in_doubt", f"{exc.message}; check F&O before resubmitting", fo_ms=_ms(started))
+        return _retry_later(delivery, ports, claimed, exc)
+    except (BusinessRejection, NotFound) as exc:
+        infolog = exc.infolog if isinstance(exc, BusinessRejection) else ""
+        return _park(claimed, ports, "rejected", exc.message, infolog=infolog, fo_ms=_ms(started))
+    except (Transient, AuthError, ConfigError) as exc:
+        return _retry_later(delivery, ports, claimed, exc)
+    fo_ms = _ms(started)
+    extra = {**claimed.extra, "ContentHash": content_hash, "FoReference": reference, "FoMs": round(fo_ms, 1)}
+    forwarded = _record(
+        lambda: ports.ledger.transition(
+            claimed,
+            State.FORWARDED,
+            reason="",
+            detail=_message_type(call),
+            fo_message_type=_message_type(call),
+            lease_until=None,
+            extra=extra,
+        )
+    )
+    if event.production_order:
+        _record(lambda: ports.gate.advance(forwarded.company, event.production_order or "", flow.name, event.sequence))
+    edges = flow.lineage(event)
+    if edges:
+        _record(lambda: ports.lineage.record(edges))
+    return _result(forwarded, Outcome.FORWARDED, fo_ms=fo_ms)
+
+
+def _record(write: Callable[[], Any]) -> Any:
+    """Bookkeeping after F&O accepted: a storage hiccup is retried briefly before giving up to the broker."""
+    for attempt in range(4):
+        try:
+            return write()
+        except Transient:
+            if attempt == 3:
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _ms(started: float) -> float:
+    return (time.monotonic() - started) * 1000
+
+
+def _park_new(delivery: Delivery, flow: Flow, ports: Ports, identity: _Identity, reason: str, detail: str) -> Result:
+    entry = LedgerEntry(
+        company=identity.company,
+        message_id=identity.message_id,
+        state=State.PARKED,
+        flow=flow.name,
+        reason=reason,
+        detail=detail,
+        production_order=identity.order,
+        sequence=identity.sequence,
+        correlation_id=identity.correlation_id,
+        payload_hash=hashlib.sha256(delivery.body).hexdigest(),
+        payload_size=len(delivery.body),
+    )
+    try:
+        created = ports.ledger.create(entry, payload=delivery.body)
+    except LostRace:
+        existing = ports.ledger.get(identity.company, identity.message_id)
+        resubmitted = existing is not None and delivery.properties.get(RESUBMIT) == existing.extra.get("ResubmitToken")
+        if existing is None or not resubmitted:
+            return _result(existing or entry, Outcome.DUPLICATE, "duplicate", "this message was recorded before")
+        created = ports.ledger.transition(existing, State.PARKED, reason=reason, detail=detail, payload=delivery.body)
+    return _result(created, Outcome.PARKED, reason, detail)
+
+
+def _park(
+    entry: LedgerEntry,
+    ports: Ports,
+    reason: str,
+    detail: str,
+    *,
+    infolog: str = "",
+    fo_ms: float = 0.0,
+    extra: dict[str, Any] | None = None,
+) -> Result:
+    parked = _record(
+        lambda: ports.ledger.transition(
+            entry,
+            State.PARKED,
+            reason=reason,
+            detail=detail,
+            infolog=infolog,
+            lease_until=None,
+            extra=extra if extra is not None else entry.extra,
+        )
+    )
+    return _result(parked, Outcome.PARKED, reason, detail, fo_ms)
+
+
+def _wait(delivery: Delivery, ports: Ports, entry: LedgerEntry, detail: str) -> Result:
+    waits = int(entry.extra.get("Waits", 0)) + 1
+    delay = min(60.0, ports.settings.gate_first_wait_s * 2 ** min(waits - 1, 6))
+    waiting = ports.ledger.transition(
+        entry, State.WAITING, reason="ordering", detail=detail, lease_until=None, extra={**entry.extra, "Waits": waits}
+    )
+    _schedule(delivery, ports, waiting, delay)
+    return _result(waiting, Outcome.WAITING, "ordering", detail)
+
+
+def _retry_later(delivery: Delivery, ports: Ports, entry: LedgerEntry, error: BridgeError) -> Result:
+    settings = ports.settings
+    received = entry.received_at or utcnow()
+    if utcnow() - received > timedelta(seconds=settings.retry_give_up_after_s):
+        return _park(
+            entry, ports, "retries_exhausted", f"still failing after {settings.retry_give_up_after_s:g} s: {error.message}"
+        )
+    retries = int(entry.extra.get("Retries", 0)) + 1
+    delay = min(settings.retry_max_wait_s, settings.retry_first_wait_s * 2 ** min(retries - 1, 20))
+    if isinstance(error, (AuthError, ConfigError)):
+        ports.log.error("F&O refused the bridge's credentials: %s", error.message, extra={"flow": entry.flow, "outcome": "auth"})
+        delay = settings.retry_max_wait_s
+    waiting = _record(
+        lambda: ports.ledger.transition(
+            entry,
+            State.WAITING,
+            reason=error.reason,
+            detail=error.message,
+            lease_until=None,
+            extra={**entry.extra, "Retries": retries},
+        )
+    )
+    _schedule(delivery, ports, waiting, delay)
+    return _result(waiting, Outcome.RETRYING, error.reason, error.message)
+
+
+def _schedule(delivery: Delivery, ports: Ports, entry: LedgerEntry, delay_s: float) -> None:
+    attempt = int(delivery.properties.get(ATTEMPT, 0)) + 1
+    properties = {k: v for k, v in delivery.properties.items() if k not in (ATTEMPT, ORIGINAL_ID)}
+    properties.update({ATTEMPT: attempt, ORIGINAL_ID: delivery.properties.get(ORIGINAL_ID, delivery.message_id)})
+    ports.requeue.schedule(
+        delivery.queue,
+        delivery.body,
+        # A fresh broker id per attempt (duplicate detection would drop a copy with the old one),
+        # the same one if this step is repeated after a crash (so the repeat is dropped instead).
+        message_id=f"{entry.message_id}|{entry.attempts}.{attempt}"[:128],
+        session_id=delivery.session_id,
+        delay_s=delay_s,
+        correlation_id=entry.correlation_id or None,
+        properties=properties,
+    )

@@ -1,0 +1,58 @@
+"""The composition root: builds each adapter once per process, on first use, from the settings.
+
+Functions call `ports()`; dev tooling may `install()` other adapters (the local host's broker).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from shared.fo_auth import MsalTokenProvider
+from shared.fo_client import FoClient
+from shared.http import PinnedTrustSession
+from shared.ledger import Ledger
+from shared.lineage import Lineage
+from shared.mapping import MappingOptions
+from shared.ordering import OrderGate
+from shared.pipeline import Ports
+from shared.servicebus import Requeue, ServiceBusRequeue
+from shared.settings import Settings, get_settings
+from shared.tables import service_client, table
+
+_lock = threading.Lock()
+_ports: Ports | None = None
+
+
+def build(settings: Settings, *, requeue: Requeue | None = None) -> Ports:
+    session = PinnedTrustSession(settings.tls_verify, pool_size=max(32, settings.fo_max_concurrency * 2))
+    tokens = MsalTokenProvider(settings, session)
+    tables = service_client(settings)
+    prefix = settings.tables_prefix
+    return Ports(
+        settings=settings,
+        fo=FoClient(settings, tokens, session),
+        ledger=Ledger(table(tables, prefix + "Ledger")),
+        gate=OrderGate(
+            table(tables, prefix + "Progress"),
+            gap_timeout_s=settings.gate_gap_timeout_s,
+            require_start=settings.gate_require_start,
+        ),
+        lineage=Lineage(table(tables, prefix + "Lineage")),
+        requeue=requeue or ServiceBusRequeue(settings),
+        options=MappingOptions.from_settings(settings),
+    )
+
+
+def ports() -> Ports:
+    global _ports
+    with _lock:
+        if _ports is None:
+            _ports = build(get_settings())
+        return _ports
+
+
+def install(custom: Ports | None) -> None:
+    """Use these adapters from now on (None: build from the settings again on next use)."""
+    global _ports
+    with _lock:
+        _ports = custom

@@ -1,0 +1,118 @@
+"""What the pipeline needs from Service Bus: the delivered message, and a way to put a message
+back on its queue for later (the order gate's wait and the outage backoff).
+
+Rescheduling a copy and completing the original keeps the delivery count of a waiting message
+at 1: a long F&O outage never pushes healthy messages into the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import azure.functions as func
+
+from shared.settings import Settings
+
+#: Application properties the bridge sets on the copies it schedules.
+ATTEMPT = "mesbridge-attempt"
+ORIGINAL_ID = "mesbridge-original-message-id"
+RESUBMIT = "mesbridge-resubmit-token"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One delivery of a Service Bus message to a flow function."""
+
+    body: bytes
+    message_id: str
+    queue: str
+    session_id: str | None = None
+    delivery_count: int = 1
+    enqueued_at: datetime | None = None
+    correlation_id: str | None = None
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_trigger(cls, message: func.ServiceBusMessage, queue: str) -> Delivery:
+        return cls(
+            body=message.get_body(),
+            message_id=str(message.message_id or ""),
+            queue=queue,
+            session_id=message.session_id,
+            delivery_count=int(message.delivery_count or 1),
+            enqueued_at=message.enqueued_time_utc,
+            correlation_id=message.correlation_id,
+            properties=dict(message.application_properties or {}),
+        )
+
+
+class Requeue(Protocol):
+    def schedule(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        message_id: str,
+        session_id: str | None,
+        delay_s: float,
+        correlation_id: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+
+class ServiceBusRequeue:
+    """Schedules messages with the azure-servicebus SDK (identity or connection string)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: Any = None
+        self._senders: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _sender(self, queue: str) -> Any:
+        from azure.servicebus import ServiceBusClient
+
+        with self._lock:
+            if self._client is None:
+                s = self._settings
+                if s.servicebus_connection_string:
+                    self._client = ServiceBusClient.from_connection_string(s.servicebus_connection_string.get_secret_value())
+                else:
+                    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+                    credential: Any = (
+                        ManagedIdentityCredential(client_id=s.servicebus_client_id)
+                        if s.servicebus_client_id
+                        else DefaultAzureCredential()
+                    )
+                    self._client = ServiceBusClient(s.servicebus_namespace, credential)
+            if queue not in self._senders:
+                self._senders[queue] = self._client.get_queue_sender(queue)
+            return self._senders[queue]
+
+    def schedule(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        message_id: str,
+        session_id: str | None,
+        delay_s: float,
+        correlation_id: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+    ) -> None:
+        from azure.servicebus import ServiceBusMessage
+
+        message = ServiceBusMessage(
+            body,
+            message_id=message_id,
+            session_id=session_id,
+            correlation_id=correlation_id,
+            application_properties={str(k): v for k, v in (properties or {}).items()},
+            content_type="application/json",
+        )
+        self._sender(queue).schedule_messages(message, datetime.now(UTC) + timedelta(seconds=delay_s))
