@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from azure.functions.servicebus import ServiceBusMessage
@@ -34,7 +35,9 @@ FUNCTIONS = {
 }
 
 
-def trigger(document: dict | bytes, *, delivery_count: int = 1, broker_id: str | None = None, session: str | None = None):
+def trigger(
+    document: dict[str, Any] | bytes, *, delivery_count: int = 1, broker_id: str | None = None, session: str | None = None
+):
     body = document if isinstance(document, bytes) else mes.encode(document)
     order = document.get("production_order") if isinstance(document, dict) else None
     return ServiceBusMessage(
@@ -48,7 +51,7 @@ def trigger(document: dict | bytes, *, delivery_count: int = 1, broker_id: str |
     )
 
 
-def order_lifecycle(order: str, item: str, quantity: float) -> list[dict]:
+def order_lifecycle(order: str, item: str, quantity: float) -> list[dict[str, Any]]:
     return [
         mes.event("production_started", order, {"started_quantity": quantity}),
         mes.event(
