@@ -59,6 +59,19 @@ class MappingOptions:
     picking_batch_field: str = ""
     quality_service_path: str = "MesBridgeServices/MesQualityService/reportQualityResult"
     movement_journal_name: str = "IMov"
+    picking_list_journal: str = ""
+    route_card_journal: str = ""
+    report_finished_journal: str = ""
+
+    def journal_field(self, kind: str) -> str:
+        """The journal-name field for `kind` (production, picking list, route card) in the F&O version in use."""
+        if self.journal_field_names == "2022":
+            return {
+                "production": "ProductionJournalNameId",
+                "picking": "PickingListProductionJournalNameId",
+                "route": "RouteCardProductionJournalNameId",
+            }[kind]
+        return {"production": "JournalNameId", "picking": "PickingListJournalNameId", "route": "RouteCardJournalNameId"}[kind]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MappingOptions:
@@ -67,6 +80,9 @@ class MappingOptions:
             picking_batch_field=settings.fo_picking_batch_field,
             quality_service_path=settings.fo_quality_service_path,
             movement_journal_name=settings.fo_movement_journal_name,
+            picking_list_journal=settings.fo_picking_list_journal_name,
+            route_card_journal=settings.fo_route_card_journal_name,
+            report_finished_journal=settings.fo_report_finished_journal_name,
         )
 
 
@@ -117,12 +133,14 @@ def material_consumed(event: MaterialConsumed, options: MappingOptions) -> SendM
         if options.picking_batch_field and line.batch_number:
             mapped[options.picking_batch_field] = line.batch_number
         lines.append(_drop_none(mapped))
-    content = {"ProductionOrderNumber": event.production_order, "PickingListLines": lines}
+    content: dict[str, Any] = {"ProductionOrderNumber": event.production_order, "PickingListLines": lines}
+    if options.picking_list_journal:
+        # On the picking list message the header field is the production journal name field.
+        content[options.journal_field("production")] = options.picking_list_journal
     return SendMessage(event.company.upper(), "ProdProductionOrderPickingList", content)
 
 
 def operation_reported(event: OperationReported, options: MappingOptions) -> SendMessage:
-    del options
     lines = [
         _drop_none(
             {
@@ -140,12 +158,13 @@ def operation_reported(event: OperationReported, options: MappingOptions) -> Sen
         )
         for line in event.body.lines
     ]
-    content = {"ProductionOrderNumber": event.production_order, "RouteCardLines": lines}
+    content: dict[str, Any] = {"ProductionOrderNumber": event.production_order, "RouteCardLines": lines}
+    if options.route_card_journal:
+        content[options.journal_field("production")] = options.route_card_journal
     return SendMessage(event.company.upper(), "ProdProductionOrderRouteCard", content)
 
 
 def output_reported(event: OutputReported, options: MappingOptions) -> SendMessage:
-    del options
     body = event.body
     cause = {"none": "None", "material": "Material", "machine": "Machine", "operating_staff": "OperatingStaff"}[body.scrap_cause]
     product_type = {"main_item": "MainItem", "co_product": "Co_Product", "by_product": "By_Product"}[body.product_type]
@@ -158,6 +177,9 @@ def output_reported(event: OutputReported, options: MappingOptions) -> SendMessa
             "ProductionWarehouseLocationId": body.location,
             "ReportAsFinishedDate": _day(event),
             "ErrorCause": cause,
+            options.journal_field("production"): options.report_finished_journal or None,
+            options.journal_field("picking"): options.picking_list_journal or None,
+            options.journal_field("route"): options.route_card_journal or None,
         }
     )
     if body.serial_numbers:

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
         validation_alias=_env("FO_QUALITY_SERVICE_PATH"),
     )
     fo_movement_journal_name: str = Field("IMov", validation_alias=_env("FO_MOVEMENT_JOURNAL_NAME"))
+    fo_picking_list_journal_name: str = Field("", validation_alias=_env("FO_PICKING_LIST_JOURNAL_NAME"))
+    fo_route_card_journal_name: str = Field("", validation_alias=_env("FO_ROUTE_CARD_JOURNAL_NAME"))
+    fo_report_finished_journal_name: str = Field("", validation_alias=_env("FO_REPORT_FINISHED_JOURNAL_NAME"))
 
     # --- How the bridge calls F&O ---------------------------------------------------------------
     fo_connect_timeout_s: float = Field(5.0, gt=0, validation_alias=_env("FO_CONNECT_TIMEOUT_S"))

@@ -1,0 +1,319 @@
+"""Each mapping against a golden F&O message built from reference/fo-contracts.md §1.3."""
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from devtools import mes
+from devtools.fo_emulator.contracts import schemas, validate_content
+from shared import mapping
+from shared.fo_client import BatchOperation
+from shared.messages import MES_EVENTS
+from shared.pipeline import execute
+
+OPTIONS = mapping.MappingOptions()
+AT = datetime(2026, 11, 23, 23, 30, tzinfo=timezone(timedelta(hours=-6)))  # 05:30 UTC on the 24th
+
+
+def parse(kind, order, body, **kw):
+    return MES_EVENTS[kind].model_validate(mes.event(kind, order, body, occurred_at=AT, message_id="m-1", **kw))
+
+
+def test_production_started():
+    call = mapping.production_started(
+        parse("production_started", "P000123", {"started_quantity": 40, "bom_consumption": "never"}), OPTIONS
+    )
+    assert call == mapping.SendMessage(
+        "USMF",
+        "ProdProductionOrderStart",
+        {
+            "ProductionOrderNumber": "P000123",
+            "StartedQuantity": 40.0,
+            "StartedDate": "2026-11-23",
+            "AutomaticBOMConsumptionRule": "Never",
+        },
+    )
+
+
+def test_material_consumed_with_and_without_the_batch_field():
+    event = parse(
+        "material_consumed",
+        "P000123",
+        {
+            "lines": [
+                {
+                    "item_number": "RM-0001",
+                    "batch_number": "B1",
+                    "quantity": 2.5,
+                    "unit": "kg",
+                    "operation_number": 10,
+                    "consumption_ended": True,
+                }
+            ]
+        },
+    )
+    golden_line = {
+        "ItemNumber": "RM-0001",
+        "ConsumptionBOMQuantity": 2.5,
+        "BOMUnitSymbol": "kg",
+        "OperationNumber": 10,
+        "ConsumptionDate": "2026-11-23",
+        "IsConsumptionEnded": "Yes",
+    }
+    assert mapping.material_consumed(event, OPTIONS).content == {
+        "ProductionOrderNumber": "P000123",
+        "PickingListLines": [golden_line],
+    }
+    with_batch = mapping.material_consumed(event, mapping.MappingOptions(picking_batch_field="ItemBatchNumber"))
+    assert with_batch.content["PickingListLines"][0]["ItemBatchNumber"] == "B1"
+    assert with_batch.message_type == "ProdProductionOrderPickingList"
+
+
+def test_operation_reported():
+    event = parse(
+        "operation_reported",
+        "P000123",
+        {
+            "lines": [
+                {
+                    "operation_number": 20,
+                    "hours": 1.75,
+                    "good_quantity": 40,
+                    "error_quantity": 1,
+                    "operation_completed": True,
+                    "worker": "000123",
+                    "resource": "WLD-01",
+                    "task": "setup",
+                }
+            ]
+        },
+    )
+    assert mapping.operation_reported(event, OPTIONS).content == {
+        "ProductionOrderNumber": "P000123",
+        "RouteCardLines": [
+            {
+                "OperationNumber": 20,
+                "OperationPriority": "Primary",
+                "Hours": 1.75,
+                "GoodQuantity": 40.0,
+                "ErrorQuantity": 1.0,
+                "OperationCompleted": "Yes",
+                "Worker": "000123",
+                "OperationsResourceId": "WLD-01",
+                "TaskType": "Setup",
+                "ConsumptionDate": "2026-11-23",
+            }
+        ],
+    }
+
+
+def test_output_reported_with_a_batch():
+    event = parse(
+        "output_reported",
+        "P000123",
+        {
+            "item_number": "FG-1",
+            "batch_number": "FGB-1",
+            "good_quantity": 38,
+            "scrap_quantity": 2,
+            "scrap_cause": "machine",
+            "end_job": True,
+            "warehouse": "11",
+        },
+    )
+    assert mapping.output_reported(event, OPTIONS).content == {
+        "ProductionOrderNumber": "P000123",
+        "ReportFinishedLines": [
+            {
+                "ItemNumber": "FG-1",
+                "ProductionType": "MainItem",
+                "ItemBatchNumber": "FGB-1",
+                "ProductionWarehouseId": "11",
+                "ReportAsFinishedDate": "2026-11-23",
+                "ErrorCause": "Machine",
+                "ReportedGoodQuantity": 38.0,
+                "ReportedErrorQuantity": 2.0,
+                "EndJob": "Yes",
+            }
+        ],
+    }
+
+
+def test_output_reported_with_serial_numbers_has_one_line_per_unit():
+    event = parse(
+        "output_reported",
+        "P000123",
+        {"item_number": "FG-1", "serial_numbers": ["S1", "S2"], "good_quantity": 2, "scrap_quantity": 1},
+    )
+    lines = mapping.output_reported(event, OPTIONS).content["ReportFinishedLines"]
+    assert [(line["ProductSerialNumber"], line["ReportedGoodQuantity"], line["ReportedErrorQuantity"]) for line in lines] == [
+        ("S1", 1.0, 0.0),
+        ("S2", 1.0, 1.0),
+    ]
+
+
+def test_serial_numbers_must_match_the_good_quantity():
+    with pytest.raises(ValueError, match="number of serial_numbers"):
+        parse("output_reported", "P1", {"item_number": "FG-1", "serial_numbers": ["S1"], "good_quantity": 2})
+
+
+def test_production_ended_uses_utc_for_the_time_and_the_plant_day_for_the_date():
+    call = mapping.production_ended(parse("production_ended", "P000123", {}), OPTIONS)
+    assert call.content == {
+        "ProductionOrderNumber": "P000123",
+        "ExecutedDateTime": "2026-11-24T05:30:00Z",
+        "EndedDate": "2026-11-23",
+        "AutoReportAsFinished": "No",
+    }
+
+
+def test_quality_result_goes_to_the_configured_service():
+    event = parse(
+        "quality_result",
+        None,
+        {
+            "item_number": "FG-1",
+            "batch_number": "FGB-1",
+            "test_group": "FINAL",
+            "outcome": "fail",
+            "tests": [{"test_id": "WEIGHT", "value": 12.5, "unit": "kg", "outcome": "fail"}],
+        },
+    )
+    call = mapping.quality_result(event, mapping.MappingOptions(quality_service_path="G/S/op"))
+    assert call.path == "G/S/op"
+    assert call.payload == {
+        "_companyId": "USMF",
+        "_result": {
+            "MesMessageId": "m-1",
+            "ItemNumber": "FG-1",
+            "BatchNumber": "FGB-1",
+            "TestGroupId": "FINAL",
+            "Outcome": "Fail",
+            "TestedAt": "2026-11-24T05:30:00Z",
+            "Tests": [{"TestId": "WEIGHT", "Value": 12.5, "Unit": "kg", "Outcome": "Fail"}],
+        },
+    }
+
+
+def test_inventory_moved_is_one_changeset_with_a_journal_number_from_the_message_id():
+    event = parse(
+        "inventory_moved",
+        None,
+        {
+            "item_number": "RM-1",
+            "batch_number": "B1",
+            "quantity": 5,
+            "from_site": "1",
+            "from_warehouse": "11",
+            "from_location": "L1",
+            "to_site": "2",
+            "to_warehouse": "21",
+        },
+    )
+    call = mapping.inventory_moved(event, OPTIONS)
+    journal = mapping.movement_journal_number("USMF", "m-1")
+    assert len(journal) == 10 and journal == call.natural_key == mapping.movement_journal_number("usmf", "m-1")
+    assert call.operations == (
+        BatchOperation(
+            "POST",
+            "InventoryMovementJournalHeaders",
+            {"dataAreaId": "usmf", "JournalNumber": journal, "JournalNameId": "IMov", "Description": "MES m-1"},
+        ),
+        BatchOperation(
+            "POST",
+            "InventoryMovementJournalEntries",
+            {
+                "dataAreaId": "usmf",
+                "JournalNumber": journal,
+                "LineNumber": 1.0,
+                "ItemNumber": "RM-1",
+                "InventoryQuantity": -5.0,
+                "TransactionDate": "2026-11-23",
+                "InventorySiteId": "1",
+                "InventoryWarehouseId": "11",
+                "WarehouseLocationId": "L1",
+                "ItemBatchNumber": "B1",
+            },
+        ),
+        BatchOperation(
+            "POST",
+            "InventoryMovementJournalEntries",
+            {
+                "dataAreaId": "usmf",
+                "JournalNumber": journal,
+                "LineNumber": 2.0,
+                "ItemNumber": "RM-1",
+                "InventoryQuantity": 5.0,
+                "TransactionDate": "2026-11-23",
+                "InventorySiteId": "2",
+                "InventoryWarehouseId": "21",
+                "ItemBatchNumber": "B1",
+            },
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    "kind", ["production_started", "material_consumed", "operation_reported", "output_reported", "production_ended"]
+)
+def test_every_published_example_maps_to_content_fo_accepts(kind):
+    from devtools.schemas import example
+
+    for version in ("2024", "2022"):
+        options = mapping.MappingOptions(
+            journal_field_names=version,
+            picking_batch_field="ItemBatchNumber",
+            picking_list_journal="PickJ",
+            route_card_journal="RouteJ",
+            report_finished_journal="RafJ",
+        )
+        call = getattr(mapping, kind)(MES_EVENTS[kind].model_validate(example(kind)), options)
+        assert validate_content(call.message_type, call.content, schemas(version, "ItemBatchNumber")) == []
+
+
+def test_journal_names_use_the_field_names_of_the_configured_version():
+    event = parse("output_reported", "P1", {"item_number": "FG-1", "good_quantity": 3})
+    old = mapping.output_reported(event, mapping.MappingOptions(journal_field_names="2022", report_finished_journal="RafJ"))
+    new = mapping.output_reported(event, mapping.MappingOptions(journal_field_names="2024", report_finished_journal="RafJ"))
+    assert old.content["ReportFinishedLines"][0]["ProductionJournalNameId"] == "RafJ"
+    assert new.content["ReportFinishedLines"][0]["JournalNameId"] == "RafJ"
+    assert "JournalNameId" not in mapping.output_reported(event, OPTIONS).content["ReportFinishedLines"][0]
+
+
+def test_lineage_edges():
+    consumed = parse(
+        "material_consumed",
+        "P1",
+        {"lines": [{"item_number": "RM-1", "batch_number": "B1", "quantity": 2}, {"item_number": "RM-2", "quantity": 1}]},
+    )
+    assert [(e.direction, e.item, e.batch, e.quantity) for e in mapping.consumed_edges(consumed)] == [
+        ("consumed", "RM-1", "B1", 2.0)
+    ]
+    produced = parse("output_reported", "P1", {"item_number": "FG-1", "batch_number": "FB", "good_quantity": 3})
+    assert [(e.direction, e.item, e.batch) for e in mapping.produced_edges(produced)] == [("produced", "FG-1", "FB")]
+
+
+def test_executing_a_send_message_returns_the_hash_of_the_exact_content_sent():
+    class Recorder:
+        def send_message(self, company, message_type, content):
+            self.sent = (company, message_type, content)
+
+    recorder = Recorder()
+    call = mapping.SendMessage("USMF", "ProdProductionOrderEnd", {"ProductionOrderNumber": "P1", "Ünï": "✓"})
+    reference, content_hash = execute(recorder, call)  # type: ignore[arg-type]
+    import hashlib
+
+    assert (
+        content_hash == hashlib.sha256(json.dumps(call.content, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+    )
+    assert recorder.sent == ("USMF", "ProdProductionOrderEnd", call.content) and reference == ""
+
+
+def test_occurred_at_must_have_an_offset_and_a_plausible_year():
+    naive = {**mes.event("production_ended", "P1", {}), "occurred_at": datetime(2026, 1, 1).isoformat()}
+    ancient = {**mes.event("production_ended", "P1", {}), "occurred_at": "1999-12-31T23:00:00+00:00"}
+    for document in (naive, ancient):
+        with pytest.raises(ValueError):
+            MES_EVENTS["production_ended"].model_validate(document)
+    assert parse("production_ended", "P1", {}).occurred_at.astimezone(UTC).day == 24
