@@ -115,8 +115,7 @@ def _to_entity(entry: LedgerEntry) -> dict[str, Any]:
     for name, value in (("ReceivedAt", entry.received_at), ("UpdatedAt", entry.updated_at), ("LeaseUntil", entry.lease_until)):
         if value is not None:
             entity[name] = value
-    for name, value in entry.extra.items():
-        entity["X" + name] = value
+    entity["Extra"] = json.dumps(dict(entry.extra), default=str)[:30000]
     return entity
 
 
@@ -144,7 +143,7 @@ def _from_entity(entity: Mapping[str, Any]) -> LedgerEntry:
         lease_until=entity.get("LeaseUntil"),
         infolog=str(entity.get("Infolog", "")),
         history=history,
-        extra={k[1:]: v for k, v in entity.items() if k.startswith("X") and k[1:2].isupper()},
+        extra=json.loads(entity.get("Extra") or "{}"),
         etag=str(entity.metadata.get("etag", "")) if hasattr(entity, "metadata") else "",
     )
 
@@ -246,7 +245,7 @@ class Ledger:
         select = [
             "PartitionKey", "RowKey", "Company", "MessageId", "State", "Flow", "Reason", "Detail", "Attempts",
             "ProductionOrder", "Sequence", "CorrelationId", "FoMessageType", "PayloadHash", "PayloadSize",
-            "ReceivedAt", "UpdatedAt", "LeaseUntil", "Infolog", "History",
+            "ReceivedAt", "UpdatedAt", "LeaseUntil", "Infolog", "History", "Extra",
         ]  # fmt: skip
         with storage_call("ledger query"):
             if clauses:

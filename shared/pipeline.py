@@ -439,7 +439,7 @@ def _park(
 
 def _wait(delivery: Delivery, ports: Ports, entry: LedgerEntry, detail: str) -> Result:
     waits = int(entry.extra.get("Waits", 0)) + 1
-    delay = min(60.0, ports.settings.gate_first_wait_s * 2 ** min(waits - 1, 6))
+    delay = min(ports.settings.gate_max_wait_s, ports.settings.gate_first_wait_s * 2 ** min(waits - 1, 16))
     waiting = ports.ledger.transition(
         entry, State.WAITING, reason="ordering", detail=detail, lease_until=None, extra={**entry.extra, "Waits": waits}
     )

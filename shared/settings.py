@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     gate_gap_timeout_s: float = Field(600.0, gt=0, validation_alias=_env("GATE_GAP_TIMEOUT_S"))
     gate_require_start: bool = Field(True, validation_alias=_env("GATE_REQUIRE_START"))
     gate_first_wait_s: float = Field(1.0, gt=0, validation_alias=_env("GATE_FIRST_WAIT_S"))
+    gate_max_wait_s: float = Field(60.0, gt=0, validation_alias=_env("GATE_MAX_WAIT_S"))
     retry_first_wait_s: float = Field(15.0, gt=0, validation_alias=_env("RETRY_FIRST_WAIT_S"))
     retry_max_wait_s: float = Field(900.0, gt=0, validation_alias=_env("RETRY_MAX_WAIT_S"))
     retry_give_up_after_s: float = Field(86_400.0, gt=0, validation_alias=_env("RETRY_GIVE_UP_AFTER_S"))
