@@ -24,7 +24,7 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
+from azure.data.tables import EdmType, EntityProperty, TableClient, TableTransactionError, UpdateMode
 
 from shared.tables import safe_key, storage_call
 
@@ -85,6 +85,14 @@ class LedgerEntry:
 
 class LostRace(Exception):
     """Another worker changed the row first (ETag mismatch or the row already existed)."""
+
+
+class CompanionConflict(Exception):
+    """A row written in the same transaction (not the ledger row) had changed; nothing was written."""
+
+
+#: An extra operation for the ledger row's transaction: same table, same partition (the company).
+Companion = tuple[str, dict[str, Any], dict[str, Any]]
 
 
 def _history_entry(state: State, reason: str, detail: str, at: datetime) -> dict[str, str]:
@@ -204,23 +212,39 @@ class Ledger:
         reason: str = "",
         detail: str = "",
         payload: bytes | None = None,
+        companions: list[Companion] | None = None,
         **changes: Any,
     ) -> LedgerEntry:
-        """Move a row to `state` if nobody changed it since `entry` was read; `LostRace` otherwise."""
+        """Move a row to `state` if nobody changed it since `entry` was read; `LostRace` otherwise.
+
+        `companions` are written atomically with it (one entity-group transaction), e.g. the
+        order's progress row: either both change or neither does.
+        """
         now = utcnow()
         history = (*entry.history, _history_entry(state, reason, detail, now))[-_HISTORY_LIMIT:]
         updated = replace(entry, state=state, reason=reason, detail=detail, updated_at=now, history=history, **changes)
         entity = _to_entity(updated)
         if payload is not None:
             entity.update(_payload_properties(payload))
+        guard: dict[str, Any] = {"mode": UpdateMode.MERGE, "etag": entry.etag, "match_condition": MatchConditions.IfNotModified}
         with storage_call("ledger update"):
             try:
-                metadata = self._table.update_entity(
-                    entity, mode=UpdateMode.MERGE, etag=entry.etag, match_condition=MatchConditions.IfNotModified
-                )
+                if companions:
+                    results = self._table.submit_transaction([("update", entity, guard), *companions])
+                    metadata = results[0]
+                else:
+                    metadata = self._table.update_entity(entity, **guard)
+            except TableTransactionError as exc:
+                if exc.index == 0:
+                    raise LostRace(entry.message_id) from None
+                raise CompanionConflict(str(exc.message)) from None
             except (ResourceModifiedError, ResourceNotFoundError):
                 raise LostRace(entry.message_id) from None
         return replace(updated, etag=str(metadata.get("etag", "")))
+
+    @property
+    def table(self) -> TableClient:
+        return self._table
 
     def query(
         self,
@@ -247,6 +271,8 @@ class Ledger:
             "ProductionOrder", "Sequence", "CorrelationId", "FoMessageType", "PayloadHash", "PayloadSize",
             "ReceivedAt", "UpdatedAt", "LeaseUntil", "Infolog", "History", "Extra",
         ]  # fmt: skip
+        clauses.append("RowKey lt @progress")
+        parameters["progress"] = "~"  # progress rows share the partition; their keys start with "~"
         with storage_call("ledger query"):
             if clauses:
                 rows = self._table.query_entities(" and ".join(clauses), parameters=parameters, select=select)

@@ -64,6 +64,12 @@ def _int(value: Any) -> int:
     return int(value.value if isinstance(value, EntityProperty) else value)
 
 
+def progress_key(order: str) -> str:
+    # `safe_key` encodes "~", so no message id can produce a key that starts with one: progress
+    # rows share the ledger's partition (the company) without colliding with message rows.
+    return "~order~" + safe_key(order)
+
+
 class OrderGate:
     def __init__(self, table: TableClient, *, gap_timeout_s: float, require_start: bool = True) -> None:
         self._table = table
@@ -74,7 +80,7 @@ class OrderGate:
     def read(self, company: str, order: str) -> Progress:
         with storage_call("order progress read"):
             try:
-                row = self._table.get_entity(safe_key(company), safe_key(order))
+                row = self._table.get_entity(safe_key(company), progress_key(order))
             except ResourceNotFoundError:
                 return Progress(company, order)
         waiting_for = row.get("WaitingFor")
@@ -90,11 +96,11 @@ class OrderGate:
             etag=str(row.metadata.get("etag", "")),
         )
 
-    def _write(self, progress: Progress) -> Progress:
-        """Store `progress` if nobody changed the row since it was read; `ResourceModifiedError` if somebody did."""
+    @staticmethod
+    def _entity(progress: Progress) -> dict[str, Any]:
         entity: dict[str, Any] = {
             "PartitionKey": safe_key(progress.company),
-            "RowKey": safe_key(progress.order),
+            "RowKey": progress_key(progress.order),
             "Company": progress.company,
             "ProductionOrder": progress.order,
             "Watermark": EntityProperty(progress.watermark, EdmType.INT64),
@@ -104,7 +110,11 @@ class OrderGate:
             "WaitingSince": progress.waiting_since,
             "Skipped": json.dumps(list(progress.skipped)),
         }
-        entity = {k: v for k, v in entity.items() if v is not None}
+        return {k: v for k, v in entity.items() if v is not None}
+
+    def _write(self, progress: Progress) -> Progress:
+        """Store `progress` if nobody changed the row since it was read; `ResourceModifiedError` if somebody did."""
+        entity = self._entity(progress)
         with storage_call("order progress write"):
             if not progress.etag:
                 try:
@@ -167,9 +177,8 @@ class OrderGate:
         self._update(progress.company, progress.order, note)
         return Wait("ordering", detail)
 
-    def advance(self, company: str, order: str, flow: str, sequence: int | None) -> Progress:
-        """Record that a message was forwarded: the watermark moves, start and end are noted."""
-
+    @staticmethod
+    def _forwarded(flow: str, sequence: int | None) -> Any:
         def forwarded(p: Progress) -> Progress:
             watermark = max(p.watermark, sequence) if sequence is not None else p.watermark
             clear = p.waiting_for is not None and (
@@ -184,7 +193,26 @@ class OrderGate:
                 waiting_since=None if clear else p.waiting_since,
             )
 
-        return self._update(company, order, forwarded)
+        return forwarded
+
+    def plan_advance(
+        self, progress: Progress, flow: str, sequence: int | None
+    ) -> tuple[str, dict[str, Any], dict[str, Any]] | None:
+        """The progress write for a forwarded message, as an operation for the ledger's transaction."""
+        wanted = self._forwarded(flow, sequence)(progress)
+        if wanted == progress:
+            return None
+        if not progress.etag:
+            return ("create", self._entity(wanted), {})
+        return (
+            "update",
+            self._entity(wanted),
+            {"mode": UpdateMode.REPLACE, "etag": progress.etag, "match_condition": MatchConditions.IfNotModified},
+        )
+
+    def advance(self, company: str, order: str, flow: str, sequence: int | None) -> Progress:
+        """Record that a message was forwarded: the watermark moves, start and end are noted."""
+        return self._update(company, order, self._forwarded(flow, sequence))
 
     def release_gap(self, company: str, order: str, missing: int, reason: str, who: str = "operator") -> Progress:
         """Skip a sequence number the MES will never send: the watermark moves past it."""

@@ -28,11 +28,11 @@ from pydantic import ValidationError
 
 from shared.errors import AuthError, BridgeError, BusinessRejection, ConfigError, NotFound, Transient
 from shared.fo_client import FoClient, InDoubt, message_content
-from shared.ledger import FINAL_STATES, Ledger, LedgerEntry, LostRace, State, lease, utcnow
+from shared.ledger import FINAL_STATES, CompanionConflict, Ledger, LedgerEntry, LostRace, State, lease, utcnow
 from shared.lineage import Edge, Lineage
 from shared.mapping import Changeset, FoCall, MappingOptions, SendMessage, ServiceCall
 from shared.messages import MesEvent
-from shared.ordering import Admit, Duplicate, Gap, OrderGate, Wait
+from shared.ordering import Decision, Duplicate, Gap, OrderGate, Progress, Wait
 from shared.servicebus import ATTEMPT, ORIGINAL_ID, RESUBMIT, Delivery, Requeue
 from shared.settings import Settings
 from shared.telemetry import log_outcome
@@ -249,32 +249,52 @@ def _process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
     except _Parked as parked:
         return _park_new(delivery, flow, ports, _identity(None, delivery, ports.settings), parked.reason, parked.detail)
 
-    now = utcnow()
-    entry = LedgerEntry(
-        company=identity.company,
-        message_id=event.message_id,
-        state=State.FORWARDING,
-        flow=flow.name,
-        attempts=1,
-        production_order=event.production_order or "",
-        sequence=event.sequence,
-        correlation_id=identity.correlation_id,
-        payload_hash=hashlib.sha256(delivery.body).hexdigest(),
-        payload_size=len(delivery.body),
-        lease_until=lease(ports.settings.message_lock_budget_s),
-        received_at=now,
-    )
-    try:
-        claimed = ports.ledger.create(entry, payload=delivery.body)
-    except LostRace:
+    existing: LedgerEntry | None = None
+    if ATTEMPT in delivery.properties or RESUBMIT in delivery.properties:
+        # A copy the bridge scheduled itself: its row exists, so skip the insert that would fail.
         existing = ports.ledger.get(identity.company, event.message_id)
-        if existing is None:  # deleted between the two calls: let the broker try again
-            raise Transient("ledger row vanished during the claim") from None
-        taken = _take_over(existing, delivery, flow, ports)
-        if isinstance(taken, Result):
-            return taken
-        claimed = taken
-    return _gate_and_send(delivery, flow, ports, event, claimed)
+    if existing is None:
+        entry = LedgerEntry(
+            company=identity.company,
+            message_id=event.message_id,
+            state=State.FORWARDING,
+            flow=flow.name,
+            attempts=1,
+            production_order=event.production_order or "",
+            sequence=event.sequence,
+            correlation_id=identity.correlation_id,
+            payload_hash=hashlib.sha256(delivery.body).hexdigest(),
+            payload_size=len(delivery.body),
+            lease_until=lease(ports.settings.message_lock_budget_s),
+            received_at=utcnow(),
+        )
+        try:
+            claimed = ports.ledger.create(entry, payload=delivery.body)
+        except LostRace:
+            existing = ports.ledger.get(identity.company, event.message_id)
+            if existing is None:  # deleted between the two calls: let the broker try again
+                raise Transient("ledger row vanished during the claim") from None
+        else:
+            return _gate_and_send(delivery, flow, ports, event, claimed)
+    if existing.state is State.WAITING and event.production_order:
+        return _still_waiting(delivery, flow, ports, event, existing)
+    taken = _take_over(existing, delivery, flow, ports)
+    if isinstance(taken, Result):
+        return taken
+    return _gate_and_send(delivery, flow, ports, event, taken)
+
+
+def _still_waiting(delivery: Delivery, flow: Flow, ports: Ports, event: MesEvent, waiting: LedgerEntry) -> Result:
+    """A waiting message came back: ask the gate before touching the ledger."""
+    decision = _decide(flow, ports, event, waiting)
+    if isinstance(decision, Wait):
+        if decision.detail != waiting.detail:
+            waiting = ports.ledger.transition(waiting, State.WAITING, reason="ordering", detail=decision.detail, lease_until=None)
+        return _wait(delivery, ports, waiting, decision.detail, recorded=True)
+    taken = _take_over(waiting, delivery, flow, ports)
+    if isinstance(taken, Result):
+        return taken
+    return _apply_decision(delivery, flow, ports, event, taken, decision)
 
 
 def _result(entry: LedgerEntry, outcome: Outcome, reason: str = "", detail: str = "", fo_ms: float = 0.0) -> Result:
@@ -314,30 +334,41 @@ def _take_over(existing: LedgerEntry, delivery: Delivery, flow: Flow, ports: Por
         return _result(existing, Outcome.DUPLICATE, "duplicate", "another delivery moved it first")
 
 
+def _decide(flow: Flow, ports: Ports, event: MesEvent, entry: LedgerEntry) -> Decision:
+    order = event.production_order or ""
+    waiting = 0
+    if flow.name == "production_ended" and event.sequence is None:
+        waiting = sum(
+            1
+            for e in ports.ledger.query(company=entry.company, production_order=order)
+            if e.message_id != entry.message_id and e.state in (State.WAITING, State.FORWARDING)
+        )
+    return ports.gate.decide(entry.company, order, flow.name, event.sequence, later_waiting=waiting)
+
+
 def _gate_and_send(delivery: Delivery, flow: Flow, ports: Ports, event: MesEvent, claimed: LedgerEntry) -> Result:
-    order = event.production_order
-    if order:
-        waiting = 0
-        if flow.name == "production_ended" and event.sequence is None:
-            waiting = sum(
-                1
-                for e in ports.ledger.query(company=claimed.company, production_order=order)
-                if e.message_id != claimed.message_id and e.state in (State.WAITING, State.FORWARDING)
-            )
-        decision = ports.gate.decide(claimed.company, order, flow.name, event.sequence, later_waiting=waiting)
-        if isinstance(decision, Duplicate):
-            ports.ledger.transition(claimed, State.DUPLICATE, reason="below_watermark", detail=decision.detail, lease_until=None)
-            return _result(claimed, Outcome.DUPLICATE, "below_watermark", decision.detail)
-        if isinstance(decision, Gap):
-            extra = {**claimed.extra, "Missing": decision.missing if decision.missing is not None else ""}
-            return _park(claimed, ports, decision.reason, decision.detail, extra=extra)
-        if isinstance(decision, Wait):
-            return _wait(delivery, ports, claimed, decision.detail)
-        assert isinstance(decision, Admit)
-    return _send(delivery, flow, ports, event, claimed)
+    if not event.production_order:
+        return _send(delivery, flow, ports, event, claimed, None)
+    return _apply_decision(delivery, flow, ports, event, claimed, _decide(flow, ports, event, claimed))
 
 
-def _send(delivery: Delivery, flow: Flow, ports: Ports, event: MesEvent, claimed: LedgerEntry) -> Result:
+def _apply_decision(
+    delivery: Delivery, flow: Flow, ports: Ports, event: MesEvent, claimed: LedgerEntry, decision: Decision
+) -> Result:
+    if isinstance(decision, Duplicate):
+        ports.ledger.transition(claimed, State.DUPLICATE, reason="below_watermark", detail=decision.detail, lease_until=None)
+        return _result(claimed, Outcome.DUPLICATE, "below_watermark", decision.detail)
+    if isinstance(decision, Gap):
+        extra = {**claimed.extra, "Missing": decision.missing if decision.missing is not None else ""}
+        return _park(claimed, ports, decision.reason, decision.detail, extra=extra)
+    if isinstance(decision, Wait):
+        return _wait(delivery, ports, claimed, decision.detail)
+    return _send(delivery, flow, ports, event, claimed, decision.progress)
+
+
+def _send(
+    delivery: Delivery, flow: Flow, ports: Ports, event: MesEvent, claimed: LedgerEntry, progress: Progress | None
+) -> Result:
     call = flow.map(event, ports.options)
     started = time.monotonic()
     try:
@@ -353,18 +384,27 @@ def _send(delivery: Delivery, flow: Flow, ports: Ports, event: MesEvent, claimed
         return _retry_later(delivery, ports, claimed, exc)
     fo_ms = _ms(started)
     extra = {**claimed.extra, "ContentHash": content_hash, "FoReference": reference, "FoMs": round(fo_ms, 1)}
-    forwarded = _record(
-        lambda: ports.ledger.transition(
+    call_type = _message_type(call)
+    planned = ports.gate.plan_advance(progress, flow.name, event.sequence) if progress is not None else None
+    companions = [planned] if planned is not None else []
+
+    def forward(with_progress: bool) -> LedgerEntry:
+        return ports.ledger.transition(
             claimed,
             State.FORWARDED,
             reason="",
-            detail=_message_type(call),
-            fo_message_type=_message_type(call),
+            detail=call_type,
+            fo_message_type=call_type,
             lease_until=None,
             extra=extra,
+            companions=companions if with_progress else None,
         )
-    )
-    if event.production_order:
+
+    try:
+        forwarded: LedgerEntry = _record(lambda: forward(True))
+    except CompanionConflict:
+        # Another flow touched the order's progress since the gate read it: record the two apart.
+        forwarded = _record(lambda: forward(False))
         _record(lambda: ports.gate.advance(forwarded.company, event.production_order or "", flow.name, event.sequence))
     edges = flow.lineage(event)
     if edges:
@@ -437,11 +477,12 @@ def _park(
     return _result(parked, Outcome.PARKED, reason, detail, fo_ms)
 
 
-def _wait(delivery: Delivery, ports: Ports, entry: LedgerEntry, detail: str) -> Result:
-    waits = int(entry.extra.get("Waits", 0)) + 1
+def _wait(delivery: Delivery, ports: Ports, entry: LedgerEntry, detail: str, *, recorded: bool = False) -> Result:
+    # The number of waits travels on the message (its attempt count): waiting again costs no ledger write.
+    waits = int(delivery.properties.get(ATTEMPT, 0)) + 1
     delay = min(ports.settings.gate_max_wait_s, ports.settings.gate_first_wait_s * 2 ** min(waits - 1, 16))
-    waiting = ports.ledger.transition(
-        entry, State.WAITING, reason="ordering", detail=detail, lease_until=None, extra={**entry.extra, "Waits": waits}
+    waiting = (
+        entry if recorded else ports.ledger.transition(entry, State.WAITING, reason="ordering", detail=detail, lease_until=None)
     )
     _schedule(delivery, ports, waiting, delay)
     return _result(waiting, Outcome.WAITING, "ordering", detail)

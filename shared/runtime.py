@@ -28,12 +28,14 @@ def build(settings: Settings, *, requeue: Requeue | None = None) -> Ports:
     tokens = MsalTokenProvider(settings, session)
     tables = service_client(settings)
     prefix = settings.tables_prefix
+    # Progress rows share the ledger's partitions: "forwarded" and "the watermark moved" are one transaction.
+    ledger_table = table(tables, prefix + "Ledger")
     return Ports(
         settings=settings,
         fo=FoClient(settings, tokens, session),
-        ledger=Ledger(table(tables, prefix + "Ledger")),
+        ledger=Ledger(ledger_table),
         gate=OrderGate(
-            table(tables, prefix + "Progress"),
+            ledger_table,
             gap_timeout_s=settings.gate_gap_timeout_s,
             require_start=settings.gate_require_start,
         ),
