@@ -7,7 +7,10 @@ import azure.functions as func
 from functions import (
     inventory_moved,
     material_consumed,
+    message_processed,
     operation_reported,
+    order_released,
+    order_status_changed,
     output_reported,
     production_ended,
     production_started,
@@ -24,4 +27,5 @@ INBOUND = [
     inventory_moved,
 ]
 INBOUND_FLOWS = {module.FLOW.name: module.FLOW for module in INBOUND}
-BLUEPRINTS: list[func.Blueprint] = [module.bp for module in INBOUND]
+OUTBOUND = [order_released, order_status_changed, message_processed]
+BLUEPRINTS: list[func.Blueprint] = [module.bp for module in INBOUND + OUTBOUND]

@@ -246,6 +246,15 @@ class Ledger:
     def table(self) -> TableClient:
         return self._table
 
+    def write(self, companion: Companion) -> None:
+        """Write a companion row on its own (when its transaction could not be used)."""
+        operation, entity, options = companion
+        with storage_call("ledger companion write"):
+            if operation == "upsert":
+                self._table.upsert_entity(entity, **options)
+            else:
+                raise ValueError(f"only upserts are written alone, not {operation}")
+
     def query(
         self,
         *,
@@ -267,10 +276,28 @@ class Ledger:
                 clauses.append(f"{prop} eq @{name}")
                 parameters[name] = value
         select = [
-            "PartitionKey", "RowKey", "Company", "MessageId", "State", "Flow", "Reason", "Detail", "Attempts",
-            "ProductionOrder", "Sequence", "CorrelationId", "FoMessageType", "PayloadHash", "PayloadSize",
-            "ReceivedAt", "UpdatedAt", "LeaseUntil", "Infolog", "History", "Extra",
-        ]  # fmt: skip
+            "PartitionKey",
+            "RowKey",
+            "Company",
+            "MessageId",
+            "State",
+            "Flow",
+            "Reason",
+            "Detail",
+            "Attempts",
+            "ProductionOrder",
+            "Sequence",
+            "CorrelationId",
+            "FoMessageType",
+            "PayloadHash",
+            "PayloadSize",
+            "ReceivedAt",
+            "UpdatedAt",
+            "LeaseUntil",
+            "Infolog",
+            "History",
+            "Extra",
+        ]
         clauses.append("RowKey lt @progress")
         parameters["progress"] = "~"  # progress rows share the partition; their keys start with "~"
         with storage_call("ledger query"):
@@ -284,3 +311,28 @@ class Ledger:
 
 def lease(seconds: float) -> datetime:
     return utcnow() + timedelta(seconds=seconds)
+
+
+def content_index_row(company: str, content_hash: str, message_id: str, fo_message_type: str) -> Companion:
+    """The row that finds a MES message from the `_messageContent` F&O echoes in its processed event."""
+    entity = {
+        "PartitionKey": safe_key(company),
+        "RowKey": f"~content~{content_hash}|{safe_key(message_id)}",
+        "MessageId": message_id,
+        "ContentHash": content_hash,
+        "FoMessageType": fo_message_type,
+    }
+    return ("upsert", entity, {"mode": UpdateMode.REPLACE})
+
+
+def messages_with_content(ledger: Ledger, company: str, content_hash: str) -> list[str]:
+    """MES message ids whose F&O content had this hash, oldest index row first."""
+    low, high = f"~content~{content_hash}|", f"~content~{content_hash}}}"
+    with storage_call("content index query"):
+        rows = ledger.table.query_entities(
+            "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            parameters={"pk": safe_key(company), "low": low, "high": high},
+            select=["MessageId", "Timestamp"],
+        )
+        found = [(row.metadata.get("timestamp"), str(row["MessageId"])) for row in rows]
+    return [message_id for _, message_id in sorted(found, key=lambda pair: str(pair[0]))]

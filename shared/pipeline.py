@@ -27,10 +27,23 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.errors import AuthError, BridgeError, BusinessRejection, ConfigError, NotFound, Transient
+from shared.event_log import EventLog
 from shared.fo_client import FoClient, InDoubt, message_content
-from shared.ledger import FINAL_STATES, CompanionConflict, Ledger, LedgerEntry, LostRace, State, lease, utcnow
+from shared.ledger import (
+    FINAL_STATES,
+    Companion,
+    CompanionConflict,
+    Ledger,
+    LedgerEntry,
+    LostRace,
+    State,
+    content_index_row,
+    lease,
+    utcnow,
+)
 from shared.lineage import Edge, Lineage
 from shared.mapping import Changeset, FoCall, MappingOptions, SendMessage, ServiceCall
+from shared.mes_publisher import MesPublisher
 from shared.messages import MesEvent
 from shared.ordering import Decision, Duplicate, Gap, OrderGate, Progress, Wait
 from shared.servicebus import ATTEMPT, ORIGINAL_ID, RESUBMIT, Delivery, Requeue
@@ -74,6 +87,8 @@ class Ports:
     lineage: Lineage
     requeue: Requeue
     options: MappingOptions
+    events: EventLog
+    publisher: MesPublisher
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("mesbridge"))
 
 
@@ -199,15 +214,19 @@ class _ParkedAs(_Parked):
 # --- F&O ----------------------------------------------------------------------------------------
 
 
-def execute(fo: FoClient, call: FoCall) -> tuple[str, str]:
-    """Make the F&O call; returns (reference, content hash) for the ledger."""
+def content_hash(call: FoCall) -> str:
+    """For a SendMessage: the hash of `_messageContent` exactly as sent, which F&O echoes when it processed it."""
+    return hashlib.sha256(message_content(call.content).encode()).hexdigest() if isinstance(call, SendMessage) else ""
+
+
+def execute(fo: FoClient, call: FoCall) -> str:
+    """Make the F&O call; returns F&O's reference for the ledger (quality order, journal number)."""
     if isinstance(call, SendMessage):
         fo.send_message(call.company, call.message_type, call.content)
-        return "", hashlib.sha256(message_content(call.content).encode()).hexdigest()
+        return ""
     if isinstance(call, ServiceCall):
         answer = fo.call_service(call.path, call.payload, idempotent=True)
-        reference = str(answer.get("QualityOrderNumber", "")) if isinstance(answer, dict) else ""
-        return reference, ""
+        return str(answer.get("QualityOrderNumber", "")) if isinstance(answer, dict) else ""
     if isinstance(call, Changeset):
         try:
             fo.batch(call.operations)
@@ -215,9 +234,9 @@ def execute(fo: FoClient, call: FoCall) -> tuple[str, str]:
             # The header's key derives from the MES message id: "already exists" on it means an
             # earlier attempt was applied (changesets are atomic), so this one is done too.
             if exc.operation == "1" and "already exists" in exc.infolog:
-                return call.natural_key, ""
+                return call.natural_key
             raise
-        return call.natural_key, ""
+        return call.natural_key
     raise TypeError(call)
 
 
@@ -370,25 +389,29 @@ def _send(
     delivery: Delivery, flow: Flow, ports: Ports, event: MesEvent, claimed: LedgerEntry, progress: Progress | None
 ) -> Result:
     call = flow.map(event, ports.options)
+    call_type = _message_type(call)
+    hashed = content_hash(call)
+    index_row = [content_index_row(claimed.company, hashed, claimed.message_id, call_type)] if hashed else []
     started = time.monotonic()
     try:
-        reference, content_hash = execute(ports.fo, call)
+        reference = execute(ports.fo, call)
     except InDoubt as exc:
         if flow.quantity_bearing:
-            return _park(claimed, ports, "in_doubt", f"{exc.message}; check F&O before resubmitting", fo_ms=_ms(started))
+            # Indexed, so that F&O's processed event can settle the doubt without an operator.
+            detail = f"{exc.message}; check F&O before resubmitting"
+            return _park(claimed, ports, "in_doubt", detail, fo_ms=_ms(started), companions=index_row, fo_message_type=call_type)
         return _retry_later(delivery, ports, claimed, exc)
     except (BusinessRejection, NotFound) as exc:
         infolog = exc.infolog if isinstance(exc, BusinessRejection) else ""
-        return _park(claimed, ports, "rejected", exc.message, infolog=infolog, fo_ms=_ms(started))
+        return _park(claimed, ports, "rejected", exc.message, infolog=infolog, fo_ms=_ms(started), fo_message_type=call_type)
     except (Transient, AuthError, ConfigError) as exc:
         return _retry_later(delivery, ports, claimed, exc)
     fo_ms = _ms(started)
-    extra = {**claimed.extra, "ContentHash": content_hash, "FoReference": reference, "FoMs": round(fo_ms, 1)}
-    call_type = _message_type(call)
+    extra = {**claimed.extra, "ContentHash": hashed, "FoReference": reference, "FoMs": round(fo_ms, 1)}
     planned = ports.gate.plan_advance(progress, flow.name, event.sequence) if progress is not None else None
-    companions = [planned] if planned is not None else []
+    companions = [*([planned] if planned is not None else []), *index_row]
 
-    def forward(with_progress: bool) -> LedgerEntry:
+    def forward(together: bool) -> LedgerEntry:
         return ports.ledger.transition(
             claimed,
             State.FORWARDED,
@@ -397,15 +420,17 @@ def _send(
             fo_message_type=call_type,
             lease_until=None,
             extra=extra,
-            companions=companions if with_progress else None,
+            companions=companions if together else None,
         )
 
     try:
         forwarded: LedgerEntry = _record(lambda: forward(True))
     except CompanionConflict:
-        # Another flow touched the order's progress since the gate read it: record the two apart.
+        # Another flow touched the order's progress since the gate read it: record the rows apart.
         forwarded = _record(lambda: forward(False))
         _record(lambda: ports.gate.advance(forwarded.company, event.production_order or "", flow.name, event.sequence))
+        if index_row:
+            _record(lambda: ports.ledger.write(index_row[0]))
     edges = flow.lineage(event)
     if edges:
         _record(lambda: ports.lineage.record(edges))
@@ -462,6 +487,8 @@ def _park(
     infolog: str = "",
     fo_ms: float = 0.0,
     extra: dict[str, Any] | None = None,
+    companions: list[Companion] | None = None,
+    **changes: Any,
 ) -> Result:
     parked = _record(
         lambda: ports.ledger.transition(
@@ -472,6 +499,8 @@ def _park(
             infolog=infolog,
             lease_until=None,
             extra=extra if extra is not None else entry.extra,
+            companions=companions or None,
+            **changes,
         )
     )
     return _result(parked, Outcome.PARKED, reason, detail, fo_ms)

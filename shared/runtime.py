@@ -7,23 +7,26 @@ from __future__ import annotations
 
 import threading
 
+from shared.event_log import EventLog
 from shared.fo_auth import MsalTokenProvider
 from shared.fo_client import FoClient
 from shared.http import PinnedTrustSession
 from shared.ledger import Ledger
 from shared.lineage import Lineage
 from shared.mapping import MappingOptions
+from shared.mes_publisher import MesPublisher, ServiceBusMesPublisher
 from shared.ordering import OrderGate
 from shared.pipeline import Ports
 from shared.servicebus import Requeue, ServiceBusRequeue
 from shared.settings import Settings, get_settings
 from shared.tables import service_client, table
+from shared.topology import MES_TOPIC
 
 _lock = threading.Lock()
 _ports: Ports | None = None
 
 
-def build(settings: Settings, *, requeue: Requeue | None = None) -> Ports:
+def build(settings: Settings, *, requeue: Requeue | None = None, publisher: MesPublisher | None = None) -> Ports:
     session = PinnedTrustSession(settings.tls_verify, pool_size=max(32, settings.fo_max_concurrency * 2))
     tokens = MsalTokenProvider(settings, session)
     tables = service_client(settings)
@@ -41,6 +44,8 @@ def build(settings: Settings, *, requeue: Requeue | None = None) -> Ports:
         ),
         lineage=Lineage(table(tables, prefix + "Lineage")),
         requeue=requeue or ServiceBusRequeue(settings),
+        events=EventLog(table(tables, prefix + "Events")),
+        publisher=publisher or ServiceBusMesPublisher(settings, MES_TOPIC),
         options=MappingOptions.from_settings(settings),
     )
 

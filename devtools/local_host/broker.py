@@ -252,3 +252,21 @@ class InMemoryBroker:
         with self._lock:
             names = [queue] if queue else list(self._queues)
             return [m for n in names for m in self._queues[n].dead_letters]
+
+
+class BrokerMesPublisher:
+    """The bridge's MES publisher port, sending to the in-memory broker's MES topic."""
+
+    def __init__(self, broker: InMemoryBroker, topic: str) -> None:
+        self._broker = broker
+        self._topic = topic
+
+    def publish(self, message: Any) -> None:
+        self._broker.send(
+            self._topic,
+            message.body,
+            message_id=message.message_id,
+            session_id=message.session_id,
+            correlation_id=message.correlation_id,
+            properties=message.properties,
+        )

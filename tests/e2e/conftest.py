@@ -9,9 +9,11 @@ import function_app
 from devtools.azurite import Azurite
 from devtools.fo_emulator import FoEmulator
 from devtools.local_host import InMemoryBroker, LocalHost
+from devtools.local_host.broker import BrokerMesPublisher
 from shared import runtime
 from shared.pipeline import Ports
 from shared.settings import load_settings
+from shared.topology import MES_TOPIC
 from tests.conftest import bridge_env
 
 FAST = {
@@ -40,7 +42,8 @@ def stack_env() -> dict[str, str]:
 def stack(emulator: FoEmulator, azurite: Azurite, table_prefix: str, stack_env: dict[str, str]) -> Iterator[Stack]:
     settings = load_settings(bridge_env(emulator, azurite, table_prefix, **stack_env))
     broker = InMemoryBroker()
-    ports = runtime.build(settings, requeue=broker)
+    broker.declare(MES_TOPIC, requires_session=True)
+    ports = runtime.build(settings, requeue=broker, publisher=BrokerMesPublisher(broker, MES_TOPIC))
     runtime.install(ports)
     host = LocalHost(function_app.app, broker, max_concurrent_sessions=8)
     try:

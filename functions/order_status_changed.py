@@ -1,0 +1,14 @@
+"""Order status changed: F&O changed a production order's status; MES gets the new status, and an
+older event (lower ControlNumber) never overwrites a newer one."""
+
+import azure.functions as func
+
+from functions.business_events import deliver
+
+bp = func.Blueprint()
+
+
+@bp.function_name("order_status_changed")
+@bp.event_grid_trigger(arg_name="event")
+def order_status_changed(event: func.EventGridEvent) -> None:
+    deliver("order_status_changed", event)

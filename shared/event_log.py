@@ -1,0 +1,82 @@
+"""State for F&O business events: which EventIds each consumer handled (at-least-once delivery),
+and the last ControlNumber applied per production order (unordered delivery)."""
+
+from __future__ import annotations
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
+
+from shared.ledger import utcnow
+from shared.tables import safe_key, storage_call
+
+
+class EventLog:
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+
+    def seen(self, consumer: str, event_id: str) -> bool:
+        with storage_call("event log read"):
+            try:
+                self._table.get_entity(safe_key(f"handled|{consumer}"), safe_key(event_id.upper()))
+            except ResourceNotFoundError:
+                return False
+        return True
+
+    def remember(self, consumer: str, event_id: str, business_event_id: str, outcome: str) -> None:
+        entity = {
+            "PartitionKey": safe_key(f"handled|{consumer}"),
+            "RowKey": safe_key(event_id.upper()),
+            "BusinessEventId": business_event_id,
+            "Outcome": outcome,
+            "HandledAt": utcnow(),
+        }
+        with storage_call("event log write"):
+            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def apply_control_number(self, company: str, order: str, control_number: int, status: str) -> bool:
+        """Move the order's applied ControlNumber up; False when a newer event was applied already."""
+        partition, row = safe_key(f"order|{company.upper()}"), safe_key(order)
+        for _ in range(20):
+            with storage_call("control number read"):
+                try:
+                    current = self._table.get_entity(partition, row)
+                except ResourceNotFoundError:
+                    current = None
+            applied = current.get("ControlNumber") if current else None
+            applied_value = (
+                int(applied.value if isinstance(applied, EntityProperty) else applied) if applied is not None else None
+            )
+            if applied_value is not None and control_number <= applied_value:
+                return False
+            entity = {
+                "PartitionKey": partition,
+                "RowKey": row,
+                "ControlNumber": EntityProperty(control_number, EdmType.INT64),
+                "Status": status,
+                "AppliedAt": utcnow(),
+            }
+            with storage_call("control number write"):
+                try:
+                    if current is None:
+                        self._table.create_entity(entity)
+                    else:
+                        self._table.update_entity(
+                            entity,
+                            mode=UpdateMode.REPLACE,
+                            etag=current.metadata["etag"],
+                            match_condition=MatchConditions.IfNotModified,
+                        )
+                    return True
+                except (ResourceExistsError, ResourceModifiedError):
+                    continue
+        raise ResourceModifiedError(f"control number of {order} kept changing")
+
+    def applied_status(self, company: str, order: str) -> tuple[int, str] | None:
+        with storage_call("control number read"):
+            try:
+                row = self._table.get_entity(safe_key(f"order|{company.upper()}"), safe_key(order))
+            except ResourceNotFoundError:
+                return None
+        value = row["ControlNumber"]
+        return int(value.value if isinstance(value, EntityProperty) else value), str(row.get("Status", ""))

@@ -1,0 +1,238 @@
+"""F&O -> MES: what the bridge does with each business event.
+
+One path for every Event Grid function: parse (string or object `data`), ignore the activation
+test event and events of other kinds with a log line, skip an EventId this consumer handled
+already, run the handler, remember the EventId. A handler that raises makes Event Grid retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared import odata
+from shared.business_events import (
+    MESSAGE_PROCESSED,
+    ORDER_RELEASED,
+    ORDER_STATUS_CHANGED,
+    BusinessEvent,
+    NotABusinessEvent,
+    parse,
+)
+from shared.errors import Transient
+from shared.ledger import LedgerEntry, LostRace, State, messages_with_content
+from shared.mes_publisher import envelope
+from shared.outbound import BomLine, MessageOutcome, OrderStatusChanged, RouteOperation, WorkOrder
+from shared.pipeline import Ports
+
+#: How long a processed message may go unmatched before the bridge decides it was not its own.
+MATCH_GRACE = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Handled:
+    outcome: str  # published, ignored, duplicate, stale, matched
+    detail: str = ""
+
+
+Handler = Callable[[BusinessEvent, Ports], Handled]
+
+
+def _company(event: BusinessEvent, ports: Ports) -> str:
+    return (event.text("CompanyId") or event.legal_entity or ports.settings.fo_default_company).upper()
+
+
+def order_released(event: BusinessEvent, ports: Ports) -> Handled:
+    """Re-read the released order over OData and publish one work order to MES."""
+    company, order = _company(event, ports), event.text("ProductionOrderNumber")
+    if not order:
+        return Handled("ignored", "the event names no production order")
+    if not ports.events.apply_control_number(company, order, event.control_number, "Released"):
+        return Handled("stale", "a newer event for this order was applied already")
+    where = odata.eq("ProductionOrderNumber", order)
+    headers = list(ports.fo.query("ProductionOrderHeaders", company=company, where=where))
+    if not headers:
+        raise Transient(f"production order {order} of {company} is not readable yet")
+    header = headers[0]
+    bom = sorted(
+        ports.fo.query("ProductionOrderBillOfMaterialLines", company=company, where=where),
+        key=lambda r: float(r.get("LineNumber", 0)),
+    )
+    route = sorted(
+        ports.fo.query("ProductionOrderRouteOperations", company=company, where=where),
+        key=lambda r: int(r.get("OperationNumber", 0)),
+    )
+    work_order = WorkOrder(
+        company=company,
+        production_order=header["ProductionOrderNumber"],
+        fo_event_id=event.event_id,
+        fo_control_number=event.control_number,
+        occurred_at=event.event_time,
+        item_number=header["ItemNumber"],
+        quantity=float(header.get("ProductionQuantity", 0)),
+        site=header.get("ProductionSiteId"),
+        warehouse=header.get("ProductionWarehouseId"),
+        scheduled_start=header.get("ScheduledStartDate"),
+        scheduled_end=header.get("ScheduledEndDate"),
+        status=str(header.get("ProductionOrderStatus", "Released")),
+        bom=[
+            BomLine(
+                line_number=float(r["LineNumber"]),
+                item_number=r["ItemNumber"],
+                quantity=float(r.get("BOMLineQuantity", 0)),
+                unit=r.get("BOMUnitSymbol"),
+                warehouse=r.get("ConsumptionWarehouseId"),
+                operation_number=r.get("OperationNumber"),
+                flushing_principle=r.get("FlushingPrinciple"),
+            )
+            for r in bom
+        ],
+        route=[
+            RouteOperation(
+                operation_number=int(r["OperationNumber"]),
+                priority=str(r.get("OperationPriority", "Primary")),
+                operation_id=str(r.get("OperationId", "")),
+                resource=r.get("OperationResourceId"),
+                setup_hours=r.get("SetupTime"),
+                process_hours=r.get("ProcessTime"),
+            )
+            for r in route
+        ],
+    )
+    ports.publisher.publish(envelope(work_order, f"work-order|{event.event_id}", correlation_id=event.event_id))
+    return Handled("published", f"work order {order}: {len(bom)} BOM lines, {len(route)} operations")
+
+
+def order_status_changed(event: BusinessEvent, ports: Ports) -> Handled:
+    company, order = _company(event, ports), event.text("ProductionOrderNumber")
+    status = event.text("ProductionOrderStatus")
+    if not order or not status:
+        return Handled("ignored", "the event names no production order or status")
+    if not ports.events.apply_control_number(company, order, event.control_number, status):
+        return Handled("stale", f"ControlNumber {event.control_number} is older than the status already applied")
+    message = OrderStatusChanged(
+        company=company,
+        production_order=order,
+        status=status,
+        previous_status=event.text("PreviousProductionOrderStatus") or None,
+        fo_event_id=event.event_id,
+        fo_control_number=event.control_number,
+        occurred_at=event.event_time,
+    )
+    ports.publisher.publish(envelope(message, f"status|{event.event_id}", correlation_id=event.event_id))
+    return Handled("published", f"{order} is {status}")
+
+
+def message_processed(event: BusinessEvent, ports: Ports) -> Handled:
+    """Close the loop: find the MES message F&O processed, mark it Processed or Failed, tell MES."""
+    company = _company(event, ports)
+    content = event.text("MessageContent")
+    state = event.text("MessageState")
+    if state not in ("Processed", "Failed"):
+        return Handled("ignored", f"message state {state or 'missing'} is not final")
+    digest = hashlib.sha256(content.encode()).hexdigest()
+    candidates = [
+        e for e in (ports.ledger.get(company, m) for m in messages_with_content(ports.ledger, company, digest)) if e is not None
+    ]
+    open_entries = [
+        e
+        for e in candidates
+        if e.state in (State.FORWARDED, State.FORWARDING) or (e.state is State.PARKED and e.reason == "in_doubt")
+    ]
+    if not open_entries:
+        if candidates:
+            return Handled("duplicate", "every MES message with this content was settled already")
+        age = datetime.now(UTC) - (event.event_time or datetime.now(UTC))
+        if age > MATCH_GRACE:
+            return Handled("ignored", "no MES message sent by the bridge has this content")
+        raise Transient("no ledger row matches the processed message yet; Event Grid will retry")
+    entry = open_entries[0]
+    return _settle(entry, event, state, ports, company)
+
+
+def _settle(entry: LedgerEntry, event: BusinessEvent, state: str, ports: Ports, company: str) -> Handled:
+    infolog = event.text("MessageInfolog")
+    new_state = State.PROCESSED if state == "Processed" else State.FAILED
+    detail = f"F&O message processor: {state}" + (
+        " (this settles the doubt: it had been applied)" if entry.state is State.PARKED else ""
+    )
+    try:
+        settled = ports.ledger.transition(
+            entry,
+            new_state,
+            reason="" if new_state is State.PROCESSED else "fo_failed",
+            detail=detail,
+            infolog=infolog,
+            extra={**entry.extra, "FoEventId": event.event_id, "FoMessagePage": event.text("MessageProcessorMessagePageUrl")},
+        )
+    except LostRace:
+        raise Transient("the ledger row changed while settling it; Event Grid will retry") from None
+    outcome = MessageOutcome(
+        company=company,
+        production_order=settled.production_order or None,
+        fo_event_id=event.event_id,
+        fo_control_number=event.control_number,
+        occurred_at=event.event_time,
+        mes_message_id=settled.message_id,
+        outcome="accepted" if new_state is State.PROCESSED else "rejected",
+        fo_message_type=event.text("MessageType") or settled.fo_message_type,
+        infolog=infolog,
+        correlation_id=settled.correlation_id or None,
+    )
+    ports.publisher.publish(envelope(outcome, f"outcome|{settled.message_id}", correlation_id=settled.correlation_id or None))
+    return Handled("matched", f"{settled.message_id} {new_state.value}")
+
+
+HANDLERS: dict[str, tuple[str, Handler]] = {
+    "order_released": (ORDER_RELEASED, order_released),
+    "order_status_changed": (ORDER_STATUS_CHANGED, order_status_changed),
+    "message_processed": (MESSAGE_PROCESSED, message_processed),
+}
+
+
+def receive(consumer: str, event_grid_id: str, data: Any, ports: Ports) -> Handled:
+    business_event_id, handler = HANDLERS[consumer]
+    log_extra = {"flow": consumer, "event_grid_id": event_grid_id}
+    try:
+        event = parse(data)
+    except NotABusinessEvent as exc:
+        ports.log.info(
+            "%s ignored Event Grid event %s: %s", consumer, event_grid_id, exc, extra={**log_extra, "outcome": "ignored"}
+        )
+        return Handled("ignored", str(exc))
+    log_extra.update(
+        {
+            "fo_event_id": event.event_id,
+            "business_event_id": event.business_event_id,
+            "control_number": str(event.control_number),
+            "production_order": event.text("ProductionOrderNumber"),
+        }
+    )
+    if event.business_event_id != business_event_id:
+        ports.log.info(
+            "%s ignored business event %s (%s)",
+            consumer,
+            event.event_id,
+            event.business_event_id,
+            extra={**log_extra, "outcome": "ignored"},
+        )
+        return Handled("ignored", f"{event.business_event_id} is not {business_event_id}")
+    if ports.events.seen(consumer, event.event_id):
+        ports.log.info(
+            "%s skipped event %s: handled before", consumer, event.event_id, extra={**log_extra, "outcome": "duplicate"}
+        )
+        return Handled("duplicate", "this EventId was handled before")
+    handled = handler(event, ports)
+    ports.events.remember(consumer, event.event_id, event.business_event_id, handled.outcome)
+    ports.log.info(
+        "%s event %s %s: %s",
+        consumer,
+        event.event_id,
+        handled.outcome,
+        handled.detail,
+        extra={**log_extra, "outcome": handled.outcome},
+    )
+    return handled

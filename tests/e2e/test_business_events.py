@@ -1,0 +1,135 @@
+"""F&O -> MES: business events through the Event Grid functions to the MES topic."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from azure.functions.servicebus import ServiceBusMessage
+
+from devtools import mes
+from devtools.local_host.host import to_event_grid_event
+from functions import material_consumed as consumed_fn
+from functions import operation_reported as operation_fn
+from functions import order_status_changed as status_fn
+from functions import production_started as started_fn
+from shared.ledger import State
+from shared.topology import MES_TOPIC
+
+pytestmark = pytest.mark.e2e
+
+
+def published(stack, kind: str | None = None) -> list[dict[str, Any]]:
+    messages = stack.broker.queue(MES_TOPIC).active
+    bodies = [dict(json.loads(m.body), _session=m.session_id, _message_id=m.message_id) for m in messages]
+    return [b for b in bodies if kind is None or b["type"] == kind]
+
+
+def trigger(document):
+    return ServiceBusMessage(
+        body=mes.encode(document),
+        message_id=uuid.uuid4().hex,
+        session_id=document.get("production_order", "x"),
+        delivery_count=1,
+        enqueued_time_utc=datetime.now(UTC),
+        application_properties={},
+        user_properties={},
+    )
+
+
+def test_one_work_order_per_release_even_when_delivered_twice_and_out_of_order(stack):
+    emulator = stack.emulator
+    emulator.app.events.duplicate_rate = 1.0
+    emulator.app.events.reorder_window = 4
+    emulator.subscribe(stack.host.event_grid_sink())
+    orders = ["P000031", "P000032", "P000033", "P000034"]
+    for order in orders:
+        emulator.app.change_status("usmf", order, "Scheduled")
+        emulator.app.release_order("usmf", order)
+    assert emulator.wait_idle(20)
+    work_orders = published(stack, "work_order")
+    assert sorted(w["production_order"] for w in work_orders) == orders
+    for work_order in work_orders:
+        number = work_order["production_order"]
+        assert work_order["_session"] == number and work_order["_message_id"].startswith("work-order|")
+        bom = [r for r in emulator.app.tables["ProductionOrderBillOfMaterialLines"] if r["ProductionOrderNumber"] == number]
+        route = [r for r in emulator.app.tables["ProductionOrderRouteOperations"] if r["ProductionOrderNumber"] == number]
+        assert [(b["item_number"], b["quantity"]) for b in work_order["bom"]] == [
+            (r["ItemNumber"], r["BOMLineQuantity"]) for r in bom
+        ]
+        assert [(o["operation_number"], o["operation_id"]) for o in work_order["route"]] == [
+            (r["OperationNumber"], r["OperationId"]) for r in route
+        ]
+        header = emulator.app.find("ProductionOrderHeaders", dataAreaId="usmf", ProductionOrderNumber=number)
+        assert work_order["item_number"] == header["ItemNumber"] and work_order["quantity"] == header["ProductionQuantity"]
+    assert stack.host.stats.event_grid_invocations >= 2 * 3 * len(orders)  # doubled, to three functions
+
+
+def test_a_message_fo_fails_is_marked_failed_with_its_infolog_and_rejected_to_mes(stack):
+    emulator = stack.emulator
+    emulator.subscribe(stack.host.event_grid_sink())
+    start = mes.event("production_started", "P000035", {}, sequence=1)
+    consume = mes.event(
+        "operation_reported", "P000035", {"lines": [{"operation_number": 990, "hours": 1}]}, sequence=2
+    )  # not on the route
+    started_fn.production_started(trigger(start))
+    operation_fn.operation_reported(trigger(consume))
+    assert emulator.wait_idle(20)
+    ledger = stack.ports.ledger
+    assert ledger.get("USMF", start["message_id"]).state is State.PROCESSED
+    failed = ledger.get("USMF", consume["message_id"])
+    assert failed.state is State.FAILED and "Operation 990 does not exist" in failed.infolog
+    outcomes = {o["mes_message_id"]: o for o in published(stack, "message_outcome")}
+    assert outcomes[start["message_id"]]["outcome"] == "accepted"
+    assert (
+        outcomes[consume["message_id"]]["outcome"] == "rejected" and "Operation 990" in outcomes[consume["message_id"]]["infolog"]
+    )
+
+
+def test_a_stale_status_event_does_not_overwrite_a_newer_one(stack):
+    app = stack.emulator.app
+    received: list[dict[str, Any]] = []
+    stack.emulator.subscribe(received.extend, test_event=False)
+    app.change_status("usmf", "P000037", "Stopped")
+    app.change_status("usmf", "P000037", "Released")
+    assert stack.emulator.wait_idle(10)
+    older, newer = received
+    status_fn.order_status_changed(to_event_grid_event(newer))
+    status_fn.order_status_changed(to_event_grid_event(older))  # arrives late
+    statuses = [m["status"] for m in published(stack, "order_status_changed")]
+    assert statuses == ["Released"]
+    assert stack.ports.events.applied_status("USMF", "P000037")[1] == "Released"
+
+
+def test_data_as_an_object_test_events_and_other_events_are_handled(stack):
+    emulator = stack.emulator
+    emulator.app.events.as_object = True
+    emulator.subscribe(stack.host.event_grid_sink())  # sends the activation test event first
+    emulator.app.change_status("usmf", "P000038", "Stopped")
+    assert emulator.wait_idle(10)
+    assert [m["status"] for m in published(stack, "order_status_changed")] == ["Stopped"]
+    assert stack.host.stats.errors == []
+
+
+def test_an_in_doubt_message_is_settled_when_fo_reports_it_processed(stack):
+    emulator = stack.emulator
+    emulator.subscribe(stack.host.event_grid_sink())
+    started_fn.production_started(trigger(mes.event("production_started", "P000039", {})))
+    assert emulator.wait_idle(10)
+    emulator.set_faults(drop_rate=1.0)
+    consume = mes.event("material_consumed", "P000039", {"lines": [{"item_number": "RM-0001", "quantity": 1}]})
+    # Seeded faults drop half the connections before and half after F&O did the work; retry until one was applied.
+    for attempt in range(20):
+        document = {**consume, "message_id": f"{consume['message_id']}-{attempt}"}
+        consumed_fn.material_consumed(trigger(document))
+        if emulator.app.send_message_calls >= 2:
+            break
+    emulator.set_faults(drop_rate=0.0)
+    assert emulator.wait_idle(10)
+    entry = stack.ports.ledger.get("USMF", document["message_id"])
+    assert entry.state is State.PROCESSED and "settles the doubt" in entry.detail
+    in_doubt = [e for e in stack.ports.ledger.query(state=State.PARKED) if e.reason == "in_doubt"]
+    assert all(e.message_id != document["message_id"] for e in in_doubt)
