@@ -30,6 +30,9 @@ format: setup
 test: lint
 	$(BIN)/pytest
 
+demo: setup
+	$(BIN)/python -m devtools.demo $(ARGS)
+
 emulator: setup
 	$(BIN)/python -m devtools.fo_emulator
 

@@ -334,8 +334,9 @@ def _take_over(existing: LedgerEntry, delivery: Delivery, flow: Flow, ports: Por
         )
     if existing.state is State.FORWARDING and existing.lease_active:
         # Another worker holds it now. Look again after its lease: if it crashed, this copy finishes the job.
+        # Look again at the retry cadence, and never later than just after its lease runs out.
         remaining = (existing.lease_until - utcnow()).total_seconds() if existing.lease_until else settings.message_lock_budget_s
-        _schedule(delivery, ports, existing, max(1.0, remaining + 1.0))
+        _schedule(delivery, ports, existing, max(0.05, min(remaining + 1.0, settings.retry_first_wait_s)))
         return _result(existing, Outcome.WAITING, "in_flight", "another worker is forwarding this message")
     if existing.state is State.FORWARDING and flow.quantity_bearing:
         detail = "a previous attempt stopped after calling F&O and before recording the answer; check F&O before resubmitting"

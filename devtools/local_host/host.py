@@ -162,12 +162,12 @@ class LocalHost:
         self.stop()
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
-        """True once every queue is empty (scheduled messages included) and no function runs."""
+        """True once every queue the functions read is empty (scheduled messages included) and no function runs."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._busy_lock:
                 busy = self._busy
-            if busy == 0 and self.broker.pending() == 0:
+            if busy == 0 and sum(self.broker.pending(f.queue) for f in self.discovered.queues) == 0:
                 return True
             time.sleep(0.02)
         return False

@@ -1,0 +1,73 @@
+"""`make demo` at a small size: the shift runs through the real functions and F&O's state checks out."""
+
+import io
+
+import pytest
+
+from devtools import demo, scenario
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_small_shift_checks_out(tmp_path):
+    out = io.StringIO()
+    args = [
+        "--orders",
+        "6",
+        "--moves",
+        "3",
+        "--quality",
+        "3",
+        "--malformed",
+        "2",
+        "--duplicate-rate",
+        "0.2",
+        "--throttle-burst",
+        "1",
+        "--pace",
+        "0.01",
+        "--timeout",
+        "120",
+        "--log",
+        str(tmp_path / "demo.log"),
+    ]
+    parser_args = demo.build_parser().parse_args(args)
+    assert demo.run(parser_args, out=out) == 0, out.getvalue()
+    text = out.getvalue()
+    assert "Check against F&O: OK" in text
+    assert "work orders sent to MES .... 6" in text
+    assert "parked for an operator ..... 2" in text
+
+
+def test_the_check_notices_a_difference(tmp_path, monkeypatch):
+    out = io.StringIO()
+    original = scenario.build_shift
+
+    def doctored(*a, **kw):
+        shift = original(*a, **kw)
+        shift.expected.fo_messages += 1  # claim F&O should have seen one message more
+        return shift
+
+    monkeypatch.setattr(demo, "build_shift", doctored)
+    args = demo.build_parser().parse_args(
+        [
+            "--orders",
+            "2",
+            "--moves",
+            "0",
+            "--quality",
+            "0",
+            "--malformed",
+            "0",
+            "--duplicate-rate",
+            "0",
+            "--throttle-burst",
+            "0",
+            "--pace",
+            "0",
+            "--log",
+            str(tmp_path / "demo.log"),
+        ]
+    )
+    assert demo.run(args, out=out) == 1
+    assert "CHECK FAILED" in out.getvalue()
