@@ -1,5 +1,6 @@
-"""Publish the MES event contract: `python -m devtools.schemas` writes schemas/mes/<type>.schema.json
-and schemas/mes/<type>.example.json from the pydantic models (a test fails when they are stale)."""
+"""Publish the MES contracts: `python -m devtools.schemas` writes, from the pydantic models,
+schemas/mes/<type>.schema.json + <type>.example.json (what MES sends) and
+schemas/mes-out/<type>.schema.json (what the bridge publishes to MES). A test fails when they are stale."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from shared.messages import MES_EVENTS
+from shared.outbound import OUTBOUND_MODELS
 
 ROOT = Path(__file__).resolve().parent.parent / "schemas" / "mes"
+OUT = ROOT.parent / "mes-out"
 
 EXAMPLES: dict[str, dict[str, Any]] = {
     "production_started": {"started_quantity": 40.0, "bom_consumption": "never"},
@@ -88,11 +91,17 @@ def rendered() -> dict[Path, str]:
         files[ROOT / f"{kind}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
         model.model_validate(example(kind))  # an example that does not validate is a bug here
         files[ROOT / f"{kind}.example.json"] = json.dumps(example(kind), indent=2) + "\n"
+    for kind, outbound in OUTBOUND_MODELS.items():
+        schema = outbound.model_json_schema()
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"https://github.com/mes-bridge/mes-bridge/schemas/mes-out/{kind}.schema.json"
+        files[OUT / f"{kind}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return files
 
 
 def main() -> None:
     ROOT.mkdir(parents=True, exist_ok=True)
+    OUT.mkdir(parents=True, exist_ok=True)
     for path, text in rendered().items():
         path.write_text(text)
         print(f"wrote {path.relative_to(ROOT.parent.parent)}")
