@@ -33,6 +33,9 @@ test: lint
 demo: setup
 	$(BIN)/python -m devtools.demo $(ARGS)
 
+bench: setup
+	$(BIN)/python -m devtools.bench $(ARGS)
+
 emulator: setup
 	$(BIN)/python -m devtools.fo_emulator
 

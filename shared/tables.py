@@ -78,15 +78,30 @@ def storage_call(what: str) -> Iterator[None]:
         raise
 
 
+def _transport(pool_size: int) -> Any:
+    """A pooled transport as wide as the function's concurrency (azure-core's default keeps 10)."""
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return RequestsTransport(session=session, session_owner=False)
+
+
 def service_client(settings: Settings) -> TableServiceClient:
+    transport = _transport(max(16, settings.fo_max_concurrency * 2))
     if settings.tables_connection_string:
-        return TableServiceClient.from_connection_string(settings.tables_connection_string.get_secret_value())
+        return TableServiceClient.from_connection_string(
+            settings.tables_connection_string.get_secret_value(), transport=transport
+        )
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
     credential: Any = (
         ManagedIdentityCredential(client_id=settings.tables_client_id) if settings.tables_client_id else DefaultAzureCredential()
     )
-    return TableServiceClient(endpoint=settings.tables_endpoint, credential=credential)
+    return TableServiceClient(endpoint=settings.tables_endpoint, credential=credential, transport=transport)
 
 
 def table(service: TableServiceClient, name: str) -> TableClient:

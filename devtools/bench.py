@@ -1,0 +1,351 @@
+"""`make bench`: figures for the inbound pipeline, printed and written to BENCHMARKS.md.
+
+Each case starts the F&O emulator in its own process (so this process's CPU is the bridge's),
+runs the real functions on the local host against Azurite, and measures:
+- capacity: a backlog of in-order events drained as fast as the bridge can (events/s);
+- latency: MES enqueue -> F&O accepted and recorded, at 70 % of that capacity (p50/p95/p99);
+- F&O requests, Table operations and CPU ms per event, peak RSS, throttle utilisation.
+Beside them: the floor (parse the JSON, one pooled HTTPS POST) and the import cost of function_app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import function_app
+from devtools import mes
+from devtools.azurite import Azurite
+from devtools.demo import Settled
+from devtools.local_host import InMemoryBroker, LocalHost
+from devtools.local_host.broker import BrokerMesPublisher
+from functions import INBOUND_FLOWS
+from shared import runtime, tables
+from shared.http import PinnedTrustSession
+from shared.pipeline import Ports
+from shared.settings import load_settings
+from shared.topology import MES_TOPIC
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Case:
+    name: str
+    latency_ms: float
+    throttle_rps: float
+
+
+@dataclass
+class Figures:
+    case: Case
+    events: int
+    events_per_s: float
+    p50: float
+    p95: float
+    p99: float
+    fo_per_event: float
+    table_ops_per_event: float
+    cpu_ms_per_event: float
+    utilisation: float | None
+    share_429: float | None
+
+
+class Emulator:
+    """The emulator as a separate process, reached over HTTPS like F&O."""
+
+    def __init__(self, latency_ms: float, throttle_rps: float, orders: int) -> None:
+        self._dir = tempfile.TemporaryDirectory()
+        self.settings_file = Path(self._dir.name) / "settings.json"
+        command = [
+            sys.executable,
+            "-m",
+            "devtools.fo_emulator",
+            "--port",
+            "0",
+            "--orders",
+            str(orders),
+            "--settings-out",
+            str(self.settings_file),
+            "--latency-ms",
+            str(latency_ms),
+        ]
+        if throttle_rps:
+            command += ["--throttle-rps", str(throttle_rps), "--throttle-burst", str(max(1.0, throttle_rps / 5))]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        self.process.stdout.readline()
+        while not self.settings_file.exists():
+            time.sleep(0.05)
+        time.sleep(0.1)
+        self.values: dict[str, str] = json.loads(self.settings_file.read_text())["Values"]
+        self._http = PinnedTrustSession(self.values["FO_CA_BUNDLE"])
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._http.get(self.values["FO_BASE_URL"] + "/emulator/stats", timeout=10).json()
+        return result
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        self._dir.cleanup()
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def _wait(settled: Settled, target: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while settled.count < target and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if settled.count < target:
+        raise RuntimeError(f"only {settled.count} of {target} events settled within {timeout:.0f} s")
+
+
+def _forwarded_at(ports: Ports, message_ids: list[str]) -> dict[str, float]:
+    times = {}
+    for message_id in message_ids:
+        entry = ports.ledger.get("USMF", message_id)
+        at = next((h["at"] for h in entry.history if h["state"] == "Forwarded"), None) if entry else None
+        if at:
+            times[message_id] = datetime.fromisoformat(at).timestamp()
+    return times
+
+
+def run_case(case: Case, azurite: Azurite, orders: int, per_order: int, workers: int) -> Figures:
+    emulator = Emulator(case.latency_ms, case.throttle_rps, orders)
+    settled = Settled()
+    log = logging.getLogger("mesbridge")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.addHandler(settled)
+    try:
+        settings = load_settings(
+            {
+                **emulator.values,
+                "TABLES_CONNECTION_STRING": azurite.connection_string,
+                "TABLES_PREFIX": "b" + case.name.replace(" ", "").replace("/", "")[:20],
+                "GATE_FIRST_WAIT_S": "0.05",
+                "GATE_MAX_WAIT_S": "0.5",
+                "FO_MAX_CONCURRENCY": str(workers),
+            }
+        )
+        broker = InMemoryBroker()
+        broker.declare(MES_TOPIC, requires_session=True)
+        ports = runtime.build(settings, requeue=broker, publisher=BrokerMesPublisher(broker, MES_TOPIC))
+        runtime.install(ports)
+        host = LocalHost(function_app.app, broker, max_concurrent_sessions=workers)
+        numbers = [f"P{n:06d}" for n in range(1, orders + 1)]
+        consumed = INBOUND_FLOWS["material_consumed"]
+
+        def consumption(order: str, sequence: int, tag: str) -> dict[str, Any]:
+            return mes.event(
+                "material_consumed",
+                order,
+                {"lines": [{"item_number": "RM-0001", "batch_number": "B0001-001", "quantity": 1.0}]},
+                message_id=f"{tag}-{order}-{sequence}",
+                sequence=sequence,
+            )
+
+        with host:
+            # Warm up: every order started (and the token, pools and tables ready).
+            for order in numbers:
+                document = mes.event("production_started", order, {}, message_id=f"start-{order}", sequence=1)
+                broker.send(INBOUND_FLOWS["production_started"].queue, mes.encode(document), session_id=order)
+            _wait(settled, orders, 300)
+
+            # Capacity: a backlog of in-order consumptions, drained as fast as the bridge can.
+            backlog = [consumption(order, s, "cap") for s in range(2, 2 + per_order) for order in numbers]
+            before = (tables.TABLE_OPS.count, ports.fo.stats.requests, _cpu(), emulator.stats())
+            started = time.monotonic()
+            for document in backlog:
+                broker.send(consumed.queue, mes.encode(document), session_id=document["production_order"])
+            _wait(settled, orders + len(backlog), 600)
+            elapsed = time.monotonic() - started
+            after = (tables.TABLE_OPS.count, ports.fo.stats.requests, _cpu(), emulator.stats())
+            capacity = len(backlog) / elapsed
+
+            # Latency: the same kind of events offered at 70 % of the capacity.
+            rate = 0.7 * capacity
+            offered = [consumption(order, s, "lat") for s in range(2 + per_order, 2 + 2 * per_order) for order in numbers]
+            sent_at: dict[str, float] = {}
+            begin = time.monotonic()
+            for index, document in enumerate(offered):
+                delay = begin + index / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                sent_at[document["message_id"]] = time.time()
+                broker.send(consumed.queue, mes.encode(document), session_id=document["production_order"])
+            _wait(settled, orders + len(backlog) + len(offered), 600)
+            host.wait_idle(60)
+        forwarded = _forwarded_at(ports, list(sent_at))
+        latencies = [(forwarded[m] - sent_at[m]) * 1000 for m in sent_at if m in forwarded]
+        fo_requests = after[1] - before[1]
+        emulator_before, emulator_after = before[3], after[3]
+        accepted = emulator_after["accepted"] - emulator_before["accepted"]
+        refused = emulator_after["throttled"] - emulator_before["throttled"]
+        utilisation = accepted / (case.throttle_rps * elapsed) if case.throttle_rps else None
+        share = refused / max(1, accepted + refused) if case.throttle_rps else None
+        return Figures(
+            case,
+            len(backlog),
+            capacity,
+            _percentile(latencies, 0.5),
+            _percentile(latencies, 0.95),
+            _percentile(latencies, 0.99),
+            fo_requests / len(backlog),
+            (after[0] - before[0]) / len(backlog),
+            (after[2] - before[2]) * 1000 / len(backlog),
+            utilisation,
+            share,
+        )
+    finally:
+        log.removeHandler(settled)
+        runtime.install(None)
+        emulator.close()
+
+
+def floor(calls: int = 400) -> float:
+    """CPU ms per event of the bare minimum: parse the MES JSON, one pooled HTTPS POST to F&O."""
+    emulator = Emulator(0, 0, 10)
+    try:
+        values = emulator.values
+        session = PinnedTrustSession(values["FO_CA_BUNDLE"])
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": values["FO_CLIENT_ID"],
+            "client_secret": values["FO_CLIENT_SECRET"],
+            "scope": values["FO_BASE_URL"] + "/.default",
+        }
+        token = session.post(f"{values['FO_BASE_URL']}/{values['FO_TENANT_ID']}/oauth2/v2.0/token", data=form).json()[
+            "access_token"
+        ]
+        url = values["FO_BASE_URL"] + "/api/services/SysMessageServices/SysMessageService/SendMessage"
+        body = mes.encode(mes.event("production_started", "P000001", {}, sequence=1))
+        cpu = _cpu()
+        for _ in range(calls):
+            event = json.loads(body)
+            envelope = {
+                "_companyId": "USMF",
+                "_messageQueue": "JmgMES3P",
+                "_messageType": "ProdProductionOrderStart",
+                "_messageContent": json.dumps({"ProductionOrderNumber": event["production_order"]}),
+            }
+            session.post(url, json=envelope, headers={"Authorization": f"Bearer {token}"}, timeout=10).raise_for_status()
+        return (_cpu() - cpu) * 1000 / calls
+    finally:
+        emulator.close()
+
+
+def import_time(module: str, runs: int = 5) -> float:
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    samples = [
+        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout)
+        for _ in range(runs)
+    ]
+    return statistics.median(samples) * 1000
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    cores = len([line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("processor")])
+    memory = next(
+        (
+            int(line.split()[1]) // 1024 // 1024
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        0,
+    )
+    return f"{cores} cores ({cpu}), {memory} GiB, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def render(figures: list[Figures], floor_ms: float, import_app: float, import_bare: float, rss_mb: float, command: str) -> str:
+    rows = [
+        "| case | F&O latency | throttle budget | events/s | p50 ms | p95 ms | p99 ms | p99 overhead ms | F&O req/event | Table ops/event | CPU ms/event | overhead vs floor | throttle use | answered 429 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        rows.append(
+            f"| {f.case.name} | {f.case.latency_ms:g} ms | {f'{f.case.throttle_rps:g}/s' if f.case.throttle_rps else 'none'} | {f.events_per_s:.1f} | "
+            f"{f.p50:.0f} | {f.p95:.0f} | {f.p99:.0f} | {max(0.0, f.p99 - f.case.latency_ms):.0f} | {f.fo_per_event:.2f} | {f.table_ops_per_event:.2f} | "
+            f"{f.cpu_ms_per_event:.1f} | {f.cpu_ms_per_event / floor_ms:.1f}x | "
+            f"{f'{f.utilisation:.0%}' if f.utilisation is not None else '-'} | {f'{f.share_429:.1%}' if f.share_429 is not None else '-'} |"
+        )
+    return "\n".join(rows) + (
+        f"\n\nFloor (parse the JSON, one pooled HTTPS POST to the emulator): **{floor_ms:.2f} CPU ms per event**.  \n"
+        f"Cold start: `import function_app` {import_app:.0f} ms against a bare `import azure.functions` {import_bare:.0f} ms "
+        f"(**{import_app / import_bare:.2f}x**).  \nPeak RSS of the bridge process: {rss_mb:.0f} MB.  \n"
+        f"Machine: {machine()}.  \nCommand: `{command}`.\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m devtools.bench", description=__doc__)
+    parser.add_argument("--orders", type=int, default=40, help="production orders (one session each)")
+    parser.add_argument("--per-order", type=int, default=5, help="events per order in each phase")
+    parser.add_argument("--workers", type=int, default=16, help="concurrent sessions (host.json maxConcurrentSessions)")
+    parser.add_argument("--throttle-rps", type=float, default=20.0)
+    parser.add_argument("--write", type=Path, default=ROOT / "BENCHMARKS.md", help="where to write the figures ('-' = nowhere)")
+    args = parser.parse_args(argv)
+    command = (
+        "make bench"
+        if argv is None and len(sys.argv) == 1
+        else "python -m devtools.bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    )
+    cases = [
+        Case("0 ms", 0, 0),
+        Case("50 ms", 50, 0),
+        Case(f"0 ms / {args.throttle_rps:g} rps", 0, args.throttle_rps),
+        Case(f"50 ms / {args.throttle_rps:g} rps", 50, args.throttle_rps),
+    ]
+    figures = []
+    with Azurite() as azurite:
+        for case in cases:
+            print(f"running {case.name} ...", flush=True)
+            figures.append(run_case(case, azurite, args.orders, args.per_order, args.workers))
+    floor_ms = floor()
+    import_app, import_bare = import_time("function_app"), import_time("azure.functions")
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    table = render(figures, floor_ms, import_app, import_bare, rss_mb, command)
+    print(table)
+    if str(args.write) != "-":
+        text = args.write.read_text() if args.write.exists() else ""
+        marker = "<!-- bench:figures -->"
+        if marker in text:
+            head, _, rest = text.partition(marker)
+            tail = rest.partition("<!-- /bench:figures -->")[2]
+            args.write.write_text(f"{head}{marker}\n{table}\n<!-- /bench:figures -->{tail}")
+        else:
+            args.write.write_text(f"# Benchmarks\n\n{marker}\n{table}\n<!-- /bench:figures -->\n")
+        print(f"written to {args.write}")
+
+
+if __name__ == "__main__":
+    main()
