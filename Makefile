@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup test lint format demo bench emulator clean
+.PHONY: setup test lint scan format demo bench emulator clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -12,6 +12,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+.venv-checkov/.installed: requirements-scan.txt
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet --upgrade pip
+	.venv-checkov/bin/python -m pip install --quiet -r requirements-scan.txt
 	touch $@
 
 node_modules/.installed: package.json
@@ -27,7 +33,11 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint
+# Security scan of infra/ (offline: --skip-download); each skipped check is justified at its resource.
+scan: .venv-checkov/.installed
+	.venv-checkov/bin/checkov --directory infra --framework bicep --quiet --compact --skip-download
+
+test: lint scan
 	$(BIN)/pytest
 
 demo: setup
@@ -40,4 +50,4 @@ emulator: setup
 	$(BIN)/python -m devtools.fo_emulator
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov node_modules .pytest_cache .mypy_cache .ruff_cache

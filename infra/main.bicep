@@ -1,0 +1,73 @@
+// The mes-bridge landscape, for `azd up` (or `az deployment sub create`). Hand-written, no
+// registry modules, so it parses offline. Queue and topic names come from shared/topology.json.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(40)
+@description('azd environment name; names and tags derive from it')
+param environmentName string
+
+@minLength(1)
+@description('Azure region for every resource')
+param location string
+
+@description('F&O environment URL, https://<env>.operations.dynamics.com')
+param foBaseUrl string
+
+@description('Entra tenant of the F&O environment')
+param foTenantId string
+
+@description('Client id of the Entra app registered in F&O under Microsoft Entra ID applications')
+param foClientId string
+
+@secure()
+@description('Client secret of that app; stored in Key Vault, never in app settings')
+param foClientSecret string
+
+@description('Legal entity (dataAreaId) used when a message names none')
+param foDefaultCompany string = 'USMF'
+
+@description('Comma-separated legal entities the bridge may write to')
+param foCompanies string = 'USMF'
+
+@description('Create the Event Grid subscriptions (needs the functions deployed first: azd sets it in postdeploy)')
+param eventSubscriptions bool = false
+
+@description('E-mail for alerts (empty: alerts fire without notifying anyone)')
+param alertEmail string = ''
+
+@description('Spread the Function App across availability zones where the region supports it')
+param zoneRedundant bool = false
+
+var tags = { 'azd-env-name': environmentName }
+
+resource group 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module resources 'resources.bicep' = {
+  name: 'mes-bridge-resources'
+  scope: group
+  params: {
+    environmentName: environmentName
+    location: location
+    tags: tags
+    foBaseUrl: foBaseUrl
+    foTenantId: foTenantId
+    foClientId: foClientId
+    foClientSecret: foClientSecret
+    foDefaultCompany: foDefaultCompany
+    foCompanies: foCompanies
+    eventSubscriptions: eventSubscriptions
+    alertEmail: alertEmail
+    zoneRedundant: zoneRedundant
+  }
+}
+
+output AZURE_RESOURCE_GROUP string = group.name
+output AZURE_FUNCTION_APP_NAME string = resources.outputs.functionAppName
+output SERVICEBUS_NAMESPACE string = resources.outputs.serviceBusNamespace
+output EVENTGRID_TOPIC_ENDPOINT string = resources.outputs.eventGridTopicEndpoint
+output KEY_VAULT_NAME string = resources.outputs.keyVaultName
