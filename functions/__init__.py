@@ -9,6 +9,7 @@ from functions import (
     material_consumed,
     message_processed,
     operation_reported,
+    operations,
     order_released,
     order_status_changed,
     output_reported,
@@ -28,4 +29,4 @@ INBOUND = [
 ]
 INBOUND_FLOWS = {module.FLOW.name: module.FLOW for module in INBOUND}
 OUTBOUND = [order_released, order_status_changed, message_processed]
-BLUEPRINTS: list[func.Blueprint] = [module.bp for module in INBOUND + OUTBOUND]
+BLUEPRINTS: list[func.Blueprint] = [module.bp for module in INBOUND + OUTBOUND] + [operations.bp]

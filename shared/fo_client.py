@@ -304,6 +304,10 @@ class FoClient:
             return Transient(f"F&O connection failed: {type(exc).__name__}")
         return InDoubt(f"no answer from F&O after sending ({type(exc).__name__}); it may have been applied")
 
+    def token_check(self) -> None:
+        """Acquire a token now (health checks): raises the Entra error if there is one."""
+        self._tokens.token()
+
     def _url(self, path: str) -> str:
         return self.base_url + (path if path.startswith("/") else "/" + path)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
-from shared.ledger import Ledger, LedgerEntry, State
+from shared.ledger import Ledger, LedgerEntry, LostRace, State, utcnow
+from shared.lineage import Lineage
 from shared.ordering import OrderGate, Progress
 from shared.servicebus import RESUBMIT, Requeue
 from shared.topology import INBOUND_QUEUES
@@ -78,3 +80,102 @@ def release_gap(
         e for e in ledger.query(company=company, production_order=order, state=State.PARKED) if e.reason in ("gap", "no_start")
     ]
     return progress, [resubmit(ledger, requeue, company, e.message_id, who=who, note=f"gap {missing} released") for e in parked]
+
+
+# --- what operators read ---------------------------------------------------------------------------
+
+
+def describe(entry: LedgerEntry) -> dict[str, Any]:
+    """One ledger row as operators see it (the same dict for HTTP and the CLI)."""
+    return {
+        "company": entry.company,
+        "message_id": entry.message_id,
+        "flow": entry.flow,
+        "state": entry.state.value,
+        "reason": entry.reason,
+        "detail": entry.detail,
+        "infolog": entry.infolog,
+        "attempts": entry.attempts,
+        "production_order": entry.production_order,
+        "sequence": entry.sequence,
+        "correlation_id": entry.correlation_id,
+        "fo_message_type": entry.fo_message_type,
+        "fo_reference": entry.extra.get("FoReference", ""),
+        "received_at": entry.received_at.isoformat() if entry.received_at else None,
+        "updated_at": entry.updated_at.isoformat() if entry.updated_at else None,
+        "payload_size": entry.payload_size,
+        "history": list(entry.history),
+    }
+
+
+def trace(ledger: Ledger, company: str, message_id: str) -> dict[str, Any]:
+    entry = ledger.get(company, message_id)
+    if entry is None:
+        raise OperationError(f"no message {message_id} of {company} in the ledger")
+    return describe(entry)
+
+
+def order_story(ledger: Ledger, company: str, order: str) -> list[dict[str, Any]]:
+    """Every message of a production order, in MES sequence (then in arrival order)."""
+    entries = list(ledger.query(company=company, production_order=order))
+    entries.sort(key=lambda e: (e.sequence is None, e.sequence or 0, e.received_at.isoformat() if e.received_at else ""))
+    return [describe(e) for e in entries]
+
+
+@dataclass(frozen=True)
+class ParkedFilter:
+    company: str | None = None
+    flow: str | None = None
+    reason: str | None = None
+    production_order: str | None = None
+    older_than_s: float | None = None
+    max_attempts: int | None = None
+
+    def matches(self, entry: LedgerEntry) -> bool:
+        if self.reason is not None and entry.reason != self.reason:
+            return False
+        if self.max_attempts is not None and entry.attempts > self.max_attempts:
+            return False
+        if self.older_than_s is not None:
+            since = entry.updated_at or entry.received_at
+            if since is None or (utcnow() - since).total_seconds() < self.older_than_s:
+                return False
+        return True
+
+
+def parked(ledger: Ledger, where: ParkedFilter) -> list[dict[str, Any]]:
+    entries = ledger.query(company=where.company, state=State.PARKED, flow=where.flow, production_order=where.production_order)
+    return [describe(e) for e in entries if where.matches(e)]
+
+
+def resubmit_matching(ledger: Ledger, requeue: Requeue, where: ParkedFilter, who: str = "operator") -> list[dict[str, Any]]:
+    """Resubmit every parked message the filter selects (all of them with an empty filter)."""
+    done = []
+    for row in parked(ledger, where):
+        result = resubmit(ledger, requeue, row["company"], row["message_id"], who=who, note="resubmitted by filter")
+        done.append(describe(result.entry))
+    return done
+
+
+def cancel(ledger: Ledger, company: str, message_id: str, reason: str, who: str = "operator") -> dict[str, Any]:
+    """Decide that a parked or waiting message must never reach F&O."""
+    if not reason.strip():
+        raise OperationError("cancelling needs a reason")
+    entry = ledger.get(company, message_id)
+    if entry is None:
+        raise OperationError(f"no message {message_id} of {company} in the ledger")
+    if entry.state not in (State.PARKED, State.WAITING):
+        raise OperationError(f"message {message_id} is {entry.state.value}; only parked or waiting messages can be cancelled")
+    try:
+        cancelled = ledger.transition(entry, State.CANCELLED, reason="cancelled", detail=f"cancelled by {who}: {reason}")
+    except LostRace:
+        raise OperationError(f"message {message_id} changed meanwhile; look again") from None
+    return describe(cancelled)
+
+
+def lineage(tree: Lineage, company: str, item: str, batch: str, direction: str, depth: int = 5) -> dict[str, Any]:
+    if direction not in ("upstream", "downstream"):
+        raise OperationError("direction is upstream or downstream")
+    depth = max(1, min(depth, 20))
+    walk = tree.upstream if direction == "upstream" else tree.downstream
+    return {"direction": direction, "depth": depth, "root": walk(company, item, batch, depth)}

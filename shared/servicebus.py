@@ -94,6 +94,15 @@ class ServiceBusRequeue:
                 self._senders[queue] = self._client.get_queue_sender(queue)
             return self._senders[queue]
 
+    def check(self) -> str:
+        """Open a sender link to the first inbound queue (health check)."""
+        from shared.topology import INBOUND_QUEUES
+
+        queue = next(iter(INBOUND_QUEUES.values()))
+        sender = self._sender(queue)
+        sender._open_with_retry()  # the SDK opens links lazily; a health check wants to know now
+        return f"sender link to {queue} open"
+
     def schedule(
         self,
         queue: str,

@@ -1,0 +1,112 @@
+"""The operations from a shell, with the app settings in the environment:
+
+    python -m shared.cli trace --company USMF --id line3-000123
+    python -m shared.cli order --company USMF --order P000123
+    python -m shared.cli parked [--flow F] [--reason R] [--order P1] [--older-than-s 3600] [--max-attempts 2]
+    python -m shared.cli resubmit --company USMF --id line3-000123 [--payload fixed.json]
+    python -m shared.cli resubmit-parked [same filters as parked]
+    python -m shared.cli cancel --company USMF --id line3-000123 --reason "sent twice by the MES"
+    python -m shared.cli release-gap --company USMF --order P000123 --missing 4 --reason "lost on the line PC"
+    python -m shared.cli lineage --company USMF --item FG-1 --batch B1 [--direction downstream] [--depth 5]
+    python -m shared.cli health
+
+Answers are the JSON the HTTP operations return.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from shared import operations, runtime
+from shared.health import health
+from shared.pipeline import Ports
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, *options: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name)
+        for option in options:
+            command.add_argument(f"--{option}", required=option not in ("payload", "direction", "depth"))
+        return command
+
+    add("trace", "company", "id")
+    add("order", "company", "order")
+    for name in ("parked", "resubmit-parked"):
+        command = commands.add_parser(name)
+        for option in ("company", "flow", "reason", "order", "older-than-s", "max-attempts"):
+            command.add_argument(f"--{option}")
+    add("resubmit", "company", "id", "payload")
+    add("cancel", "company", "id", "reason")
+    add("release-gap", "company", "order", "missing", "reason")
+    add("lineage", "company", "item", "batch", "direction", "depth")
+    commands.add_parser("health")
+    return parser
+
+
+def _filter(args: argparse.Namespace) -> operations.ParkedFilter:
+    return operations.ParkedFilter(
+        company=args.company,
+        flow=args.flow,
+        reason=args.reason,
+        production_order=args.order,
+        older_than_s=float(args.older_than_s) if args.older_than_s else None,
+        max_attempts=int(args.max_attempts) if args.max_attempts else None,
+    )
+
+
+def run(args: argparse.Namespace, ports: Ports) -> Any:
+    who = f"{getpass.getuser()} (cli)"
+    if args.command == "trace":
+        return operations.trace(ports.ledger, args.company, args.id)
+    if args.command == "order":
+        return operations.order_story(ports.ledger, args.company, args.order)
+    if args.command == "parked":
+        return operations.parked(ports.ledger, _filter(args))
+    if args.command == "resubmit-parked":
+        return operations.resubmit_matching(ports.ledger, ports.requeue, _filter(args), who=who)
+    if args.command == "resubmit":
+        payload = Path(args.payload).read_bytes() if args.payload else None
+        return operations.describe(
+            operations.resubmit(ports.ledger, ports.requeue, args.company, args.id, payload=payload, who=who).entry
+        )
+    if args.command == "cancel":
+        return operations.cancel(ports.ledger, args.company, args.id, args.reason, who=who)
+    if args.command == "release-gap":
+        progress, resubmitted = operations.release_gap(
+            ports.gate, ports.ledger, ports.requeue, args.company, args.order, int(args.missing), args.reason, who
+        )
+        return {
+            "watermark": progress.watermark,
+            "skipped": list(progress.skipped),
+            "resubmitted": [r.entry.message_id for r in resubmitted],
+        }
+    if args.command == "lineage":
+        return operations.lineage(
+            ports.lineage, args.company, args.item, args.batch, args.direction or "upstream", int(args.depth or 5)
+        )
+    return health(ports)
+
+
+def main(argv: list[str] | None = None, ports: Ports | None = None, out: TextIO = sys.stdout) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        answer = run(args, ports or runtime.ports())
+    except operations.OperationError as exc:
+        print(json.dumps({"error": str(exc)}), file=out)
+        return 1
+    print(json.dumps(answer, indent=2, default=str), file=out)
+    return 0 if args.command != "health" or answer["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Operations against the local stack: HTTP and CLI agree, a fixed message takes effect once."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import azure.functions as func
+import pytest
+from azure.functions.servicebus import ServiceBusMessage
+
+import function_app
+from devtools import mes
+from functions import inventory_moved as inventory_fn
+from functions import material_consumed as consumed_fn
+from functions import operations as http
+from functions import production_started as started_fn
+from shared import cli
+from shared.ledger import State
+
+pytestmark = pytest.mark.e2e
+
+
+def trigger(document: dict[str, Any] | bytes) -> ServiceBusMessage:
+    body = document if isinstance(document, bytes) else mes.encode(document)
+    session = document.get("production_order", "x") if isinstance(document, dict) else "x"
+    return ServiceBusMessage(
+        body=body,
+        message_id=uuid.uuid4().hex,
+        session_id=session or "x",
+        delivery_count=1,
+        enqueued_time_utc=datetime.now(UTC),
+        application_properties={},
+        user_properties={},
+    )
+
+
+def request(method: str, route: str, params: dict[str, str], body: Any = None) -> func.HttpRequest:
+    raw = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else b"")
+    return func.HttpRequest(
+        method=method, url=f"http://localhost/api/{route}", params=params, body=raw, headers={"x-operator": "tester"}
+    )
+
+
+def call_cli(stack, *argv: str) -> Any:
+    out = io.StringIO()
+    cli.main(list(argv), ports=stack.ports, out=out)
+    return json.loads(out.getvalue())
+
+
+def bad_move() -> dict[str, Any]:
+    return mes.event(
+        "inventory_moved",
+        None,
+        {
+            "item_number": "RM-0004",
+            "quantity": 3.0,
+            "from_site": "1",
+            "from_warehouse": "99",
+            "to_site": "1",
+            "to_warehouse": "12",
+        },
+    )
+
+
+def test_http_and_cli_answers_agree(stack):
+    started_fn.production_started(trigger(mes.event("production_started", "P000041", {}, sequence=1)))
+    consumed_fn.material_consumed(
+        trigger(
+            mes.event(
+                "material_consumed",
+                "P000041",
+                {"lines": [{"item_number": "RM-0001", "batch_number": "B0001-003", "quantity": 2}]},
+                sequence=2,
+            )
+        )
+    )
+    move = bad_move()
+    inventory_fn.inventory_moved(trigger(move))
+    consumed_fn.material_consumed(trigger(b"not json"))
+
+    pairs = [
+        (
+            http.trace_message(request("GET", "ops/message", {"company": "USMF", "id": move["message_id"]})),
+            call_cli(stack, "trace", "--company", "USMF", "--id", move["message_id"]),
+        ),
+        (
+            http.trace_order(request("GET", "ops/order", {"company": "USMF", "order": "P000041"})),
+            call_cli(stack, "order", "--company", "USMF", "--order", "P000041"),
+        ),
+        (
+            http.list_parked(request("GET", "ops/parked", {"reason": "rejected"})),
+            call_cli(stack, "parked", "--reason", "rejected"),
+        ),
+        (
+            http.lineage(
+                request(
+                    "GET", "ops/lineage", {"company": "USMF", "item": "RM-0001", "batch": "B0001-003", "direction": "downstream"}
+                )
+            ),
+            call_cli(
+                stack, "lineage", "--company", "USMF", "--item", "RM-0001", "--batch", "B0001-003", "--direction", "downstream"
+            ),
+        ),
+    ]
+    for response, from_cli in pairs:
+        assert response.status_code == 200
+        assert json.loads(response.get_body()) == from_cli
+    story = call_cli(stack, "order", "--company", "USMF", "--order", "P000041")
+    assert [row["sequence"] for row in story] == [1, 2] and all(row["state"] == "Forwarded" for row in story)
+    [rejected] = call_cli(stack, "parked", "--reason", "rejected")
+    assert "Warehouse 99 does not belong to site 1" in rejected["infolog"]
+    assert [h["state"] for h in rejected["history"]] == ["Forwarding", "Parked"]
+    assert len(call_cli(stack, "parked")) == 2
+    assert (
+        call_cli(stack, "lineage", "--company", "USMF", "--item", "RM-0001", "--batch", "B0001-003", "--direction", "downstream")[
+            "root"
+        ]["orders"][0]["order"]
+        == "P000041"
+    )
+    missing = http.trace_message(request("GET", "ops/message", {"company": "USMF", "id": "nope"}))
+    assert missing.status_code == 404
+
+
+def test_a_fixed_and_resubmitted_message_takes_effect_exactly_once(stack):
+    move = bad_move()
+    inventory_fn.inventory_moved(trigger(move))
+    fixed = {**move, "body": {**move["body"], "from_warehouse": "11"}}
+    for _ in range(2):  # an impatient operator presses twice
+        response = http.resubmit(
+            request("POST", "ops/resubmit", {"company": "USMF", "id": move["message_id"]}, mes.encode(fixed))
+        )
+        assert response.status_code == 202
+    with stack.host:
+        assert stack.host.wait_idle(30)
+    entry = stack.ports.ledger.get("USMF", move["message_id"])
+    assert entry.state is State.FORWARDED and entry.extra["EditedBy"] == "tester"
+    assert len(stack.emulator.app.tables["InventoryMovementJournalHeaders"]) == 1
+    assert stack.ports.ledger.payload("USMF", move["message_id"]) == mes.encode(move)  # the original is kept for audit
+    again = http.resubmit(request("POST", "ops/resubmit", {"company": "USMF", "id": move["message_id"]}))
+    assert again.status_code == 400 and "only parked messages" in json.loads(again.get_body())["error"]
+
+
+def test_resubmit_by_filter_and_cancel_with_a_reason(stack):
+    first, second = bad_move(), bad_move()
+    for document in (first, second):
+        inventory_fn.inventory_moved(trigger(document))
+    cancelled = http.cancel(
+        request("POST", "ops/cancel", {"company": "USMF", "id": first["message_id"]}, {"reason": "sent by mistake"})
+    )
+    assert json.loads(cancelled.get_body())["state"] == "Cancelled"
+    refused = http.cancel(request("POST", "ops/cancel", {"company": "USMF", "id": second["message_id"]}, {}))
+    assert refused.status_code == 400 and "reason" in json.loads(refused.get_body())["error"]
+    resubmitted = json.loads(http.resubmit(request("POST", "ops/resubmit", {}, {"reason": "rejected"})).get_body())
+    assert [r["message_id"] for r in resubmitted] == [second["message_id"]]
+
+
+def test_health_reports_every_check(stack):
+    response = http.health(request("GET", "ops/health", {}))
+    report = json.loads(response.get_body())
+    assert response.status_code == 200 and report["ok"], report
+    assert [c["name"] for c in report["checks"]] == ["settings", "token", "fo", "table_storage", "service_bus"]
+    stack.emulator.entra.apps[stack.ports.settings.fo_client_id].registered_in_fo = False
+    broken = json.loads(http.health(request("GET", "ops/health", {})).get_body())
+    assert not broken["ok"] and not next(c for c in broken["checks"] if c["name"] == "fo")["ok"]
+
+
+def test_every_operation_needs_a_function_key():
+    from devtools.local_host.host import discover
+
+    discover(function_app.app)  # indexes the app once
+    triggers: list[Any] = [builder._function._trigger for builder in function_app.app._function_builders]
+    http_triggers = [t for t in triggers if t is not None and t.type == "httpTrigger"]
+    assert len(http_triggers) == 8
+    assert all(t.auth_level == func.AuthLevel.FUNCTION for t in http_triggers)  # the host then refuses calls without a key
