@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.outbound import Outbound
+from shared.servicebus import servicebus_client
 from shared.settings import Settings
 
 
@@ -51,23 +52,9 @@ class ServiceBusMesPublisher:
         self._lock = threading.Lock()
 
     def _get_sender(self) -> Any:
-        from azure.servicebus import ServiceBusClient
-
         with self._lock:
             if self._sender is None:
-                s = self._settings
-                if s.servicebus_connection_string:
-                    client = ServiceBusClient.from_connection_string(s.servicebus_connection_string.get_secret_value())
-                else:
-                    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
-
-                    credential: Any = (
-                        ManagedIdentityCredential(client_id=s.servicebus_client_id)
-                        if s.servicebus_client_id
-                        else DefaultAzureCredential()
-                    )
-                    client = ServiceBusClient(s.servicebus_namespace, credential)
-                self._sender = client.get_topic_sender(self._topic)
+                self._sender = servicebus_client(self._settings).get_topic_sender(self._topic)
             return self._sender
 
     def publish(self, message: Envelope) -> None:

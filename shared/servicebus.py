@@ -50,6 +50,22 @@ class Delivery:
         )
 
 
+def servicebus_client(settings: Settings) -> Any:
+    """A ServiceBusClient for the triggers' connection: connection string locally, identity in Azure."""
+    from azure.servicebus import ServiceBusClient
+
+    if settings.servicebus_connection_string:
+        return ServiceBusClient.from_connection_string(settings.servicebus_connection_string.get_secret_value())
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    credential: Any = (
+        ManagedIdentityCredential(client_id=settings.servicebus_client_id)
+        if settings.servicebus_client_id
+        else DefaultAzureCredential()
+    )
+    return ServiceBusClient(settings.servicebus_namespace, credential)
+
+
 class Requeue(Protocol):
     def schedule(
         self,
@@ -74,22 +90,9 @@ class ServiceBusRequeue:
         self._lock = threading.Lock()
 
     def _sender(self, queue: str) -> Any:
-        from azure.servicebus import ServiceBusClient
-
         with self._lock:
             if self._client is None:
-                s = self._settings
-                if s.servicebus_connection_string:
-                    self._client = ServiceBusClient.from_connection_string(s.servicebus_connection_string.get_secret_value())
-                else:
-                    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
-
-                    credential: Any = (
-                        ManagedIdentityCredential(client_id=s.servicebus_client_id)
-                        if s.servicebus_client_id
-                        else DefaultAzureCredential()
-                    )
-                    self._client = ServiceBusClient(s.servicebus_namespace, credential)
+                self._client = servicebus_client(self._settings)
             if queue not in self._senders:
                 self._senders[queue] = self._client.get_queue_sender(queue)
             return self._senders[queue]
