@@ -35,6 +35,7 @@ from shared.errors import (
 )
 from shared.fo_auth import TokenProvider
 from shared.settings import Settings
+from shared.telemetry import THROTTLED
 
 SEND_MESSAGE_PATH = "/api/services/SysMessageServices/SysMessageService/SendMessage"
 _ENTRA_HINT = (
@@ -285,6 +286,7 @@ class FoClient:
                 continue
             if isinstance(error, Throttled):
                 self.stats.add(throttled=1)
+                THROTTLED.add(1, {"retry_after_s": round(error.retry_after)})
                 self.gate.pause(error.retry_after)
                 continue  # the gate raises once the wait would cross the deadline
             if isinstance(error, Transient) and not isinstance(error, InDoubt):

@@ -1,11 +1,27 @@
-"""Structured logs: every outcome line carries flow, MES message id, order, correlation id and
-outcome as attributes, which the Azure Monitor OpenTelemetry exporter turns into
-customDimensions in Application Insights."""
+"""Structured logs and counters.
+
+Every outcome line carries flow, MES message id, order, correlation id and outcome as attributes,
+which the Azure Monitor OpenTelemetry exporter turns into customDimensions in Application
+Insights. Counters go through the OpenTelemetry metrics API: a no-op until the Functions worker
+(telemetryMode OpenTelemetry) configures a meter provider.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any, Protocol
+
+from opentelemetry import metrics
+
+_meter = metrics.get_meter("mesbridge")
+FORWARDED = _meter.create_counter("mesbridge.forwarded", description="MES messages F&O accepted")
+PARKED = _meter.create_counter("mesbridge.parked", description="MES messages parked for an operator, by reason")
+DUPLICATES = _meter.create_counter("mesbridge.duplicates", description="MES messages recognised as duplicates")
+WAITING = _meter.create_counter("mesbridge.waiting", description="MES messages rescheduled to wait (order gate, outage)")
+THROTTLED = _meter.create_counter("mesbridge.fo.throttled", description="F&O answers 429 (each pauses the client)")
+FO_LATENCY = _meter.create_histogram("mesbridge.fo.latency", unit="ms", description="F&O call time of forwarded messages")
+
+_COUNTERS = {"forwarded": FORWARDED, "parked": PARKED, "duplicate": DUPLICATES, "waiting": WAITING, "retrying": WAITING}
 
 
 class _Outcome(Protocol):
@@ -29,6 +45,11 @@ class _Outcome(Protocol):
 
 def log_outcome(log: logging.Logger, flow: str, result: _Outcome, *, duration_ms: float, delivery_count: int) -> None:
     outcome = str(result.outcome)
+    counter = _COUNTERS.get(outcome)
+    if counter is not None:
+        counter.add(1, {"flow": flow, "reason": result.reason or outcome})
+    if outcome == "forwarded":
+        FO_LATENCY.record(result.fo_ms, {"flow": flow})
     level = logging.WARNING if outcome == "parked" else logging.INFO
     log.log(
         level,

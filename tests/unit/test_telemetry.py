@@ -1,0 +1,37 @@
+import logging
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from shared import telemetry
+from shared.pipeline import Outcome, Result
+
+
+@pytest.fixture
+def reader(monkeypatch):
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("test")
+    monkeypatch.setattr(telemetry, "_COUNTERS", {"forwarded": meter.create_counter("f"), "parked": meter.create_counter("p")})
+    monkeypatch.setattr(telemetry, "FO_LATENCY", meter.create_histogram("l"))
+    return reader
+
+
+def test_every_outcome_line_carries_the_dimensions_and_counts(reader, caplog):
+    result = Result(Outcome.PARKED, "USMF", "m-1", "rejected", "no such item", "P1", "corr-1", 12.5)
+    with caplog.at_level(logging.INFO, logger="mesbridge"):
+        telemetry.log_outcome(logging.getLogger("mesbridge"), "material_consumed", result, duration_ms=30, delivery_count=2)
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    for name, value in {
+        "flow": "material_consumed",
+        "mes_message_id": "m-1",
+        "production_order": "P1",
+        "correlation_id": "corr-1",
+        "outcome": "parked",
+        "reason": "rejected",
+        "delivery_count": 2,
+    }.items():
+        assert getattr(record, name) == value
+    points = [p for m in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics for p in m.data.data_points]
+    assert [(p.value, dict(p.attributes)) for p in points] == [(1, {"flow": "material_consumed", "reason": "rejected"})]
