@@ -151,7 +151,7 @@ def run_case(case: Case, azurite: Azurite, orders: int, per_order: int, workers:
         )
         broker = InMemoryBroker()
         broker.declare(MES_TOPIC, requires_session=True)
-        ports = runtime.build(settings, requeue=broker, publisher=BrokerMesPublisher(broker, MES_TOPIC))
+        ports = runtime.build(settings, requeue=broker, publisher=BrokerMesPublisher(broker, MES_TOPIC), dead_letters=broker)
         runtime.install(ports)
         host = LocalHost(function_app.app, broker, max_concurrent_sessions=workers)
         numbers = [f"P{n:06d}" for n in range(1, orders + 1)]

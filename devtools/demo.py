@@ -132,7 +132,7 @@ def _run(args: argparse.Namespace, out: Any, say: Any, log_path: Path, settled: 
         )
         broker = InMemoryBroker()
         broker.declare(MES_TOPIC, requires_session=True)
-        ports = runtime.build(settings, requeue=broker, publisher=BrokerMesPublisher(broker, MES_TOPIC))
+        ports = runtime.build(settings, requeue=broker, publisher=BrokerMesPublisher(broker, MES_TOPIC), dead_letters=broker)
         runtime.install(ports)
         host = LocalHost(function_app.app, broker, max_concurrent_sessions=args.workers)
         emulator.subscribe(host.event_grid_sink())
@@ -241,7 +241,7 @@ def _report(
         f"  latency MES -> F&O accepted  p50 {_percentile(latencies, 0.5):.0f} ms, p95 {_percentile(latencies, 0.95):.0f} ms, "
         f"p99 {_percentile(latencies, 0.99):.0f} ms"
     )
-    dead = broker.dead_lettered()
+    dead = broker.dead_letters()
     if host.stats.failures or dead:
         say(f"  function errors ............ {host.stats.failures} (retried by the broker); dead-lettered: {len(dead)}")
         for error in host.stats.errors[:3]:

@@ -76,6 +76,22 @@ def list_parked(req: func.HttpRequest) -> func.HttpResponse:
     return _answer(lambda: operations.parked(runtime.ports().ledger, _filter(dict(req.params))))
 
 
+@bp.route(route="ops/dead-lettered", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def list_dead_lettered(req: func.HttpRequest) -> func.HttpResponse:
+    return _answer(lambda: operations.dead_lettered(runtime.ports().dead_letters, req.params.get("flow") or None))
+
+
+@bp.route(route="ops/dead-lettered/resubmit", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def resubmit_dead_lettered(req: func.HttpRequest) -> func.HttpResponse:
+    def act() -> Any:
+        flow, sequence = _need(req, "flow", "sequence")
+        if not sequence.isdigit():
+            raise operations.OperationError("sequence must be the message's sequence number")
+        return operations.resubmit_dead_lettered(runtime.ports().dead_letters, flow, int(sequence))
+
+    return _answer(act, status=202)
+
+
 @bp.route(route="ops/resubmit", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def resubmit(req: func.HttpRequest) -> func.HttpResponse:
     """One message (?company=&id=, body = an edited payload, optional) or every parked message a JSON filter selects."""

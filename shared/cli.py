@@ -8,6 +8,8 @@
     python -m shared.cli cancel --company USMF --id line3-000123 --reason "sent twice by the MES"
     python -m shared.cli release-gap --company USMF --order P000123 --missing 4 --reason "lost on the line PC"
     python -m shared.cli lineage --company USMF --item FG-1 --batch B1 [--direction downstream] [--depth 5]
+    python -m shared.cli dead-lettered [--flow material_consumed]
+    python -m shared.cli resubmit-dead-lettered --flow material_consumed --sequence 42
     python -m shared.cli health
 
 Answers are the JSON the HTTP operations return.
@@ -49,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     add("cancel", "company", "id", "reason")
     add("release-gap", "company", "order", "missing", "reason")
     add("lineage", "company", "item", "batch", "direction", "depth")
+    dead = commands.add_parser("dead-lettered")
+    dead.add_argument("--flow")
+    add("resubmit-dead-lettered", "flow", "sequence")
     commands.add_parser("health")
     return parser
 
@@ -90,6 +95,10 @@ def run(args: argparse.Namespace, ports: Ports) -> Any:
             "skipped": list(progress.skipped),
             "resubmitted": [r.entry.message_id for r in resubmitted],
         }
+    if args.command == "dead-lettered":
+        return operations.dead_lettered(ports.dead_letters, args.flow)
+    if args.command == "resubmit-dead-lettered":
+        return operations.resubmit_dead_lettered(ports.dead_letters, args.flow, int(args.sequence))
     if args.command == "lineage":
         return operations.lineage(
             ports.lineage, args.company, args.item, args.batch, args.direction or "upstream", int(args.depth or 5)

@@ -9,7 +9,7 @@ from typing import Any
 from shared.ledger import Ledger, LedgerEntry, LostRace, State, utcnow
 from shared.lineage import Lineage
 from shared.ordering import OrderGate, Progress
-from shared.servicebus import RESUBMIT, Requeue
+from shared.servicebus import RESUBMIT, DeadLetters, Requeue
 from shared.topology import INBOUND_QUEUES
 
 
@@ -179,3 +179,39 @@ def lineage(tree: Lineage, company: str, item: str, batch: str, direction: str, 
     depth = max(1, min(depth, 20))
     walk = tree.upstream if direction == "upstream" else tree.downstream
     return {"direction": direction, "depth": depth, "root": walk(company, item, batch, depth)}
+
+
+# --- what the broker gave up on -----------------------------------------------------------------------
+
+
+def dead_lettered(port: DeadLetters, flow: str | None = None) -> list[dict[str, Any]]:
+    """Dead-lettered messages of every inbound flow (or one), with the broker's reason."""
+    flows = [flow] if flow else list(INBOUND_QUEUES)
+    if any(f not in INBOUND_QUEUES for f in flows):
+        raise OperationError(f"unknown flow {flow}; flows: {', '.join(INBOUND_QUEUES)}")
+    return [
+        {
+            "flow": f,
+            "queue": m.queue,
+            "sequence_number": m.sequence_number,
+            "message_id": m.message_id,
+            "session_id": m.session_id,
+            "reason": m.reason,
+            "description": m.description,
+            "delivery_count": m.delivery_count,
+            "body": m.body[:2000].decode("utf-8", errors="replace"),
+        }
+        for f in flows
+        for m in port.dead_lettered(INBOUND_QUEUES[f])
+    ]
+
+
+def resubmit_dead_lettered(port: DeadLetters, flow: str, sequence_number: int) -> dict[str, Any]:
+    """Put a dead-lettered message back on its queue: it goes through the pipeline (and its ledger) again."""
+    if flow not in INBOUND_QUEUES:
+        raise OperationError(f"unknown flow {flow}")
+    try:
+        port.resubmit_dead_lettered(INBOUND_QUEUES[flow], sequence_number)
+    except LookupError as exc:
+        raise OperationError(str(exc)) from None
+    return {"flow": flow, "sequence_number": sequence_number, "resubmitted": True}

@@ -46,7 +46,7 @@ from shared.mapping import Changeset, FoCall, MappingOptions, SendMessage, Servi
 from shared.mes_publisher import MesPublisher
 from shared.messages import MesEvent
 from shared.ordering import Decision, Duplicate, Gap, OrderGate, Progress, Wait
-from shared.servicebus import ATTEMPT, ORIGINAL_ID, RESUBMIT, Delivery, Requeue
+from shared.servicebus import ATTEMPT, ORIGINAL_ID, RESUBMIT, DeadLetters, Delivery, Requeue
 from shared.settings import Settings
 from shared.telemetry import log_outcome
 from shared.topology import INBOUND_QUEUES
@@ -89,6 +89,7 @@ class Ports:
     options: MappingOptions
     events: EventLog
     publisher: MesPublisher
+    dead_letters: DeadLetters
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("mesbridge"))
 
 

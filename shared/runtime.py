@@ -17,7 +17,7 @@ from shared.mapping import MappingOptions
 from shared.mes_publisher import MesPublisher, ServiceBusMesPublisher
 from shared.ordering import OrderGate
 from shared.pipeline import Ports
-from shared.servicebus import Requeue, ServiceBusRequeue
+from shared.servicebus import DeadLetters, Requeue, ServiceBusDeadLetters, ServiceBusRequeue
 from shared.settings import Settings, get_settings
 from shared.tables import service_client, table
 from shared.topology import MES_TOPIC
@@ -26,7 +26,13 @@ _lock = threading.Lock()
 _ports: Ports | None = None
 
 
-def build(settings: Settings, *, requeue: Requeue | None = None, publisher: MesPublisher | None = None) -> Ports:
+def build(
+    settings: Settings,
+    *,
+    requeue: Requeue | None = None,
+    publisher: MesPublisher | None = None,
+    dead_letters: DeadLetters | None = None,
+) -> Ports:
     session = PinnedTrustSession(settings.tls_verify, pool_size=max(32, settings.fo_max_concurrency * 2))
     tokens = MsalTokenProvider(settings, session)
     tables = service_client(settings)
@@ -46,6 +52,7 @@ def build(settings: Settings, *, requeue: Requeue | None = None, publisher: MesP
         requeue=requeue or ServiceBusRequeue(settings),
         events=EventLog(table(tables, prefix + "Events")),
         publisher=publisher or ServiceBusMesPublisher(settings, MES_TOPIC),
+        dead_letters=dead_letters or ServiceBusDeadLetters(settings),
         options=MappingOptions.from_settings(settings),
     )
 

@@ -128,3 +128,75 @@ class ServiceBusRequeue:
             content_type="application/json",
         )
         self._sender(queue).schedule_messages(message, datetime.now(UTC) + timedelta(seconds=delay_s))
+
+
+@dataclass(frozen=True)
+class DeadLettered:
+    """A message the broker gave up on (MaxDeliveryCountExceeded, expiry), as operators see it."""
+
+    queue: str
+    sequence_number: int
+    message_id: str
+    session_id: str | None
+    reason: str
+    description: str
+    delivery_count: int
+    body: bytes
+
+
+class DeadLetters(Protocol):
+    def dead_lettered(self, queue: str) -> list[DeadLettered]: ...
+
+    def resubmit_dead_lettered(self, queue: str, sequence_number: int) -> None: ...
+
+
+class ServiceBusDeadLetters:
+    """The dead-letter sub-queues of the inbound queues, through the azure-servicebus SDK."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def dead_lettered(self, queue: str) -> list[DeadLettered]:
+        from azure.servicebus import ServiceBusSubQueue
+
+        with (
+            servicebus_client(self._settings) as client,
+            client.get_queue_receiver(queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as receiver,
+        ):
+            return [
+                DeadLettered(
+                    queue,
+                    int(m.sequence_number or 0),
+                    str(m.message_id),
+                    m.session_id,
+                    str(m.dead_letter_reason or ""),
+                    str(m.dead_letter_error_description or ""),
+                    int(m.delivery_count or 0),
+                    b"".join(m.body),
+                )
+                for m in receiver.peek_messages(max_message_count=250)
+            ]
+
+    def resubmit_dead_lettered(self, queue: str, sequence_number: int) -> None:
+        """Send a copy back to its queue, then remove it from the dead-letter queue."""
+        from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
+
+        client = servicebus_client(self._settings)
+        receiver = client.get_queue_receiver(queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER, max_wait_time=5)
+        with client, receiver:
+            for message in receiver.receive_messages(max_message_count=250, max_wait_time=5):
+                if message.sequence_number != sequence_number:
+                    receiver.abandon_message(message)
+                    continue
+                copy = ServiceBusMessage(
+                    b"".join(message.body),
+                    message_id=f"{message.message_id}|dlq-{sequence_number}"[:128],
+                    session_id=message.session_id,
+                    correlation_id=message.correlation_id,
+                    application_properties=message.application_properties,
+                )
+                with client.get_queue_sender(queue) as sender:
+                    sender.send_messages(copy)
+                receiver.complete_message(message)
+                return
+        raise LookupError(f"no dead-lettered message {sequence_number} on {queue}")

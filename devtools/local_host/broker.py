@@ -248,10 +248,44 @@ class InMemoryBroker:
             times = [m.available_at - now for q in self._queues.values() for m in q.active if not m.lock_token]
         return max(0.0, min(times)) if times else None
 
-    def dead_lettered(self, queue: str | None = None) -> list[BrokerMessage]:
+    def dead_letters(self, queue: str | None = None) -> list[BrokerMessage]:
         with self._lock:
             names = [queue] if queue else list(self._queues)
             return [m for n in names for m in self._queues[n].dead_letters]
+
+    # --- the bridge's DeadLetters port ----------------------------------------------------------
+    def dead_lettered(self, queue: str) -> list[Any]:
+        from shared.servicebus import DeadLettered
+
+        return [
+            DeadLettered(
+                queue,
+                m.sequence_number,
+                m.message_id,
+                m.session_id,
+                m.dead_letter_reason,
+                m.dead_letter_description,
+                m.delivery_count,
+                m.body,
+            )
+            for m in self.dead_letters(queue)
+        ]
+
+    def resubmit_dead_lettered(self, queue: str, sequence_number: int) -> None:
+        with self._lock:
+            target = self.queue(queue)
+            message = next((m for m in target.dead_letters if m.sequence_number == sequence_number), None)
+            if message is None:
+                raise LookupError(f"no dead-lettered message {sequence_number} on {queue}")
+            target.dead_letters.remove(message)
+        self.send(
+            queue,
+            message.body,
+            message_id=f"{message.message_id}|dlq-{sequence_number}",
+            session_id=message.session_id,
+            correlation_id=message.correlation_id,
+            properties=message.properties,
+        )
 
 
 class BrokerMesPublisher:

@@ -43,7 +43,7 @@ def stack(emulator: FoEmulator, azurite: Azurite, table_prefix: str, stack_env: 
     settings = load_settings(bridge_env(emulator, azurite, table_prefix, **stack_env))
     broker = InMemoryBroker()
     broker.declare(MES_TOPIC, requires_session=True)
-    ports = runtime.build(settings, requeue=broker, publisher=BrokerMesPublisher(broker, MES_TOPIC))
+    ports = runtime.build(settings, requeue=broker, publisher=BrokerMesPublisher(broker, MES_TOPIC), dead_letters=broker)
     runtime.install(ports)
     host = LocalHost(function_app.app, broker, max_concurrent_sessions=8)
     try:

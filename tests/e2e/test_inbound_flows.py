@@ -256,7 +256,7 @@ def test_an_outage_waits_without_burning_the_delivery_count(stack):
         emulator.set_faults(error_5xx_rate=0.0)
         assert stack.host.wait_idle(30)
     assert stack.ports.ledger.get("USMF", start["message_id"]).state is State.FORWARDED
-    assert broker.dead_lettered() == []
+    assert broker.dead_letters() == []
     assert failures_other_than_storage_hiccups(stack.host) == []  # F&O's outage never spent a delivery
 
 

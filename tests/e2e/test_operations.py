@@ -174,5 +174,5 @@ def test_every_operation_needs_a_function_key():
     discover(function_app.app)  # indexes the app once
     triggers: list[Any] = [builder._function._trigger for builder in function_app.app._function_builders]
     http_triggers = [t for t in triggers if t is not None and t.type == "httpTrigger"]
-    assert len(http_triggers) == 8
+    assert len(http_triggers) == 10
     assert all(t.auth_level == func.AuthLevel.FUNCTION for t in http_triggers)  # the host then refuses calls without a key

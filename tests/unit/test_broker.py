@@ -51,7 +51,7 @@ def test_abandon_redelivers_with_a_higher_delivery_count_then_dead_letters(broke
         broker.abandon(lease)
         broker.release_session("q", session, token)
     assert broker.pending("q") == 0
-    [dead] = broker.dead_lettered("q")
+    [dead] = broker.dead_letters("q")
     assert dead.dead_letter_reason == "MaxDeliveryCountExceeded"
 
 
