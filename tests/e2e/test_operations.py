@@ -176,3 +176,32 @@ def test_every_operation_needs_a_function_key():
     http_triggers = [t for t in triggers if t is not None and t.type == "httpTrigger"]
     assert len(http_triggers) == 10
     assert all(t.auth_level == func.AuthLevel.FUNCTION for t in http_triggers)  # the host then refuses calls without a key
+
+
+def test_dead_lettered_messages_are_listed_and_resubmitted(stack):
+    document = mes.event("production_started", "P000042", {}, sequence=1)
+    flow_queue = "mes-production-started"
+    stack.broker.send(flow_queue, mes.encode(document), session_id="P000042")
+    session, token = stack.broker.accept_session(flow_queue)
+    lease = stack.broker.receive(flow_queue, session, token)
+    stack.broker.dead_letter(lease, "MaxDeliveryCountExceeded", "delivered 10 times")
+    stack.broker.release_session(flow_queue, session, token)
+
+    listed = json.loads(http.list_dead_lettered(request("GET", "ops/dead-lettered", {})).get_body())
+    assert listed == call_cli(stack, "dead-lettered")
+    [entry] = listed
+    assert (entry["flow"], entry["reason"], entry["message_id"]) == (
+        "production_started",
+        "MaxDeliveryCountExceeded",
+        lease.message.message_id,
+    )
+    params = {"flow": "production_started", "sequence": str(entry["sequence_number"])}
+    response = http.resubmit_dead_lettered(request("POST", "ops/dead-lettered/resubmit", params))
+    assert response.status_code == 202 and stack.ports.dead_letters.dead_lettered(flow_queue) == []
+    with stack.host:
+        assert stack.host.wait_idle(30)
+    assert stack.ports.ledger.get("USMF", document["message_id"]).state is State.FORWARDED
+    missing = http.resubmit_dead_lettered(
+        request("POST", "ops/dead-lettered/resubmit", {"flow": "production_started", "sequence": "999"})
+    )
+    assert missing.status_code == 400
