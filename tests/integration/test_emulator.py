@@ -102,7 +102,7 @@ def test_the_2022_journal_field_names_are_accepted_when_configured():
     ("change", "problem"),
     [
         ({"_messageQueue": "Other"}, "Message queue Other does not exist"),
-        ({"_companyId": "XXXX"}, "Company XXXX does not exist"),
+        ({"_companyId": "QQQQ"}, "Company QQQQ does not exist"),
         ({"_messageContent": {"ProductionOrderNumber": "P000001"}}, "must be a string"),
         ({"_messageContent": "{not json"}, "not valid JSON"),
         ({"_messageContent": '{"ProductionOrderNumber": "P000001", "StartedQuantity": NaN}'}, "not valid JSON"),
