@@ -11,6 +11,7 @@ from typing import Any
 
 from devtools import mes
 from devtools.fo_emulator.plant import Row
+from shared.mapping import movement_journal_number
 
 
 @dataclass(frozen=True)
@@ -151,8 +152,6 @@ def build_shift(spec: ShiftSpec, production_orders: list[Row], batches: list[Row
             occurred_at=shift_start + timedelta(minutes=30 * n),
         )
         extras.append(document)
-        from shared.mapping import movement_journal_number
-
         expected.journals.add(movement_journal_number("USMF", document["message_id"]))
 
     # The MES sends orders interleaved as the lines run them; one order's events stay in order.

@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 ORDER_RELEASED = "ProductionOrderReleasedBusinessEvent"
 ORDER_STATUS_CHANGED = "ProductionOrderStatusChangedBusinessEvent"
 MESSAGE_PROCESSED = "SysMessageProcessorMessageProcessedBusinessEvent"
-KNOWN = frozenset({ORDER_RELEASED, ORDER_STATUS_CHANGED, MESSAGE_PROCESSED})
 
 _MS_DATE = re.compile(r"^/Date\((-?\d+)\)/$")
 

@@ -10,7 +10,7 @@ our side. Either way the query can never be widened by an id.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from urllib.parse import quote
@@ -39,13 +39,6 @@ def literal(value: Scalar | date | datetime) -> str:
     raise TypeError(f"no OData literal for {type(value).__name__}")
 
 
-def enum_literal(enum_type: str, symbol: str) -> str:
-    """F&O enum literal, e.g. Microsoft.Dynamics.DataEntities.NoYes'Yes'."""
-    if not symbol.isidentifier() or not enum_type.replace(".", "").isidentifier():
-        raise ValueError(f"not an enum symbol: {enum_type}'{symbol}'")
-    return f"Microsoft.Dynamics.DataEntities.{enum_type}'{symbol}'"
-
-
 @dataclass(frozen=True)
 class Filter:
     """A `$filter` expression plus the exact-match check for literals that carry `*`."""
@@ -71,22 +64,7 @@ def eq(name: str, value: Scalar) -> Filter:
     return Filter(f"{_field(name)} eq {literal(value)}", exact)
 
 
-def all_of(**conditions: Scalar) -> Filter:
-    """`a eq 1 and b eq 'x'` for every keyword given, in the order given."""
-    if not conditions:
-        raise ValueError("all_of needs at least one condition")
-    parts = [eq(name, value) for name, value in conditions.items()]
-    text = " and ".join(p.text for p in parts)
-    exact: dict[str, Scalar] = {}
-    for p in parts:
-        exact.update(p.exact)
-    return Filter(text, exact)
-
-
 def key_segment(keys: Mapping[str, Scalar]) -> str:
     """`(dataAreaId='usmf',ProductionOrderNumber='P0''01')`, percent-encoded for a URL path."""
     inner = ",".join(f"{_field(k)}={literal(v)}" for k, v in keys.items())
     return "(" + quote(inner, safe="=,'") + ")"
-
-
-RowPredicate = Callable[[Mapping[str, object]], bool]

@@ -39,12 +39,13 @@ from shared.ledger import (
     State,
     content_index_row,
     lease,
+    payload_hash,
     utcnow,
 )
 from shared.lineage import Edge, Lineage
 from shared.mapping import Changeset, FoCall, MappingOptions, SendMessage, ServiceCall
 from shared.mes_publisher import MesPublisher
-from shared.messages import MesEvent
+from shared.messages import MES_EVENTS, MesEvent
 from shared.ordering import Decision, Duplicate, Gap, OrderGate, Progress, Wait
 from shared.servicebus import ATTEMPT, ORIGINAL_ID, RESUBMIT, DeadLetters, Delivery, Requeue
 from shared.settings import Settings
@@ -145,7 +146,7 @@ def _refuse(name: str) -> Any:
 
 def _identity(raw: Any, delivery: Delivery, settings: Settings) -> _Identity:
     """Who this message is, as far as it can be read, so that even garbage gets a ledger row."""
-    fallback_id = f"sb:{delivery.message_id}" if delivery.message_id else "sha256:" + hashlib.sha256(delivery.body).hexdigest()
+    fallback_id = f"sb:{delivery.message_id}" if delivery.message_id else "sha256:" + payload_hash(delivery.body)
     if not isinstance(raw, dict):
         return _Identity(settings.fo_default_company.upper(), fallback_id, correlation_id=delivery.correlation_id or "")
 
@@ -184,8 +185,6 @@ def decode(delivery: Delivery, flow: Flow, settings: Settings) -> tuple[_Identit
         raise _ParkedAs(identity, "invalid_message", "the body must be a JSON object")
     kind = raw.get("type")
     if kind != flow.name:
-        from shared.messages import MES_EVENTS
-
         if kind in MES_EVENTS:
             raise _ParkedAs(identity, "wrong_queue", f"a {kind} event arrived on the {flow.name} queue ({flow.queue})")
         raise _ParkedAs(identity, "unknown_type", f"unknown event type {str(kind)[:60]!r}; expected {flow.name!r}")
@@ -283,7 +282,7 @@ def _process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
             production_order=event.production_order or "",
             sequence=event.sequence,
             correlation_id=identity.correlation_id,
-            payload_hash=hashlib.sha256(delivery.body).hexdigest(),
+            payload_hash=payload_hash(delivery.body),
             payload_size=len(delivery.body),
             lease_until=lease(ports.settings.message_lock_budget_s),
             received_at=utcnow(),
@@ -326,7 +325,7 @@ def _take_over(existing: LedgerEntry, delivery: Delivery, flow: Flow, ports: Por
     settings = ports.settings
     resubmitted = existing.state is State.PARKED and delivery.properties.get(RESUBMIT) == existing.extra.get("ResubmitToken")
     if existing.state in FINAL_STATES or (existing.state is State.PARKED and not resubmitted):
-        same = existing.payload_hash == hashlib.sha256(delivery.body).hexdigest()
+        same = existing.payload_hash == payload_hash(delivery.body)
         return _result(
             existing,
             Outcome.DUPLICATE,
@@ -466,7 +465,7 @@ def _park_new(delivery: Delivery, flow: Flow, ports: Ports, identity: _Identity,
         production_order=identity.order,
         sequence=identity.sequence,
         correlation_id=identity.correlation_id,
-        payload_hash=hashlib.sha256(delivery.body).hexdigest(),
+        payload_hash=payload_hash(delivery.body),
         payload_size=len(delivery.body),
     )
     try:
