@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -29,10 +30,14 @@ def connection_string(port: int) -> str:
 
 
 class Azurite:
-    """`with Azurite() as azurite:` gives `azurite.connection_string`, in-memory, stopped on exit."""
+    """`with Azurite() as azurite:` gives `azurite.connection_string`, stopped on exit.
 
-    def __init__(self, port: int | None = None) -> None:
+    In memory by default; `persistent=True` keeps the tables in a temporary folder, so they
+    survive `restart()` as Table Storage's data survives an outage."""
+
+    def __init__(self, port: int | None = None, *, persistent: bool = False) -> None:
         self.port = port or free_port()
+        self.persistent = persistent
         self.connection_string = connection_string(self.port)
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir = tempfile.TemporaryDirectory(prefix="azurite-")
@@ -48,7 +53,7 @@ class Azurite:
             "127.0.0.1",
             "--tablePort",
             str(self.port),
-            "--inMemoryPersistence",
+            *(["--location", self._workdir.name] if self.persistent else ["--inMemoryPersistence"]),
             "--silent",
             "--skipApiVersionCheck",
         ]
@@ -81,10 +86,15 @@ class Azurite:
         self._workdir.cleanup()
 
     def restart(self) -> None:
-        """Stop and start on the same port (in-memory: the tables are gone, as after a storage outage)."""
+        """Stop and start on the same port: an outage of Table Storage (in memory, the tables are gone too)."""
         if self._process is not None:
-            self._process.terminate()
-            self._process.wait(timeout=10)
+            # SIGINT is Azurite's graceful close: it saves the tables before exiting (SIGTERM does not).
+            self._process.send_signal(signal.SIGINT)
+            try:
+                self._process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=10)
         self.start()
 
     def __enter__(self) -> Azurite:

@@ -14,7 +14,7 @@ FLOW = Flow(
     name="inventory_moved",
     event=InventoryMoved,
     map=mapping.inventory_moved,
-    quantity_bearing=False,
+    repeatable=True,
 )
 
 bp = func.Blueprint()

@@ -14,7 +14,7 @@ FLOW = Flow(
     name="material_consumed",
     event=MaterialConsumed,
     map=mapping.material_consumed,
-    quantity_bearing=True,
+    repeatable=False,
     lineage=mapping.consumed_edges,
 )
 

@@ -13,7 +13,7 @@ FLOW = Flow(
     name="operation_reported",
     event=OperationReported,
     map=mapping.operation_reported,
-    quantity_bearing=True,
+    repeatable=False,
 )
 
 bp = func.Blueprint()

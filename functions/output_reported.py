@@ -14,7 +14,7 @@ FLOW = Flow(
     name="output_reported",
     event=OutputReported,
     map=mapping.output_reported,
-    quantity_bearing=True,
+    repeatable=False,
     lineage=mapping.produced_edges,
 )
 

@@ -13,7 +13,7 @@ FLOW = Flow(
     name="production_ended",
     event=ProductionEnded,
     map=mapping.production_ended,
-    quantity_bearing=False,
+    repeatable=False,
 )
 
 bp = func.Blueprint()

@@ -1,5 +1,6 @@
 """Production started: the MES starts a production order on the line;
-F&O receives `ProdProductionOrderStart`. Sending it twice starts nothing twice, so it is re-sent when in doubt."""
+F&O receives `ProdProductionOrderStart`. A second start would start the quantity again (and
+consume what flushes at start), so a start in doubt is parked until F&O says it was processed."""
 
 import azure.functions as func
 
@@ -13,7 +14,7 @@ FLOW = Flow(
     name="production_started",
     event=ProductionStarted,
     map=mapping.production_started,
-    quantity_bearing=False,
+    repeatable=False,
 )
 
 bp = func.Blueprint()

@@ -13,7 +13,7 @@ FLOW = Flow(
     name="quality_result",
     event=QualityResult,
     map=mapping.quality_result,
-    quantity_bearing=False,
+    repeatable=True,
 )
 
 bp = func.Blueprint()

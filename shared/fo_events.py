@@ -26,7 +26,7 @@ from shared.errors import Transient
 from shared.ledger import LedgerEntry, LostRace, State, messages_with_content
 from shared.mes_publisher import envelope
 from shared.outbound import BomLine, MessageOutcome, OrderStatusChanged, RouteOperation, WorkOrder
-from shared.pipeline import Ports
+from shared.pipeline import Ports, catch_up
 
 #: How long a processed message may go unmatched before the bridge decides it was not its own.
 MATCH_GRACE = timedelta(minutes=10)
@@ -159,6 +159,10 @@ def _settle(entry: LedgerEntry, event: BusinessEvent, state: str, ports: Ports, 
     detail = f"F&O message processor: {state}" + (
         " (this settles the doubt: it had been applied)" if entry.state is State.PARKED else ""
     )
+    if entry.state is not State.FORWARDED:
+        # The bridge lost track of this send (in doubt): F&O has it, so do what the forward would
+        # have recorded. Idempotent, and before the row moves, so a retry of this event repeats it.
+        catch_up(ports, entry)
     try:
         settled = ports.ledger.transition(
             entry,

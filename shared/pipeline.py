@@ -1,15 +1,15 @@
 """The one inbound pipeline: every MES -> F&O flow hands its Service Bus message to `process`.
 
     decode + validate   bad input is parked with a reason and the original payload
-    claim in ledger     a message id seen before is a duplicate: no second call to F&O
     order gate          early messages wait (rescheduled, delivery count untouched)
+    claim in ledger     a message id seen before is a duplicate: no second call to F&O
     send to F&O         token, throttle, retry and timeouts live in the F&O client
-    ledger Forwarded    then the watermark moves and lineage edges are written
+    lineage, Forwarded  genealogy edges, then the row, the watermark and the content index at once
 
 Failures are sorted by class, here and nowhere else: invalid input and F&O business rejections
 are parked; transient faults are retried later with a growing delay, then parked when the retry
-window closes; a send that may have been applied (no answer) is parked as in doubt when it
-carries quantities, and re-sent when repeating it cannot double anything.
+window closes; a send that may have been applied (no answer) is parked as in doubt unless F&O
+makes a repeat harmless, and F&O's processed event settles it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
@@ -70,8 +70,9 @@ class Flow:
     name: str
     event: type[MesEvent]
     map: Callable[[Any, MappingOptions], FoCall]
-    #: True when sending twice would double a quantity in F&O: such a message is never re-sent blindly.
-    quantity_bearing: bool
+    #: True when F&O makes a repeat of the call harmless (a service that dedupes on the MES message
+    #: id, a record keyed by it). A SendMessage has no such key: it is never re-sent blindly.
+    repeatable: bool
     lineage: Callable[[Any], list[Edge]] = lambda event: []
 
     @property
@@ -273,7 +274,7 @@ def _process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
         # A copy the bridge scheduled itself: its row exists, so skip the insert that would fail.
         existing = ports.ledger.get(identity.company, event.message_id)
     if existing is None:
-        entry = LedgerEntry(
+        fresh = LedgerEntry(
             company=identity.company,
             message_id=event.message_id,
             state=State.FORWARDING,
@@ -284,44 +285,31 @@ def _process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
             correlation_id=identity.correlation_id,
             payload_hash=payload_hash(delivery.body),
             payload_size=len(delivery.body),
-            lease_until=lease(ports.settings.message_lock_budget_s),
             received_at=utcnow(),
         )
+        # The gate decides before the row is written, so a row that says Forwarding always
+        # means "about to call F&O": a failure before that point leaves nothing in doubt.
         try:
-            claimed = ports.ledger.create(entry, payload=delivery.body)
+            return _enter(delivery, flow, ports, event, fresh, _decide(flow, ports, event, fresh), new=True)
         except LostRace:
             existing = ports.ledger.get(identity.company, event.message_id)
             if existing is None:  # deleted between the two calls: let the broker try again
                 raise Transient("ledger row vanished during the claim") from None
-        else:
-            return _gate_and_send(delivery, flow, ports, event, claimed)
-    if existing.state is State.WAITING and event.production_order:
-        return _still_waiting(delivery, flow, ports, event, existing)
-    taken = _take_over(existing, delivery, flow, ports)
-    if isinstance(taken, Result):
-        return taken
-    return _gate_and_send(delivery, flow, ports, event, taken)
-
-
-def _still_waiting(delivery: Delivery, flow: Flow, ports: Ports, event: MesEvent, waiting: LedgerEntry) -> Result:
-    """A waiting message came back: ask the gate before touching the ledger."""
-    decision = _decide(flow, ports, event, waiting)
-    if isinstance(decision, Wait):
-        if decision.detail != waiting.detail:
-            waiting = ports.ledger.transition(waiting, State.WAITING, reason="ordering", detail=decision.detail, lease_until=None)
-        return _wait(delivery, ports, waiting, decision.detail, recorded=True)
-    taken = _take_over(waiting, delivery, flow, ports)
-    if isinstance(taken, Result):
-        return taken
-    return _apply_decision(delivery, flow, ports, event, taken, decision)
+    settled = _settled_or_held(existing, delivery, flow, ports, event)
+    if settled is not None:
+        return settled
+    try:
+        return _enter(delivery, flow, ports, event, existing, _decide(flow, ports, event, existing), new=False)
+    except LostRace:
+        return _result(existing, Outcome.DUPLICATE, "duplicate", "another delivery moved it first")
 
 
 def _result(entry: LedgerEntry, outcome: Outcome, reason: str = "", detail: str = "", fo_ms: float = 0.0) -> Result:
     return Result(outcome, entry.company, entry.message_id, reason, detail, entry.production_order, entry.correlation_id, fo_ms)
 
 
-def _take_over(existing: LedgerEntry, delivery: Delivery, flow: Flow, ports: Ports) -> LedgerEntry | Result:
-    """A row exists for this message id: decide whether this delivery may move it forward."""
+def _settled_or_held(existing: LedgerEntry, delivery: Delivery, flow: Flow, ports: Ports, event: MesEvent) -> Result | None:
+    """A row exists for this message id: the result when this delivery may not move it forward."""
     settings = ports.settings
     resubmitted = existing.state is State.PARKED and delivery.properties.get(RESUBMIT) == existing.extra.get("ResubmitToken")
     if existing.state in FINAL_STATES or (existing.state is State.PARKED and not resubmitted):
@@ -338,24 +326,17 @@ def _take_over(existing: LedgerEntry, delivery: Delivery, flow: Flow, ports: Por
         remaining = (existing.lease_until - utcnow()).total_seconds() if existing.lease_until else settings.message_lock_budget_s
         _schedule(delivery, ports, existing, max(0.05, min(remaining + 1.0, settings.retry_first_wait_s)))
         return _result(existing, Outcome.WAITING, "in_flight", "another worker is forwarding this message")
-    if existing.state is State.FORWARDING and flow.quantity_bearing:
+    if existing.state is State.FORWARDING and not flow.repeatable:
         detail = "a previous attempt stopped after calling F&O and before recording the answer; check F&O before resubmitting"
-        return _park(existing, ports, "in_doubt", detail)
-    try:
-        return ports.ledger.transition(
-            existing,
-            State.FORWARDING,
-            reason="",
-            detail="resubmitted" if resubmitted else f"attempt {existing.attempts + 1}",
-            attempts=existing.attempts + 1,
-            lease_until=lease(settings.message_lock_budget_s),
-        )
-    except LostRace:
-        return _result(existing, Outcome.DUPLICATE, "duplicate", "another delivery moved it first")
+        return _park_in_doubt(existing, flow, ports, event, flow.map(event, ports.options), detail)
+    return None
 
 
-def _decide(flow: Flow, ports: Ports, event: MesEvent, entry: LedgerEntry) -> Decision:
-    order = event.production_order or ""
+def _decide(flow: Flow, ports: Ports, event: MesEvent, entry: LedgerEntry) -> Decision | None:
+    """The order gate's decision; None for a message outside any production order (no gate)."""
+    order = event.production_order
+    if not order:
+        return None
     waiting = 0
     if flow.name == "production_ended" and event.sequence is None:
         waiting = sum(
@@ -366,24 +347,42 @@ def _decide(flow: Flow, ports: Ports, event: MesEvent, entry: LedgerEntry) -> De
     return ports.gate.decide(entry.company, order, flow.name, event.sequence, later_waiting=waiting)
 
 
-def _gate_and_send(delivery: Delivery, flow: Flow, ports: Ports, event: MesEvent, claimed: LedgerEntry) -> Result:
-    if not event.production_order:
-        return _send(delivery, flow, ports, event, claimed, None)
-    return _apply_decision(delivery, flow, ports, event, claimed, _decide(flow, ports, event, claimed))
-
-
-def _apply_decision(
-    delivery: Delivery, flow: Flow, ports: Ports, event: MesEvent, claimed: LedgerEntry, decision: Decision
+def _enter(
+    delivery: Delivery, flow: Flow, ports: Ports, event: MesEvent, entry: LedgerEntry, decision: Decision | None, *, new: bool
 ) -> Result:
+    """Write the row into the state the gate decided (insert when `new`, else an ETag-guarded move) and act on it."""
+
+    def write(state: State, **changes: Any) -> LedgerEntry:
+        if new:
+            return ports.ledger.create(replace(entry, state=state, **changes), payload=delivery.body)
+        return ports.ledger.transition(entry, state, **changes)
+
     if isinstance(decision, Duplicate):
-        ports.ledger.transition(claimed, State.DUPLICATE, reason="below_watermark", detail=decision.detail, lease_until=None)
-        return _result(claimed, Outcome.DUPLICATE, "below_watermark", decision.detail)
+        row = write(State.DUPLICATE, reason="below_watermark", detail=decision.detail, lease_until=None)
+        return _result(row, Outcome.DUPLICATE, "below_watermark", decision.detail)
     if isinstance(decision, Gap):
-        extra = {**claimed.extra, "Missing": decision.missing if decision.missing is not None else ""}
-        return _park(claimed, ports, decision.reason, decision.detail, extra=extra)
+        extra = {**entry.extra, "Missing": decision.missing if decision.missing is not None else ""}
+        row = write(State.PARKED, reason=decision.reason, detail=decision.detail, lease_until=None, extra=extra)
+        return _result(row, Outcome.PARKED, decision.reason, decision.detail)
+    resubmitted = entry.state is State.PARKED
     if isinstance(decision, Wait):
-        return _wait(delivery, ports, claimed, decision.detail)
-    return _send(delivery, flow, ports, event, claimed, decision.progress)
+        unchanged = not new and entry.state is State.WAITING and entry.reason == "ordering" and entry.detail == decision.detail
+        # A resubmission counts as an attempt: its scheduled copies then get fresh broker ids.
+        attempts = entry.attempts + 1 if resubmitted else entry.attempts
+        waiting = (
+            entry
+            if unchanged
+            else write(State.WAITING, reason="ordering", detail=decision.detail, lease_until=None, attempts=attempts)
+        )
+        return _wait(delivery, ports, waiting, decision.detail)
+    claimed = write(
+        State.FORWARDING,
+        reason="",
+        detail="" if new else "resubmitted" if resubmitted else f"attempt {entry.attempts + 1}",
+        attempts=entry.attempts if new else entry.attempts + 1,
+        lease_until=lease(ports.settings.message_lock_budget_s),
+    )
+    return _send(delivery, flow, ports, event, claimed, decision.progress if decision is not None else None)
 
 
 def _send(
@@ -397,10 +396,9 @@ def _send(
     try:
         reference = execute(ports.fo, call)
     except InDoubt as exc:
-        if flow.quantity_bearing:
-            # Indexed, so that F&O's processed event can settle the doubt without an operator.
+        if not flow.repeatable:
             detail = f"{exc.message}; check F&O before resubmitting"
-            return _park(claimed, ports, "in_doubt", detail, fo_ms=_ms(started), companions=index_row, fo_message_type=call_type)
+            return _park_in_doubt(claimed, flow, ports, event, call, detail, _ms(started))
         return _retry_later(delivery, ports, claimed, exc)
     except (BusinessRejection, NotFound) as exc:
         infolog = exc.infolog if isinstance(exc, BusinessRejection) else ""
@@ -408,6 +406,11 @@ def _send(
     except (Transient, AuthError, ConfigError) as exc:
         return _retry_later(delivery, ports, claimed, exc)
     fo_ms = _ms(started)
+    # Genealogy first: should the worker stop before Forwarded is recorded, the message is in
+    # doubt and its settlement writes the same (idempotent) edges again; never the other way round.
+    edges = flow.lineage(event)
+    if edges:
+        _record(lambda: ports.lineage.record(edges))
     extra = {**claimed.extra, "ContentHash": hashed, "FoReference": reference, "FoMs": round(fo_ms, 1)}
     planned = ports.gate.plan_advance(progress, flow.name, event.sequence) if progress is not None else None
     companions = [*([planned] if planned is not None else []), *index_row]
@@ -432,19 +435,39 @@ def _send(
         _record(lambda: ports.gate.advance(forwarded.company, event.production_order or "", flow.name, event.sequence))
         if index_row:
             _record(lambda: ports.ledger.write(index_row[0]))
-    edges = flow.lineage(event)
-    if edges:
-        _record(lambda: ports.lineage.record(edges))
     return _result(forwarded, Outcome.FORWARDED, fo_ms=fo_ms)
 
 
+def _park_in_doubt(
+    entry: LedgerEntry, flow: Flow, ports: Ports, event: MesEvent, call: FoCall, detail: str, fo_ms: float = 0.0
+) -> Result:
+    """Park a send that may have been applied. Indexed by its content, so that F&O's processed event
+    settles it without an operator; the bookkeeping a forward does waits in the row until then."""
+    call_type = _message_type(call)
+    hashed = content_hash(call)
+    index_row = [content_index_row(entry.company, hashed, entry.message_id, call_type)] if hashed else []
+    extra = {**entry.extra, "ContentHash": hashed, "Lineage": [asdict(edge) for edge in flow.lineage(event)]}
+    return _park(entry, ports, "in_doubt", detail, fo_ms=fo_ms, extra=extra, companions=index_row, fo_message_type=call_type)
+
+
+def catch_up(ports: Ports, entry: LedgerEntry) -> None:
+    """What a forward records after F&O accepted, for a message F&O applied while the bridge was in
+    doubt (its processed event, or an operator who checked): the order's watermark and the genealogy."""
+    if entry.production_order:
+        ports.gate.advance(entry.company, entry.production_order, entry.flow, entry.sequence)
+    edges = [Edge(**edge) for edge in entry.extra.get("Lineage", [])]
+    if edges:
+        ports.lineage.record(edges)
+
+
 def _record(write: Callable[[], Any]) -> Any:
-    """Bookkeeping after F&O accepted: a storage hiccup is retried briefly before giving up to the broker."""
-    for attempt in range(4):
+    """Bookkeeping after F&O accepted: a storage hiccup (or a restart) is retried for a few seconds
+    before giving up to the broker, since a redelivery then finds the message in doubt."""
+    for attempt in range(6):
         try:
             return write()
         except Transient:
-            if attempt == 3:
+            if attempt == 5:
                 raise
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
@@ -507,13 +530,10 @@ def _park(
     return _result(parked, Outcome.PARKED, reason, detail, fo_ms)
 
 
-def _wait(delivery: Delivery, ports: Ports, entry: LedgerEntry, detail: str, *, recorded: bool = False) -> Result:
+def _wait(delivery: Delivery, ports: Ports, waiting: LedgerEntry, detail: str) -> Result:
     # The number of waits travels on the message (its attempt count): waiting again costs no ledger write.
     waits = int(delivery.properties.get(ATTEMPT, 0)) + 1
     delay = min(ports.settings.gate_max_wait_s, ports.settings.gate_first_wait_s * 2 ** min(waits - 1, 16))
-    waiting = (
-        entry if recorded else ports.ledger.transition(entry, State.WAITING, reason="ordering", detail=detail, lease_until=None)
-    )
     _schedule(delivery, ports, waiting, delay)
     return _result(waiting, Outcome.WAITING, "ordering", detail)
 

@@ -4,6 +4,8 @@ service and business events. Thread-safe: one lock guards the state."""
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 import json
 import math
 import random
@@ -116,17 +118,26 @@ EventSink = Callable[[list[dict[str, Any]]], None]
 
 @dataclass
 class EventDelivery:
-    """Business events to Event Grid: at least once, optionally doubled and reordered."""
+    """Business events to Event Grid: at least once, optionally doubled and reordered.
+
+    A subscriber that fails gets the event again later, with a growing delay, as Event Grid
+    retries (up to `max_attempts`, then the event is dead-lettered); other events keep flowing.
+    """
 
     sinks: list[EventSink] = field(default_factory=list)
     duplicate_rate: float = 0.0
     reorder_window: int = 0
     as_object: bool = False
-    max_attempts: int = 10
+    max_attempts: int = 30
     retry_delay_s: float = 0.05
+    retry_max_delay_s: float = 3.2
     rng: random.Random = field(default_factory=lambda: random.Random(11))
     delivered: list[dict[str, Any]] = field(default_factory=list)
+    dead_lettered: list[dict[str, Any]] = field(default_factory=list)
+    retries: int = 0
     _queue: collections.deque[dict[str, Any]] = field(default_factory=collections.deque)
+    _later: list[tuple[float, int, dict[str, Any], EventSink, int]] = field(default_factory=list)
+    _order: itertools.count[int] = field(default_factory=itertools.count)
     _cv: threading.Condition = field(default_factory=threading.Condition)
     _stop: bool = False
     _busy: int = 0
@@ -136,10 +147,18 @@ class EventDelivery:
             self._queue.append(event)
             self._cv.notify_all()
 
-    def _take(self) -> dict[str, Any] | None:
+    def _take(self) -> tuple[dict[str, Any], list[tuple[EventSink, int]]] | None:
+        """The next event and the subscribers (with their attempt) to deliver it to."""
         with self._cv:
-            while not self._queue and not self._stop:
-                self._cv.wait(0.2)
+            while not self._stop:
+                now = time.monotonic()
+                if self._later and self._later[0][0] <= now:
+                    _, _, envelope, sink, attempt = heapq.heappop(self._later)
+                    self._busy += 1
+                    return envelope, [(sink, attempt)]
+                if self._queue:
+                    break
+                self._cv.wait(min(0.2, self._later[0][0] - now) if self._later else 0.2)
             if self._stop:
                 return None
             if self.reorder_window > 1 and len(self._queue) > 1:
@@ -150,28 +169,33 @@ class EventDelivery:
             else:
                 event = self._queue.popleft()
             self._busy += 1
-            return event
+            envelope = self.envelope(event)
+            copies = 2 if self.rng.random() < self.duplicate_rate else 1
+            return envelope, [(sink, 0) for sink in list(self.sinks) for _ in range(copies)]
 
     def run(self) -> None:
-        while (event := self._take()) is not None:
+        while (taken := self._take()) is not None:
+            envelope, targets = taken
             try:
-                copies = 2 if self.rng.random() < self.duplicate_rate else 1
-                for _ in range(copies):
-                    self._deliver(event)
+                for sink, attempt in targets:
+                    self._deliver(envelope, sink, attempt)
             finally:
                 with self._cv:
                     self._busy -= 1
                     self._cv.notify_all()
 
-    def _deliver(self, event: dict[str, Any]) -> None:
-        envelope = self.envelope(event)
-        for sink in list(self.sinks):
-            for attempt in range(self.max_attempts):
-                try:
-                    sink([envelope])
-                    break
-                except Exception:
-                    time.sleep(self.retry_delay_s * (attempt + 1))
+    def _deliver(self, envelope: dict[str, Any], sink: EventSink, attempt: int) -> None:
+        try:
+            sink([envelope])
+        except Exception:
+            with self._cv:
+                if attempt + 1 >= self.max_attempts:
+                    self.dead_lettered.append(envelope)
+                    return
+                self.retries += 1
+                delay = min(self.retry_max_delay_s, self.retry_delay_s * 2**attempt)
+                heapq.heappush(self._later, (time.monotonic() + delay, next(self._order), envelope, sink, attempt + 1))
+            return
         with self._cv:
             self.delivered.append(envelope)
 
@@ -189,9 +213,10 @@ class EventDelivery:
         }
 
     def drain(self, timeout: float = 10.0) -> bool:
+        """True once every event is delivered, retries included (or dead-lettered)."""
         deadline = time.monotonic() + timeout
         with self._cv:
-            while self._queue or self._busy:
+            while self._queue or self._busy or self._later:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False

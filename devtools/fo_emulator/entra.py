@@ -63,6 +63,8 @@ class Entra:
     _signing_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     tokens_issued: int = 0
+    _issued: set[str] = field(default_factory=set)
+    _expired: set[str] = field(default_factory=set)
 
     def openid_configuration(self, tenant: str) -> dict[str, Any]:
         self._check_tenant(tenant)
@@ -102,6 +104,7 @@ class Entra:
         }
         with self._lock:
             self.tokens_issued += 1
+            self._issued.add(claims["jti"])
         token = jwt.encode(claims, self._signing_key, algorithm="HS256")
         return {
             "token_type": "Bearer",
@@ -194,6 +197,13 @@ class Entra:
             "client_id": identity,
         }
 
+    def expire_issued_tokens(self) -> int:
+        """Every token issued so far expires now (as at the end of its lifetime): F&O answers 401."""
+        with self._lock:
+            fresh = self._issued - self._expired
+            self._expired |= fresh
+            return len(fresh)
+
     def check_bearer(self, authorization: str | None) -> tuple[bool, str]:
         """What F&O does with the Authorization header: (allowed, reason when not)."""
         if not authorization or not authorization.startswith("Bearer "):
@@ -206,6 +216,9 @@ class Entra:
             return False, "The token was issued for another resource"
         except jwt.PyJWTError:
             return False, "The token is not valid for this environment"
+        with self._lock:
+            if claims.get("jti") in self._expired:
+                return False, "The token is expired"
         client = str(claims.get("appid", ""))
         app = self.apps.get(client)
         if client.startswith("mi-"):

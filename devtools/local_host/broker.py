@@ -209,6 +209,21 @@ class InMemoryBroker:
                 return Lease(queue, message, message.lock_token, session_token)
         return None
 
+    def lose_lock(self, lease: Lease) -> None:
+        """The receiver's locks end now (a stalled worker, a network blip): the message is visible
+        again and another receiver may take it, while this one still runs and then fails to complete it."""
+        with self._lock:
+            target = self.queue(lease.queue)
+            message = lease.message
+            if message.lock_token == lease.lock_token:
+                message.lock_token = None
+                message.locked_until = 0.0
+            session = message.session_id or ""
+            owner = target.session_owners.get(session)
+            if lease.session_token and owner is not None and owner[0] == lease.session_token:
+                del target.session_owners[session]
+            self._lock.notify_all()
+
     def _settle(self, lease: Lease) -> tuple[Queue, BrokerMessage]:
         target = self.queue(lease.queue)
         if lease.message.lock_token != lease.lock_token or lease.message not in target.active:

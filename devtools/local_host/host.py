@@ -121,11 +121,14 @@ class LocalHost:
         max_delivery_count: int = 10,
         lock_duration_s: float = 60.0,
         before_invoke: Callable[[QueueFunction, Lease], None] | None = None,
+        after_invoke: Callable[[QueueFunction, Lease], None] | None = None,
     ) -> None:
         self.discovered = discover(app)
         self.broker = broker
         self.workers = max_concurrent_sessions
         self.before_invoke = before_invoke
+        #: runs after the function returned and before the message is completed (a crash there)
+        self.after_invoke = after_invoke
         self.stats = HostStats()
         self._stats_lock = threading.Lock()
         self._stop = threading.Event()
@@ -220,6 +223,8 @@ class LocalHost:
             if self.before_invoke is not None:
                 self.before_invoke(function, lease)
             function.call(to_trigger_message(lease))
+            if self.after_invoke is not None:
+                self.after_invoke(function, lease)
         except Exception as exc:
             with self._stats_lock:
                 self.stats.failures += 1

@@ -117,10 +117,13 @@ def test_data_as_an_object_test_events_and_other_events_are_handled(stack):
 def test_an_in_doubt_message_is_settled_when_fo_reports_it_processed(stack):
     emulator = stack.emulator
     emulator.subscribe(stack.host.event_grid_sink())
-    started_fn.production_started(trigger(mes.event("production_started", "P000039", {})))
+    started_fn.production_started(trigger(mes.event("production_started", "P000039", {}, sequence=1)))
     assert emulator.wait_idle(10)
     emulator.set_faults(drop_rate=1.0)
-    consume = mes.event("material_consumed", "P000039", {"lines": [{"item_number": "RM-0001", "quantity": 1}]})
+    consume = mes.event(
+        "material_consumed", "P000039", {"lines": [{"item_number": "RM-0001", "batch_number": "B0001-002", "quantity": 1}]}
+    )
+    consume["sequence"] = 2
     # Seeded faults drop half the connections before and half after F&O did the work; retry until one was applied.
     for attempt in range(20):
         document = {**consume, "message_id": f"{consume['message_id']}-{attempt}"}
@@ -133,3 +136,7 @@ def test_an_in_doubt_message_is_settled_when_fo_reports_it_processed(stack):
     assert entry.state is State.PROCESSED and "settles the doubt" in entry.detail
     in_doubt = [e for e in stack.ports.ledger.query(state=State.PARKED) if e.reason == "in_doubt"]
     assert all(e.message_id != document["message_id"] for e in in_doubt)
+    # What the forward would have recorded is caught up: the order's watermark and the genealogy.
+    assert stack.ports.gate.read("USMF", "P000039").watermark == 2
+    consumed = stack.ports.lineage.batches_of_order("USMF", "P000039", "consumed")
+    assert {(r.item, r.batch) for r in consumed} == {("RM-0001", "B0001-002")}

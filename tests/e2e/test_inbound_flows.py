@@ -260,15 +260,33 @@ def test_an_outage_waits_without_burning_the_delivery_count(stack):
     assert failures_other_than_storage_hiccups(stack.host) == []  # F&O's outage never spent a delivery
 
 
-def test_no_answer_after_sending_a_quantity_parks_it_in_doubt_but_a_start_is_resent(stack):
+def test_no_answer_after_a_send_message_parks_it_in_doubt_but_a_quality_result_is_resent(stack):
     emulator = stack.emulator
     start = mes.event("production_started", "P000022", {})
     started_fn.production_started(trigger(start))
     emulator.set_faults(drop_rate=1.0)
-    consume = mes.event("material_consumed", "P000022", {"lines": [{"item_number": "RM-0001", "quantity": 1}]})
+    consume = mes.event(
+        "material_consumed", "P000022", {"lines": [{"item_number": "RM-0001", "batch_number": "B0001-002", "quantity": 1}]}
+    )
     consumed_fn.material_consumed(trigger(consume))
     entry = stack.ports.ledger.get("USMF", consume["message_id"])
     assert entry.state is State.PARKED and entry.reason == "in_doubt"
-    end = mes.event("production_ended", "P000022", {"auto_report_as_finished": True})
-    ended_fn.production_ended(trigger(end))
-    assert stack.ports.ledger.get("USMF", end["message_id"]).state is State.WAITING
+    assert entry.extra["Lineage"] and entry.extra["ContentHash"]  # what settling it will need
+    # SendMessage has no idempotency key in F&O: a start or an end in doubt is parked as well.
+    other_start = mes.event("production_started", "P000023", {})
+    started_fn.production_started(trigger(other_start))
+    assert stack.ports.ledger.get("USMF", other_start["message_id"]).reason == "in_doubt"
+    quality = mes.event(
+        "quality_result",
+        None,
+        {
+            "item_number": "RM-0003",
+            "batch_number": "B0003-001",
+            "test_group": "CHEM",
+            "outcome": "pass",
+            "tests": [{"test_id": "PH", "value": 7.0, "outcome": "pass"}],
+        },
+    )
+    quality_fn.quality_result(trigger(quality))
+    # The quality service dedupes on the MES message id: repeating it is safe, so it is retried.
+    assert stack.ports.ledger.get("USMF", quality["message_id"]).state is State.WAITING
