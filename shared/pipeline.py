@@ -147,7 +147,9 @@ def _refuse(name: str) -> Any:
 
 def _identity(raw: Any, delivery: Delivery, settings: Settings) -> _Identity:
     """Who this message is, as far as it can be read, so that even garbage gets a ledger row."""
-    fallback_id = f"sb:{delivery.message_id}" if delivery.message_id else "sha256:" + payload_hash(delivery.body)
+    # Named by its bytes, not by the broker's MessageId: the same garbage delivered again (a new
+    # broker id past duplicate detection) finds its parked row instead of parking a second one.
+    fallback_id = "sha256:" + payload_hash(delivery.body)
     if not isinstance(raw, dict):
         return _Identity(settings.fo_default_company.upper(), fallback_id, correlation_id=delivery.correlation_id or "")
 
@@ -170,7 +172,7 @@ def _identity(raw: Any, delivery: Delivery, settings: Settings) -> _Identity:
 
 def decode(delivery: Delivery, flow: Flow, settings: Settings) -> tuple[_Identity, MesEvent]:
     """Parse and validate; raises `_Parked` with a specific reason, always with an identity first."""
-    identity = _Identity(settings.fo_default_company.upper(), f"sb:{delivery.message_id}")
+    identity = _Identity(settings.fo_default_company.upper(), "sha256:" + payload_hash(delivery.body))
     if len(delivery.body) > settings.max_message_bytes:
         raise _Parked("too_large", f"{len(delivery.body)} bytes; the limit is {settings.max_message_bytes}") from None
     if not delivery.body.strip():
@@ -308,10 +310,17 @@ def _result(entry: LedgerEntry, outcome: Outcome, reason: str = "", detail: str 
     return Result(outcome, entry.company, entry.message_id, reason, detail, entry.production_order, entry.correlation_id, fo_ms)
 
 
+def _resubmits(delivery: Delivery, parked: LedgerEntry) -> bool:
+    """True for the operator's resubmission of this parked row; any other copy (a redelivery, the
+    MES sending it again) has no token or an old one and must not move it."""
+    token = delivery.properties.get(RESUBMIT)
+    return token is not None and token == parked.extra.get("ResubmitToken")
+
+
 def _settled_or_held(existing: LedgerEntry, delivery: Delivery, flow: Flow, ports: Ports, event: MesEvent) -> Result | None:
     """A row exists for this message id: the result when this delivery may not move it forward."""
     settings = ports.settings
-    resubmitted = existing.state is State.PARKED and delivery.properties.get(RESUBMIT) == existing.extra.get("ResubmitToken")
+    resubmitted = existing.state is State.PARKED and _resubmits(delivery, existing)
     if existing.state in FINAL_STATES or (existing.state is State.PARKED and not resubmitted):
         same = existing.payload_hash == payload_hash(delivery.body)
         return _result(
@@ -495,7 +504,7 @@ def _park_new(delivery: Delivery, flow: Flow, ports: Ports, identity: _Identity,
         created = ports.ledger.create(entry, payload=delivery.body)
     except LostRace:
         existing = ports.ledger.get(identity.company, identity.message_id)
-        resubmitted = existing is not None and delivery.properties.get(RESUBMIT) == existing.extra.get("ResubmitToken")
+        resubmitted = existing is not None and _resubmits(delivery, existing)
         if existing is None or not resubmitted:
             return _result(existing or entry, Outcome.DUPLICATE, "duplicate", "this message was recorded before")
         created = ports.ledger.transition(existing, State.PARKED, reason=reason, detail=detail, payload=delivery.body)

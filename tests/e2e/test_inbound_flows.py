@@ -290,3 +290,10 @@ def test_no_answer_after_a_send_message_parks_it_in_doubt_but_a_quality_result_i
     quality_fn.quality_result(trigger(quality))
     # The quality service dedupes on the MES message id: repeating it is safe, so it is retried.
     assert stack.ports.ledger.get("USMF", quality["message_id"]).state is State.WAITING
+    # A redelivery of the parked message (no operator's token) never sends it again.
+    emulator.set_faults(drop_rate=0.0)
+    sends = emulator.app.send_message_calls
+    consumed_fn.material_consumed(trigger(consume, delivery_count=2))
+    consumed_fn.material_consumed(trigger(consume, broker_id="resent-by-the-mes"))
+    assert stack.ports.ledger.get("USMF", consume["message_id"]).reason == "in_doubt"
+    assert emulator.app.send_message_calls == sends
