@@ -188,7 +188,7 @@ def decode(delivery: Delivery, flow: Flow, settings: Settings) -> tuple[_Identit
         raise _ParkedAs(identity, "invalid_message", "the body must be a JSON object")
     kind = raw.get("type")
     if kind != flow.name:
-        if kind in MES_EVENTS:
+        if isinstance(kind, str) and kind in MES_EVENTS:
             raise _ParkedAs(identity, "wrong_queue", f"a {kind} event arrived on the {flow.name} queue ({flow.queue})")
         raise _ParkedAs(identity, "unknown_type", f"unknown event type {str(kind)[:60]!r}; expected {flow.name!r}")
     version = raw.get("schema_version", "1.0")
