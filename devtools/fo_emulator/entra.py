@@ -91,6 +91,7 @@ class Entra:
 
     def _issue(self, client_id: str, tenant: str) -> dict[str, Any]:
         now = int(time.time())
+        jti = secrets.token_hex(8)
         claims = {
             "aud": self.resource,
             "iss": f"{self.base_url}/{tenant}/v2.0",
@@ -100,11 +101,11 @@ class Entra:
             "appid": client_id,
             "tid": self.tenant_id,
             "oid": str(uuid.uuid5(uuid.NAMESPACE_URL, client_id)),
-            "jti": secrets.token_hex(8),
+            "jti": jti,
         }
         with self._lock:
             self.tokens_issued += 1
-            self._issued.add(claims["jti"])
+            self._issued.add(jti)
         token = jwt.encode(claims, self._signing_key, algorithm="HS256")
         return {
             "token_type": "Bearer",

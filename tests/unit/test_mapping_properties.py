@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,7 +28,7 @@ def _options(version: str) -> mapping.MappingOptions:
     return mapping.MappingOptions(journal_field_names=version, picking_batch_field="ItemBatchNumber")
 
 
-def _event(kind: str, body: dict, at: datetime, zone: timezone, sequence: int | None = None):
+def _event(kind: str, body: dict[str, Any], at: datetime, zone: timezone, sequence: int | None = None):
     document = mes.event(kind, "P000001", body, occurred_at=at.astimezone(zone), message_id="m-1", sequence=sequence)
     return MES_EVENTS[kind].model_validate(document)
 
