@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup test lint scan format demo bench emulator clean
+.PHONY: setup test lint scan format demo bench chaos emulator clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -45,6 +45,10 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m devtools.bench $(ARGS)
+
+# 5,000 MES events with every fault at once; ARGS="--events 50000" for the larger run.
+chaos: setup
+	$(BIN)/python -m devtools.chaos $(ARGS)
 
 emulator: setup
 	$(BIN)/python -m devtools.fo_emulator

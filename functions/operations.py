@@ -35,12 +35,17 @@ def _who(req: func.HttpRequest) -> str:
     return req.headers.get("x-ms-client-principal-name") or req.headers.get("x-operator") or "operator"
 
 
-def _reason(req: func.HttpRequest) -> str:
+def _field(req: func.HttpRequest, name: str) -> str:
+    """A text field of the JSON body ("" when absent or not JSON)."""
     try:
         body = req.get_json()
     except ValueError:
         body = {}
-    return str(body.get("reason", "")) if isinstance(body, dict) else ""
+    return str(body.get(name, "")) if isinstance(body, dict) else ""
+
+
+def _reason(req: func.HttpRequest) -> str:
+    return _field(req, "reason")
 
 
 def _filter(values: dict[str, Any]) -> operations.ParkedFilter:
@@ -119,6 +124,19 @@ def cancel(req: func.HttpRequest) -> func.HttpResponse:
     def act() -> Any:
         company, message_id = _need(req, "company", "id")
         return operations.cancel(runtime.ports().ledger, company, message_id, reason=_reason(req), who=_who(req))
+
+    return _answer(act)
+
+
+@bp.route(route="ops/confirm", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def confirm_applied(req: func.HttpRequest) -> func.HttpResponse:
+    """An in-doubt message found in F&O: record it as forwarded (body: {"note": "..."})."""
+
+    def act() -> Any:
+        company, message_id = _need(req, "company", "id")
+        ports = runtime.ports()
+        note = _field(req, "note")
+        return operations.confirm_applied(ports.ledger, ports.gate, ports.lineage, company, message_id, note, who=_who(req))
 
     return _answer(act)
 

@@ -6,6 +6,7 @@
     python -m shared.cli resubmit --company USMF --id line3-000123 [--payload fixed.json]
     python -m shared.cli resubmit-parked [same filters as parked]
     python -m shared.cli cancel --company USMF --id line3-000123 --reason "sent twice by the MES"
+    python -m shared.cli confirm --company USMF --id line3-000123 --note "Message processor messages: 5531, Processed"
     python -m shared.cli release-gap --company USMF --order P000123 --missing 4 --reason "lost on the line PC"
     python -m shared.cli lineage --company USMF --item FG-1 --batch B1 [--direction downstream] [--depth 5]
     python -m shared.cli dead-lettered [--flow material_consumed]
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument(f"--{option}")
     add("resubmit", "company", "id", "payload")
     add("cancel", "company", "id", "reason")
+    add("confirm", "company", "id", "note")
     add("release-gap", "company", "order", "missing", "reason")
     add("lineage", "company", "item", "batch", "direction", "depth")
     dead = commands.add_parser("dead-lettered")
@@ -86,6 +88,8 @@ def run(args: argparse.Namespace, ports: Ports) -> Any:
         )
     if args.command == "cancel":
         return operations.cancel(ports.ledger, args.company, args.id, args.reason, who=who)
+    if args.command == "confirm":
+        return operations.confirm_applied(ports.ledger, ports.gate, ports.lineage, args.company, args.id, args.note, who=who)
     if args.command == "release-gap":
         progress, resubmitted = operations.release_gap(
             ports.gate, ports.ledger, ports.requeue, args.company, args.order, int(args.missing), args.reason, who

@@ -162,7 +162,7 @@ def _settle(entry: LedgerEntry, event: BusinessEvent, state: str, ports: Ports, 
     if entry.state is not State.FORWARDED:
         # The bridge lost track of this send (in doubt): F&O has it, so do what the forward would
         # have recorded. Idempotent, and before the row moves, so a retry of this event repeats it.
-        catch_up(ports, entry)
+        catch_up(ports.gate, ports.lineage, entry)
     try:
         settled = ports.ledger.transition(
             entry,

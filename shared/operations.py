@@ -9,6 +9,7 @@ from typing import Any
 from shared.ledger import Ledger, LedgerEntry, LostRace, State, utcnow
 from shared.lineage import Lineage
 from shared.ordering import OrderGate, Progress
+from shared.pipeline import catch_up
 from shared.servicebus import RESUBMIT, DeadLetters, Requeue
 from shared.topology import INBOUND_QUEUES
 
@@ -171,6 +172,28 @@ def cancel(ledger: Ledger, company: str, message_id: str, reason: str, who: str 
     except LostRace:
         raise OperationError(f"message {message_id} changed meanwhile; look again") from None
     return describe(cancelled)
+
+
+def confirm_applied(
+    ledger: Ledger, gate: OrderGate, tree: Lineage, company: str, message_id: str, note: str, who: str = "operator"
+) -> dict[str, Any]:
+    """An in-doubt message the operator found in F&O (Message processor messages): record it as
+    forwarded, move the order's watermark past it and write its genealogy, as the forward would have."""
+    if not note.strip():
+        raise OperationError("confirming needs a note (where F&O shows the message)")
+    entry = ledger.get(company, message_id)
+    if entry is None:
+        raise OperationError(f"no message {message_id} of {company} in the ledger")
+    if entry.state is not State.PARKED or entry.reason != "in_doubt":
+        raise OperationError(f"message {message_id} is {entry.state.value} {entry.reason}; only in-doubt messages are confirmed")
+    catch_up(gate, tree, entry)
+    try:
+        confirmed = ledger.transition(
+            entry, State.FORWARDED, reason="", detail=f"confirmed in F&O by {who}: {note}", lease_until=None
+        )
+    except LostRace:
+        raise OperationError(f"message {message_id} changed meanwhile; look again") from None
+    return describe(confirmed)
 
 
 def lineage(tree: Lineage, company: str, item: str, batch: str, direction: str, depth: int = 5) -> dict[str, Any]:

@@ -459,14 +459,14 @@ def _park_in_doubt(
     return _park(entry, ports, "in_doubt", detail, fo_ms=fo_ms, extra=extra, companions=index_row, fo_message_type=call_type)
 
 
-def catch_up(ports: Ports, entry: LedgerEntry) -> None:
+def catch_up(gate: OrderGate, lineage: Lineage, entry: LedgerEntry) -> None:
     """What a forward records after F&O accepted, for a message F&O applied while the bridge was in
     doubt (its processed event, or an operator who checked): the order's watermark and the genealogy."""
     if entry.production_order:
-        ports.gate.advance(entry.company, entry.production_order, entry.flow, entry.sequence)
+        gate.advance(entry.company, entry.production_order, entry.flow, entry.sequence)
     edges = [Edge(**edge) for edge in entry.extra.get("Lineage", [])]
     if edges:
-        ports.lineage.record(edges)
+        lineage.record(edges)
 
 
 def _record(write: Callable[[], Any]) -> Any:

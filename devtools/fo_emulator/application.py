@@ -122,15 +122,17 @@ class EventDelivery:
 
     A subscriber that fails gets the event again later, with a growing delay, as Event Grid
     retries (up to `max_attempts`, then the event is dead-lettered); other events keep flowing.
+    Several deliveries run at once (`workers`), as Event Grid's do: no order is promised.
     """
 
     sinks: list[EventSink] = field(default_factory=list)
+    workers: int = 4
     duplicate_rate: float = 0.0
     reorder_window: int = 0
     as_object: bool = False
     max_attempts: int = 30
     retry_delay_s: float = 0.05
-    retry_max_delay_s: float = 3.2
+    retry_max_delay_s: float = 10.0
     rng: random.Random = field(default_factory=lambda: random.Random(11))
     delivered: list[dict[str, Any]] = field(default_factory=list)
     dead_lettered: list[dict[str, Any]] = field(default_factory=list)

@@ -218,7 +218,7 @@ class FoEmulator:
         for target, name in (
             (self._server.serve_forever, "fo-http"),
             (self._processor_loop, "fo-processor"),
-            (self.app.events.run, "fo-events"),
+            *((self.app.events.run, f"fo-events-{n}") for n in range(self.app.events.workers)),
         ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()

@@ -174,7 +174,7 @@ def test_every_operation_needs_a_function_key():
     discover(function_app.app)  # indexes the app once
     triggers: list[Any] = [builder._function._trigger for builder in function_app.app._function_builders]
     http_triggers = [t for t in triggers if t is not None and t.type == "httpTrigger"]
-    assert len(http_triggers) == 10
+    assert len(http_triggers) == 11
     assert all(t.auth_level == func.AuthLevel.FUNCTION for t in http_triggers)  # the host then refuses calls without a key
 
 
@@ -205,3 +205,39 @@ def test_dead_lettered_messages_are_listed_and_resubmitted(stack):
         request("POST", "ops/dead-lettered/resubmit", {"flow": "production_started", "sequence": "999"})
     )
     assert missing.status_code == 400
+
+
+def test_an_in_doubt_message_found_in_fo_is_confirmed_and_what_waited_behind_it_goes_on(stack):
+    emulator = stack.emulator  # no business events here: F&O's processed event never comes
+    started_fn.production_started(trigger(mes.event("production_started", "P000043", {}, sequence=1)))
+    emulator.set_faults(drop_rate=1.0)
+    for attempt in range(20):  # until a dropped connection hides a consumption F&O did apply
+        consume = mes.event(
+            "material_consumed",
+            "P000043",
+            {"lines": [{"item_number": "RM-0001", "batch_number": "B0001-004", "quantity": 1.0 + attempt}]},
+            sequence=2,
+        )
+        sends = emulator.app.send_message_calls
+        consumed_fn.material_consumed(trigger(consume))
+        if emulator.app.send_message_calls > sends:
+            break
+    emulator.set_faults(drop_rate=0.0)
+    assert stack.ports.ledger.get("USMF", consume["message_id"]).reason == "in_doubt"
+    refused = json.loads(
+        http.confirm_applied(request("POST", "ops/confirm", {"company": "USMF", "id": consume["message_id"]}, {})).get_body()
+    )
+    assert "needs a note" in refused["error"]
+
+    confirmed = call_cli(
+        stack, "confirm", "--company", "USMF", "--id", consume["message_id"], "--note", "processor message 2, Processed"
+    )
+    assert confirmed["state"] == "Forwarded" and "confirmed in F&O" in confirmed["detail"]
+    assert stack.ports.gate.read("USMF", "P000043").watermark == 2
+    assert {r.batch for r in stack.ports.lineage.batches_of_order("USMF", "P000043", "consumed")} == {"B0001-004"}
+    again = json.loads(
+        http.confirm_applied(
+            request("POST", "ops/confirm", {"company": "USMF", "id": consume["message_id"]}, {"note": "twice"})
+        ).get_body()
+    )
+    assert "only in-doubt messages" in again["error"]
