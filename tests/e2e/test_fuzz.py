@@ -112,6 +112,18 @@ class Outcomes(logging.Handler):
             self.records.append(record)
 
 
+def _message(body: bytes, session: str) -> ServiceBusMessage:
+    return ServiceBusMessage(
+        body=body,
+        message_id=uuid.uuid4().hex,
+        session_id=session,
+        delivery_count=1,
+        enqueued_time_utc=datetime.now(UTC),
+        application_properties={},
+        user_properties={},
+    )
+
+
 @pytest.fixture
 def outcomes():
     handler = Outcomes()
@@ -129,16 +141,7 @@ def outcomes():
 def test_no_payload_crashes_the_function_and_each_is_processed_or_parked_with_a_reason(stack, outcomes, payload):
     flow, body = payload
     outcomes.records.clear()
-    message = ServiceBusMessage(
-        body=body,
-        message_id=uuid.uuid4().hex,
-        session_id="fuzz",
-        delivery_count=1,
-        enqueued_time_utc=datetime.now(UTC),
-        application_properties={},
-        user_properties={},
-    )
-    FUNCTIONS[flow](message)  # an exception here would reach the host: the test fails
+    FUNCTIONS[flow](_message(body, "fuzz"))  # an exception here would reach the host: the test fails
     assert len(outcomes.records) == 1, [r.getMessage() for r in outcomes.records]
     record = outcomes.records[0]
     if record.outcome == "parked":
@@ -148,15 +151,5 @@ def test_no_payload_crashes_the_function_and_each_is_processed_or_parked_with_a_
 def test_a_mutated_document_that_is_still_valid_is_forwarded(stack, outcomes):
     """The fuzzer's valid end: an untouched example goes through (so the property above is not vacuous)."""
     document = mes.event("production_started", "P000031", {}, message_id=f"fuzz-{uuid.uuid4().hex[:8]}")
-    FUNCTIONS["production_started"](
-        ServiceBusMessage(
-            body=mes.encode(document),
-            message_id=uuid.uuid4().hex,
-            session_id="P000031",
-            delivery_count=1,
-            enqueued_time_utc=datetime.now(UTC),
-            application_properties={},
-            user_properties={},
-        )
-    )
+    FUNCTIONS["production_started"](_message(mes.encode(document), "P000031"))
     assert [r.outcome for r in outcomes.records] == ["forwarded"]
