@@ -32,19 +32,18 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
 import function_app
 from devtools.azurite import Azurite
-from devtools.demo import Settled, check
+from devtools.demo import Settled, awaiting_verdict, check, send
 from devtools.fo_emulator import EmulatorConfig, FoEmulator
 from devtools.fo_emulator.plant import PlantSpec
 from devtools.local_host import InMemoryBroker, LocalHost
 from devtools.local_host.broker import BrokerMesPublisher, Lease
 from devtools.local_host.host import QueueFunction
-from devtools.mes import encode
 from devtools.scenario import Shift, ShiftSpec, build_shift
 from functions import INBOUND_FLOWS
 from shared import operations, runtime
@@ -105,16 +104,11 @@ class Rates:
 
     def scaled(self, intensity: float) -> Rates:
         """Faults `intensity` times as often (a short run still meets every kind)."""
-        return Rates(
-            fo_5xx=min(0.5, self.fo_5xx * intensity),
-            slow=min(0.5, self.slow * intensity),
-            drops=min(0.5, self.drops * intensity),
-            duplicates=min(0.5, self.duplicates * intensity),
-            lock_loss=min(0.5, self.lock_loss * intensity),
-            crash=min(0.2, self.crash * intensity),
+        chances = ("fo_5xx", "slow", "drops", "duplicates", "lock_loss", "crash")
+        return replace(
+            self,
+            **{name: min(0.5, getattr(self, name) * intensity) for name in chances},
             storm_every_s=self.storm_every_s / intensity,
-            storm_s=self.storm_s,
-            storm_rps=self.storm_rps,
             token_expiry_every_s=self.token_expiry_every_s / intensity,
         )
 
@@ -313,19 +307,16 @@ def execute(args: argparse.Namespace, out: Any = sys.stdout) -> ChaosReport:
 
 
 class _Outcomes(logging.Handler):
-    """How often the pipeline retried, waited and parked (from its outcome log lines)."""
+    """How often the pipeline forwarded, waited, retried and parked (from its outcome log lines)."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.counts: Counter[str] = Counter()
-        self.parked: Counter[str] = Counter()
 
     def emit(self, record: logging.LogRecord) -> None:
         outcome = getattr(record, "outcome", None)
         if outcome:
             self.counts[str(outcome)] += 1
-            if outcome == "parked":
-                self.parked[str(getattr(record, "reason", ""))] += 1
 
 
 def _run(
@@ -378,7 +369,7 @@ def _run(
         with host:
             with Weather(faults, rates, emulator, azurite, chaos.injected, lambda: sent / len(shift.events)):
                 for document in shift.events:
-                    _send(broker, document)
+                    send(broker, document)
                     sent += 1
                     if sent % max(1, len(shift.events) // 10) == 0:
                         say(
@@ -425,25 +416,16 @@ def _run(
         return ChaosReport(code, {k: n for k, n in injected.items() if k in faults}, verdict, resolved)
 
 
-def _send(broker: InMemoryBroker, document: dict[str, Any] | bytes) -> None:
-    if isinstance(document, bytes):
-        broker.send(INBOUND_FLOWS["material_consumed"].queue, document, session_id="unknown")
-        return
-    flow = INBOUND_FLOWS[document["type"]]
-    broker.send(flow.queue, encode(document), session_id=document.get("production_order") or document["type"])
-
-
 def _settle(host: LocalHost, emulator: FoEmulator, ports: Ports, timeout: float) -> bool:
     """Wait until nothing moves: the broker is empty, F&O has processed and reported everything,
     and no message waits for F&O's verdict."""
     deadline = time.monotonic() + max(timeout, 1.0)
     while time.monotonic() < deadline:
-        if host.wait_idle(max(0.1, deadline - time.monotonic())) and emulator.wait_idle(max(0.1, deadline - time.monotonic())):
-            open_rows = [
-                e for e in ports.ledger.query(state=State.FORWARDED) if e.fo_message_type.startswith("ProdProductionOrder")
-            ]
-            if not open_rows and host.wait_idle(0.1):
-                return True
+        quiet = host.wait_idle(max(0.1, deadline - time.monotonic())) and emulator.wait_idle(
+            max(0.1, deadline - time.monotonic())
+        )
+        if quiet and not awaiting_verdict(ports) and host.wait_idle(0.1):
+            return True
         time.sleep(0.5)
     return False
 
@@ -472,14 +454,14 @@ def _operator(
         1 for e in ports.ledger.query() if e.state in (State.PROCESSED, State.FAILED) and "settles the doubt" in e.detail
     )
     for _ in range(6):
-        in_doubt = [e for e in ports.ledger.query(state=State.PARKED) if e.reason == "in_doubt"]
-        waited = [e for e in ports.ledger.query(state=State.PARKED) if e.reason in ("gap", "no_start")]
-        dead = broker.dead_letters()
-        if not in_doubt and not waited and not dead:
+        parked = list(ports.ledger.query(state=State.PARKED))
+        in_doubt = [e for e in parked if e.reason == "in_doubt"]
+        waited = [e for e in parked if e.reason in ("gap", "no_start")]
+        if not in_doubt and not waited and not broker.dead_letters():
             break
         resolution.rounds += 1
         # Check F&O first (Message processor messages): only what F&O does not have is sent again.
-        in_fo = {hashlib.sha256(m["MessageContent"].encode()).hexdigest() for m in _fo_messages(emulator)}
+        in_fo = _fo_contents(emulator.app.snapshot())
         for entry in in_doubt:
             if entry.extra.get("ContentHash") in in_fo:
                 # F&O has it, but its processed event never matched (Event Grid gave up): confirm it.
@@ -512,16 +494,17 @@ def _operator(
     return resolution
 
 
-def _fo_messages(emulator: FoEmulator) -> list[dict[str, Any]]:
-    return list(emulator.app.snapshot()["messages"])
+def _fo_contents(snapshot: dict[str, Any]) -> Counter[str]:
+    """How many messages F&O's message processor holds for each content (by its SHA-256)."""
+    return Counter(hashlib.sha256(m["MessageContent"].encode()).hexdigest() for m in snapshot["messages"])
 
 
 def _verdict(shift: Shift, emulator: FoEmulator, ports: Ports, entries: list[Any]) -> Verdict:
     """Each distinct MES event against F&O: applied exactly once, or parked with a reason."""
     problems = check(shift, emulator, entries)
     by_id = {e.message_id: e for e in entries}
-    fo_contents = Counter(hashlib.sha256(m["MessageContent"].encode()).hexdigest() for m in _fo_messages(emulator))
     snapshot = emulator.app.snapshot()
+    fo_contents = _fo_contents(snapshot)
     quality = Counter(q["MesMessageId"] for q in snapshot["quality_results"])
     lines_per_journal = Counter(line["JournalNumber"] for line in snapshot["journal_lines"])
     lost: list[str] = []
@@ -553,12 +536,7 @@ def _verdict(shift: Shift, emulator: FoEmulator, ports: Ports, entries: list[Any
         produced = {f"{r.item}/{r.batch}" for r in ports.lineage.batches_of_order("USMF", order, "produced")}
         if consumed != set(shift.expected.consumed[order]) or produced != set(shift.expected.reported_good[order]):
             missing.append(order)
-    open_rows = [
-        e
-        for e in entries
-        if e.state in (State.WAITING, State.FORWARDING)
-        or (e.state is State.FORWARDED and e.fo_message_type.startswith("ProdProductionOrder"))
-    ]
+    open_rows = [e for e in entries if e.state in (State.WAITING, State.FORWARDING)] + awaiting_verdict(ports)
     problems += [f"{e.message_id} is still {e.state.value}: {e.reason} {e.detail[:80]}" for e in open_rows[:10]]
     return Verdict(problems, lost, doubled, len(shift.orders), missing)
 

@@ -154,7 +154,7 @@ def _run(args: argparse.Namespace, out: Any, say: Any, log_path: Path, settled: 
                 if time.monotonic() > burst_until:
                     emulator.set_throttle(rate_per_s=0)
                     burst_until = float("inf")
-                _send(broker, document, sent_at)
+                send(broker, document, sent_at)
                 progress.show(settled.count)
                 time.sleep(args.pace)
             while settled.count < distinct and time.monotonic() - started < args.timeout:
@@ -173,20 +173,25 @@ def _run(args: argparse.Namespace, out: Any, say: Any, log_path: Path, settled: 
         return _report(say, shift, emulator, broker, host, ports, sent_at, elapsed, table_ops, log_path)
 
 
-def _send(broker: InMemoryBroker, document: dict[str, Any] | bytes, sent_at: dict[str, float]) -> None:
+def send(broker: InMemoryBroker, document: dict[str, Any] | bytes, sent_at: dict[str, float] | None = None) -> None:
+    """What the MES does: an event on its flow's queue, in the production order's session."""
     if isinstance(document, bytes):
         broker.send(INBOUND_FLOWS["material_consumed"].queue, document, session_id="unknown")
         return
     flow = INBOUND_FLOWS[document["type"]]
-    sent_at.setdefault(document["message_id"], time.time())
+    if sent_at is not None:
+        sent_at.setdefault(document["message_id"], time.time())
     broker.send(flow.queue, encode(document), session_id=document.get("production_order") or f"{document['type']}")
+
+
+def awaiting_verdict(ports: Ports) -> list[Any]:
+    """Messages F&O accepted into its message processor and has not reported processed yet."""
+    return [e for e in ports.ledger.query(state=State.FORWARDED) if e.fo_message_type.startswith("ProdProductionOrder")]
 
 
 def _wait_for_verdicts(ports: Ports, deadline: float) -> None:
     """F&O's processed events arrive after the forward; give them a moment."""
-    while time.monotonic() < deadline:
-        if not any(e.fo_message_type.startswith("ProdProductionOrder") for e in ports.ledger.query(state=State.FORWARDED)):
-            return
+    while time.monotonic() < deadline and awaiting_verdict(ports):
         time.sleep(0.2)
 
 

@@ -147,11 +147,14 @@ def _refuse(name: str) -> Any:
 
 def _identity(raw: Any, delivery: Delivery, settings: Settings) -> _Identity:
     """Who this message is, as far as it can be read, so that even garbage gets a ledger row."""
+
     # Named by its bytes, not by the broker's MessageId: the same garbage delivered again (a new
     # broker id past duplicate detection) finds its parked row instead of parking a second one.
-    fallback_id = "sha256:" + payload_hash(delivery.body)
+    def fallback_id() -> str:
+        return "sha256:" + payload_hash(delivery.body)
+
     if not isinstance(raw, dict):
-        return _Identity(settings.fo_default_company.upper(), fallback_id, correlation_id=delivery.correlation_id or "")
+        return _Identity(settings.fo_default_company.upper(), fallback_id(), correlation_id=delivery.correlation_id or "")
 
     def text(name: str, limit: int) -> str:
         value = raw.get(name)
@@ -163,7 +166,7 @@ def _identity(raw: Any, delivery: Delivery, settings: Settings) -> _Identity:
     sequence = raw.get("sequence")
     return _Identity(
         company=company if company in settings.companies else settings.fo_default_company.upper(),
-        message_id=text("message_id", 128) or fallback_id,
+        message_id=text("message_id", 128) or fallback_id(),
         order=text("production_order", 20),
         correlation_id=text("correlation_id", 128) or delivery.correlation_id or "",
         sequence=sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else None,
@@ -171,8 +174,7 @@ def _identity(raw: Any, delivery: Delivery, settings: Settings) -> _Identity:
 
 
 def decode(delivery: Delivery, flow: Flow, settings: Settings) -> tuple[_Identity, MesEvent]:
-    """Parse and validate; raises `_Parked` with a specific reason, always with an identity first."""
-    identity = _Identity(settings.fo_default_company.upper(), "sha256:" + payload_hash(delivery.body))
+    """Parse and validate; raises `_Parked` (before the body is read) or `_ParkedAs` (with what it says of itself)."""
     if len(delivery.body) > settings.max_message_bytes:
         raise _Parked("too_large", f"{len(delivery.body)} bytes; the limit is {settings.max_message_bytes}") from None
     if not delivery.body.strip():
@@ -398,9 +400,7 @@ def _send(
     delivery: Delivery, flow: Flow, ports: Ports, event: MesEvent, claimed: LedgerEntry, progress: Progress | None
 ) -> Result:
     call = flow.map(event, ports.options)
-    call_type = _message_type(call)
-    hashed = content_hash(call)
-    index_row = [content_index_row(claimed.company, hashed, claimed.message_id, call_type)] if hashed else []
+    call_type, hashed, index_row = _indexed(claimed, call)
     started = time.monotonic()
     try:
         reference = execute(ports.fo, call)
@@ -447,14 +447,19 @@ def _send(
     return _result(forwarded, Outcome.FORWARDED, fo_ms=fo_ms)
 
 
+def _indexed(entry: LedgerEntry, call: FoCall) -> tuple[str, str, list[Companion]]:
+    """The call's type, its content hash and the content index row F&O's processed event will look up."""
+    call_type = _message_type(call)
+    hashed = content_hash(call)
+    return call_type, hashed, [content_index_row(entry.company, hashed, entry.message_id, call_type)] if hashed else []
+
+
 def _park_in_doubt(
     entry: LedgerEntry, flow: Flow, ports: Ports, event: MesEvent, call: FoCall, detail: str, fo_ms: float = 0.0
 ) -> Result:
     """Park a send that may have been applied. Indexed by its content, so that F&O's processed event
     settles it without an operator; the bookkeeping a forward does waits in the row until then."""
-    call_type = _message_type(call)
-    hashed = content_hash(call)
-    index_row = [content_index_row(entry.company, hashed, entry.message_id, call_type)] if hashed else []
+    call_type, hashed, index_row = _indexed(entry, call)
     extra = {**entry.extra, "ContentHash": hashed, "Lineage": [asdict(edge) for edge in flow.lineage(event)]}
     return _park(entry, ports, "in_doubt", detail, fo_ms=fo_ms, extra=extra, companions=index_row, fo_message_type=call_type)
 

@@ -79,23 +79,22 @@ def order_lifecycle(order: str, item: str, quantity: float) -> list[dict[str, An
     ]
 
 
+def quality_result() -> dict[str, Any]:
+    body = {
+        "item_number": "RM-0003",
+        "batch_number": "B0003-001",
+        "test_group": "CHEM",
+        "outcome": "pass",
+        "tests": [{"test_id": "PH", "value": 7.0, "outcome": "pass"}],
+    }
+    return mes.event("quality_result", None, body)
+
+
 def test_every_flow_takes_effect_exactly_once_when_delivered_three_times(stack):
     emulator = stack.emulator
     order = emulator.app.find("ProductionOrderHeaders", dataAreaId="usmf", ProductionOrderNumber="P000011")
     events = order_lifecycle("P000011", order["ItemNumber"], order["ProductionQuantity"])
-    events.append(
-        mes.event(
-            "quality_result",
-            None,
-            {
-                "item_number": "RM-0003",
-                "batch_number": "B0003-001",
-                "test_group": "CHEM",
-                "outcome": "pass",
-                "tests": [{"test_id": "PH", "value": 7.0, "outcome": "pass"}],
-            },
-        )
-    )
+    events.append(quality_result())
     events.append(
         mes.event(
             "inventory_moved",
@@ -276,17 +275,7 @@ def test_no_answer_after_a_send_message_parks_it_in_doubt_but_a_quality_result_i
     other_start = mes.event("production_started", "P000023", {})
     started_fn.production_started(trigger(other_start))
     assert stack.ports.ledger.get("USMF", other_start["message_id"]).reason == "in_doubt"
-    quality = mes.event(
-        "quality_result",
-        None,
-        {
-            "item_number": "RM-0003",
-            "batch_number": "B0003-001",
-            "test_group": "CHEM",
-            "outcome": "pass",
-            "tests": [{"test_id": "PH", "value": 7.0, "outcome": "pass"}],
-        },
-    )
+    quality = quality_result()
     quality_fn.quality_result(trigger(quality))
     # The quality service dedupes on the MES message id: repeating it is safe, so it is retried.
     assert stack.ports.ledger.get("USMF", quality["message_id"]).state is State.WAITING
