@@ -1,12 +1,14 @@
 """Every app setting the bridge reads, in one pydantic model, validated at start-up.
 
-Names are the app-setting names of the Function App (environment variables). A wrong or missing
-setting raises `ConfigError` whose message names each offending setting.
+pydantic-settings reads the environment itself: a field's app-setting name is its own name in
+upper case (matched case-insensitively, as App Service does), except the three Service Bus
+settings, whose names the Functions host fixes. An empty value counts as unset, because Core Tools
+passes the empty strings of local.settings.json through and "" is never a useful path, URL or id.
+A wrong or missing setting raises `ConfigError` whose message names each offending setting.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
@@ -14,17 +16,19 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import (
-    AliasChoices,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 from shared.errors import ConfigError
+
+#: What an App Service Key Vault reference looks like before the platform resolves it.
+KEY_VAULT_REFERENCE = "@microsoft.keyvault("
 
 
 class AuthMode(StrEnum):
@@ -33,74 +37,89 @@ class AuthMode(StrEnum):
     managed_identity = "managed_identity"
 
 
-def _env(name: str, *more: str) -> AliasChoices:
-    return AliasChoices(name, *more)
-
-
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(case_sensitive=False, env_ignore_empty=True, extra="ignore", frozen=True)
 
     # --- F&O environment and its Entra app registration --------------------------------------
-    fo_base_url: str = Field(validation_alias=_env("FO_BASE_URL"))
-    fo_auth_mode: AuthMode = Field(AuthMode.client_secret, validation_alias=_env("FO_AUTH_MODE"))
-    fo_tenant_id: str = Field("", validation_alias=_env("FO_TENANT_ID"))
-    fo_client_id: str = Field("", validation_alias=_env("FO_CLIENT_ID"))
-    fo_client_secret: SecretStr | None = Field(None, validation_alias=_env("FO_CLIENT_SECRET"))
-    fo_certificate_path: Path | None = Field(None, validation_alias=_env("FO_CERTIFICATE_PATH"))
-    fo_certificate_password: SecretStr | None = Field(None, validation_alias=_env("FO_CERTIFICATE_PASSWORD"))
-    fo_managed_identity_client_id: str = Field("", validation_alias=_env("FO_MANAGED_IDENTITY_CLIENT_ID"))
-    fo_authority_host: str = Field("https://login.microsoftonline.com", validation_alias=_env("FO_AUTHORITY_HOST"))
-    fo_ca_bundle: Path | None = Field(None, validation_alias=_env("FO_CA_BUNDLE"))
+    fo_base_url: str
+    fo_auth_mode: AuthMode = AuthMode.client_secret
+    fo_tenant_id: str = ""
+    fo_client_id: str = ""
+    fo_client_secret: SecretStr | None = None
+    fo_certificate_path: Path | None = None
+    fo_certificate_password: SecretStr | None = None
+    fo_managed_identity_client_id: str = ""
+    fo_authority_host: str = "https://login.microsoftonline.com"
+    fo_ca_bundle: Path | None = None
 
     # --- What the bridge sends ------------------------------------------------------------------
-    fo_default_company: str = Field("USMF", validation_alias=_env("FO_DEFAULT_COMPANY"))
-    fo_companies: str = Field("", validation_alias=_env("FO_COMPANIES"))
-    fo_message_queue: str = Field("JmgMES3P", validation_alias=_env("FO_MESSAGE_QUEUE"))
-    fo_journal_field_names: Literal["2024", "2022"] = Field("2024", validation_alias=_env("FO_JOURNAL_FIELD_NAMES"))
-    fo_picking_batch_field: str = Field("", validation_alias=_env("FO_PICKING_BATCH_FIELD"))
-    fo_quality_service_path: str = Field(
-        "MesBridgeServices/MesQualityService/reportQualityResult",
-        validation_alias=_env("FO_QUALITY_SERVICE_PATH"),
-    )
-    fo_movement_journal_name: str = Field("IMov", validation_alias=_env("FO_MOVEMENT_JOURNAL_NAME"))
-    fo_picking_list_journal_name: str = Field("", validation_alias=_env("FO_PICKING_LIST_JOURNAL_NAME"))
-    fo_route_card_journal_name: str = Field("", validation_alias=_env("FO_ROUTE_CARD_JOURNAL_NAME"))
-    fo_report_finished_journal_name: str = Field("", validation_alias=_env("FO_REPORT_FINISHED_JOURNAL_NAME"))
+    fo_default_company: str = "USMF"
+    fo_companies: str = ""
+    fo_message_queue: str = "JmgMES3P"
+    fo_journal_field_names: Literal["2024", "2022"] = "2024"
+    fo_picking_batch_field: str = ""
+    fo_quality_service_path: str = "MesBridgeServices/MesQualityService/reportQualityResult"
+    fo_movement_journal_name: str = "IMov"
+    fo_picking_list_journal_name: str = ""
+    fo_route_card_journal_name: str = ""
+    fo_report_finished_journal_name: str = ""
 
     # --- How the bridge calls F&O ---------------------------------------------------------------
-    fo_connect_timeout_s: float = Field(5.0, gt=0, validation_alias=_env("FO_CONNECT_TIMEOUT_S"))
-    fo_read_timeout_s: float = Field(60.0, gt=0, validation_alias=_env("FO_READ_TIMEOUT_S"))
-    fo_call_deadline_s: float = Field(120.0, gt=0, validation_alias=_env("FO_CALL_DEADLINE_S"))
-    fo_backoff_base_s: float = Field(0.5, gt=0, validation_alias=_env("FO_BACKOFF_BASE_S"))
-    fo_backoff_max_s: float = Field(30.0, gt=0, validation_alias=_env("FO_BACKOFF_MAX_S"))
-    fo_retry_after_fallback_s: float = Field(30.0, gt=0, validation_alias=_env("FO_RETRY_AFTER_FALLBACK_S"))
-    fo_max_concurrency: int = Field(16, ge=1, le=52, validation_alias=_env("FO_MAX_CONCURRENCY"))
-    message_lock_budget_s: float = Field(300.0, gt=0, validation_alias=_env("MESSAGE_LOCK_BUDGET_S"))
+    fo_connect_timeout_s: float = Field(5.0, gt=0)
+    fo_read_timeout_s: float = Field(60.0, gt=0)
+    fo_call_deadline_s: float = Field(120.0, gt=0)
+    fo_backoff_base_s: float = Field(0.5, gt=0)
+    fo_backoff_max_s: float = Field(30.0, gt=0)
+    fo_retry_after_fallback_s: float = Field(30.0, gt=0)
+    fo_max_concurrency: int = Field(16, ge=1, le=52)
+    message_lock_budget_s: float = Field(300.0, gt=0)
 
     # --- The pipeline ---------------------------------------------------------------------------
-    max_message_bytes: int = Field(262_144, ge=1024, validation_alias=_env("MAX_MESSAGE_BYTES"))
-    gate_gap_timeout_s: float = Field(600.0, gt=0, validation_alias=_env("GATE_GAP_TIMEOUT_S"))
-    gate_require_start: bool = Field(True, validation_alias=_env("GATE_REQUIRE_START"))
-    gate_first_wait_s: float = Field(1.0, gt=0, validation_alias=_env("GATE_FIRST_WAIT_S"))
-    gate_max_wait_s: float = Field(60.0, gt=0, validation_alias=_env("GATE_MAX_WAIT_S"))
-    retry_first_wait_s: float = Field(15.0, gt=0, validation_alias=_env("RETRY_FIRST_WAIT_S"))
-    retry_max_wait_s: float = Field(900.0, gt=0, validation_alias=_env("RETRY_MAX_WAIT_S"))
-    retry_give_up_after_s: float = Field(86_400.0, gt=0, validation_alias=_env("RETRY_GIVE_UP_AFTER_S"))
+    max_message_bytes: int = Field(262_144, ge=1024)
+    gate_gap_timeout_s: float = Field(600.0, gt=0)
+    gate_require_start: bool = True
+    gate_first_wait_s: float = Field(1.0, gt=0)
+    gate_max_wait_s: float = Field(60.0, gt=0)
+    retry_first_wait_s: float = Field(15.0, gt=0)
+    retry_max_wait_s: float = Field(900.0, gt=0)
+    retry_give_up_after_s: float = Field(86_400.0, gt=0)
 
     # --- Table Storage --------------------------------------------------------------------------
-    tables_connection_string: SecretStr | None = Field(None, validation_alias=_env("TABLES_CONNECTION_STRING"))
-    tables_endpoint: str = Field("", validation_alias=_env("TABLES_ENDPOINT"))
-    tables_client_id: str = Field("", validation_alias=_env("TABLES_CLIENT_ID"))
-    tables_prefix: str = Field(
-        "mesbridge",
-        pattern=r"^[A-Za-z][A-Za-z0-9]{0,39}$",
-        validation_alias=_env("TABLES_PREFIX"),
-    )
+    tables_connection_string: SecretStr | None = None
+    tables_endpoint: str = ""
+    tables_client_id: str = ""
+    tables_prefix: str = Field("mesbridge", pattern=r"^[A-Za-z][A-Za-z0-9]{0,39}$")
 
-    # --- Service Bus (the same connection the triggers use) -------------------------------------
-    servicebus_connection_string: SecretStr | None = Field(None, validation_alias=_env("ServiceBusConnection"))
-    servicebus_namespace: str = Field("", validation_alias=_env("ServiceBusConnection__fullyQualifiedNamespace"))
-    servicebus_client_id: str = Field("", validation_alias=_env("ServiceBusConnection__clientId"))
+    # --- Service Bus (the connection the triggers use; the host fixes these names) --------------
+    servicebus_connection_string: SecretStr | None = Field(None, validation_alias="ServiceBusConnection")
+    servicebus_namespace: str = Field("", validation_alias="ServiceBusConnection__fullyQualifiedNamespace")
+    servicebus_client_id: str = Field("", validation_alias="ServiceBusConnection__clientId")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # App settings arrive as environment variables and nowhere else: no .env or secrets files
+        # that could make a run on a laptop differ from the deployed app.
+        return (init_settings, env_settings)
+
+    @field_validator("fo_client_secret", "fo_certificate_password", "tables_connection_string", "servicebus_connection_string")
+    @classmethod
+    def _resolved(cls, value: SecretStr | None) -> SecretStr | None:
+        # App Service resolves @Microsoft.KeyVault(...) before the worker starts; when it cannot
+        # (the identity's role not yet effective, a wrong SecretUri), the reference itself arrives.
+        if value is not None and value.get_secret_value().strip().lower().startswith(KEY_VAULT_REFERENCE):
+            raise ValueError(
+                "is still a Key Vault reference: the platform could not resolve it. Check that the app's "
+                "identity holds Key Vault Secrets User on the vault and the SecretUri names an existing secret "
+                "(the portal's Environment variables blade shows the reference status), then restart the app"
+            )
+        return value
 
     @field_validator("fo_base_url")
     @classmethod
@@ -176,31 +195,39 @@ class Settings(BaseSettings):
         return str(self.fo_ca_bundle) if self.fo_ca_bundle else True
 
 
-def _setting_name(loc: tuple[int | str, ...]) -> str:
-    field = str(loc[0]) if loc else ""
+class _Environ(EnvSettingsSource):
+    """pydantic-settings' own environment source, reading a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+def setting_name(field: str) -> str:
+    """The app-setting name of a field of `Settings` (its alias, else its name in upper case)."""
     info = Settings.model_fields.get(field)
-    alias = info.validation_alias if info else None
-    if isinstance(alias, AliasChoices):
-        return str(alias.choices[0])
-    return field
+    if info is None:
+        return field  # already an alias: pydantic reports errors by the name it read
+    return info.validation_alias if isinstance(info.validation_alias, str) else field.upper()
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate the settings; `ConfigError` names every setting that is wrong."""
-    source = dict(os.environ if environ is None else environ)
+    """Read and validate the settings; `ConfigError` names every setting that is wrong.
+
+    Without `environ`, pydantic-settings reads the process environment; with it (tests, devtools),
+    the same source reads the mapping, so no test touches global state.
+    """
     try:
-        # Settings reads os.environ itself; passing the mapping keeps tests free of global state.
-        values = {
-            info.validation_alias.choices[0]: source[key]
-            for name, info in Settings.model_fields.items()
-            for key in source
-            if isinstance(info.validation_alias, AliasChoices) and key.lower() == str(info.validation_alias.choices[0]).lower()
-        }
-        return Settings.model_validate(values)
+        if environ is None:
+            return Settings()
+        return Settings.model_validate(_Environ(Settings, environ)())
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            name = _setting_name(error["loc"])
+            name = setting_name(str(error["loc"][0])) if error["loc"] else ""
             message = error["msg"].removeprefix("Value error, ")
             lines.append(f"{name}: {message}" if name else message)
         raise ConfigError("invalid app settings: " + "; ".join(lines)) from None

@@ -1,7 +1,13 @@
+import json
+import os
+from pathlib import Path
+
 import pytest
 
 from shared.errors import ConfigError
-from shared.settings import AuthMode, load_settings
+from shared.settings import AuthMode, Settings, load_settings, setting_name
+
+ROOT = Path(__file__).resolve().parents[2]
 
 BASE = {
     "FO_BASE_URL": "https://contoso.operations.dynamics.com/",
@@ -68,3 +74,52 @@ def test_managed_identity_needs_no_tenant_or_secret():
 def test_companies_are_upper_cased_and_include_the_default():
     settings = load_settings({**BASE, "FO_COMPANIES": "usmf, demf"})
     assert settings.companies == frozenset({"USMF", "DEMF"})
+
+
+def test_an_empty_setting_counts_as_unset():
+    # Core Tools passes local.settings.json's "" through; "" must not become Path(".").
+    settings = load_settings({**BASE, "FO_CERTIFICATE_PATH": "", "FO_CA_BUNDLE": "", "FO_MAX_CONCURRENCY": ""})
+    assert settings.fo_certificate_path is None and settings.fo_ca_bundle is None
+    assert settings.tls_verify is True
+    assert settings.fo_max_concurrency == Settings.model_fields["fo_max_concurrency"].default
+    with pytest.raises(ConfigError, match="FO_CLIENT_SECRET: required"):
+        load_settings({**BASE, "FO_CLIENT_SECRET": ""})
+
+
+def test_the_process_environment_is_read_by_pydantic_settings(monkeypatch):
+    for name in list(os.environ):
+        if name.upper().startswith(("FO_", "TABLES_", "SERVICEBUSCONNECTION")):
+            monkeypatch.delenv(name)
+    for name, value in {
+        **BASE,
+        "FO_CA_BUNDLE": "",
+        "servicebusconnection__fullyqualifiednamespace": "ns.servicebus.windows.net",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.fo_client_id == "client" and settings.fo_ca_bundle is None
+    assert settings.servicebus_namespace == "ns.servicebus.windows.net"
+
+
+def test_the_sample_local_settings_load_as_they_are():
+    values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    settings = load_settings(values)
+    assert settings.fo_certificate_path is None and settings.fo_ca_bundle is None
+
+
+def test_every_setting_is_in_the_sample_local_settings_by_its_app_setting_name():
+    values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    names = {setting_name(field) for field in Settings.model_fields}
+    assert names <= set(values), f"missing from local.settings.sample.json: {names - set(values)}"
+    assert {"FO_BASE_URL", "ServiceBusConnection", "ServiceBusConnection__fullyQualifiedNamespace"} <= names
+
+
+@pytest.mark.parametrize(
+    "name", ["FO_CLIENT_SECRET", "FO_CERTIFICATE_PASSWORD", "TABLES_CONNECTION_STRING", "ServiceBusConnection"]
+)
+def test_an_unresolved_key_vault_reference_is_refused_at_start_up(name):
+    reference = "@Microsoft.KeyVault(SecretUri=https://kv-x.vault.azure.net/secrets/fo-client-secret/)"
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**BASE, name: reference})
+    assert f"{name}: is still a Key Vault reference" in str(caught.value)
+    assert "kv-x" not in str(caught.value)
