@@ -8,7 +8,7 @@ questions then read one partition per hop.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from azure.data.tables import TableClient, UpdateMode
@@ -43,13 +43,24 @@ def _order_partition(company: str, order: str) -> str:
     return safe_key(f"order|{company.upper()}|{order}")
 
 
+def merged(edges: Iterable[Edge]) -> list[Edge]:
+    """One edge per (order, direction, item, batch, message), quantities summed: a message that names
+    the same batch on two lines is one fact of genealogy, and a transaction may hold a row only once."""
+    totals: dict[tuple[str, str, str, str, str, str], Edge] = {}
+    for edge in edges:
+        key = (edge.company.upper(), edge.order, edge.direction, edge.item, edge.batch, edge.message_id)
+        known = totals.get(key)
+        totals[key] = edge if known is None else replace(known, quantity=known.quantity + edge.quantity)
+    return list(totals.values())
+
+
 class Lineage:
     def __init__(self, table: TableClient) -> None:
         self._table = table
 
     def record(self, edges: Iterable[Edge]) -> None:
         by_partition: dict[str, list[dict[str, object]]] = {}
-        for edge in edges:
+        for edge in merged(edges):
             common = {
                 "Company": edge.company.upper(),
                 "ProductionOrder": edge.order,

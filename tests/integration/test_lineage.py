@@ -3,7 +3,7 @@
 import pytest
 
 from devtools.lineage_bench import generate_year, run
-from shared.lineage import Edge, Lineage
+from shared.lineage import BatchRef, Edge, Lineage
 from shared.tables import table
 
 pytestmark = pytest.mark.integration
@@ -61,3 +61,11 @@ def test_a_generated_month_of_production_is_answered_and_measured(azurite, capsy
     with capsys.disabled():
         print("\n" + report)
     assert "upstream" in report and "downstream" in report
+
+
+def test_one_message_naming_the_same_batch_twice_is_one_edge_with_the_summed_quantity(lineage):
+    twice = [edge("P1", "consumed", "RM-1", "R1", 1.0), edge("P1", "consumed", "RM-1", "R1", 2.5)]
+    lineage.record(twice)
+    lineage.record(twice)  # and recording it again (a settlement after a crash) changes nothing
+    assert lineage.batches_of_order("USMF", "P1", "consumed") == {BatchRef("RM-1", "R1"): 3.5}
+    assert lineage.orders_of_batch("USMF", "RM-1", "R1", "consumed") == {"P1"}
