@@ -24,6 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 from pydantic_settings.sources.utils import parse_env_vars
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from shared.errors import ConfigError
 
@@ -190,9 +191,10 @@ class Settings(BaseSettings):
         return f"{self.fo_base_url}/.default"
 
     @property
-    def tls_verify(self) -> str | bool:
-        """What `requests` gets as `verify=`: the CA bundle when set, else the system store."""
-        return str(self.fo_ca_bundle) if self.fo_ca_bundle else True
+    def tls_verify(self) -> str:
+        """What `requests` gets as `verify=`: FO_CA_BUNDLE when set, else the bundle `requests` ships
+        with (certifi's). Always a path: `True` would let REQUESTS_CA_BUNDLE replace the trust."""
+        return str(self.fo_ca_bundle) if self.fo_ca_bundle else DEFAULT_CA_BUNDLE_PATH
 
 
 class _Environ(EnvSettingsSource):
