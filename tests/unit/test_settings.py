@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 
 import pytest
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from shared.errors import ConfigError
 from shared.settings import AuthMode, Settings, load_settings, setting_name
@@ -80,7 +81,7 @@ def test_an_empty_setting_counts_as_unset():
     # Core Tools passes local.settings.json's "" through; "" must not become Path(".").
     settings = load_settings({**BASE, "FO_CERTIFICATE_PATH": "", "FO_CA_BUNDLE": "", "FO_MAX_CONCURRENCY": ""})
     assert settings.fo_certificate_path is None and settings.fo_ca_bundle is None
-    assert settings.tls_verify is True
+    assert settings.tls_verify == DEFAULT_CA_BUNDLE_PATH  # requests' own bundle, pinned
     assert settings.fo_max_concurrency == Settings.model_fields["fo_max_concurrency"].default
     with pytest.raises(ConfigError, match="FO_CLIENT_SECRET: required"):
         load_settings({**BASE, "FO_CLIENT_SECRET": ""})
