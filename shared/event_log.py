@@ -1,5 +1,12 @@
 """State for F&O business events: which EventIds each consumer handled (at-least-once delivery),
-and the last ControlNumber applied per production order (unordered delivery)."""
+and, per production order and event kind, the last ControlNumber whose effect reached MES
+(unordered delivery).
+
+Both are written only after the effect (the OData read and the MES publish) succeeded: a failure
+leaves them where they were, so Event Grid's retry does the work again, and the deterministic
+MessageId of what it publishes lets the MES topic's duplicate detection drop a second copy.
+One guard per kind: a status change delivered before the release must not make the release stale.
+"""
 
 from __future__ import annotations
 
@@ -34,9 +41,19 @@ class EventLog:
         with storage_call("event log write"):
             self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
-    def apply_control_number(self, company: str, order: str, control_number: int, status: str) -> bool:
-        """Move the order's applied ControlNumber up; False when a newer event was applied already."""
-        partition, row = safe_key(f"order|{company.upper()}"), safe_key(order)
+    def applied(self, kind: str, company: str, order: str) -> tuple[int, str] | None:
+        """The ControlNumber (and status) last applied for this kind of event of the order."""
+        with storage_call("control number read"):
+            try:
+                row = self._table.get_entity(*_guard_key(kind, company, order))
+            except ResourceNotFoundError:
+                return None
+        value = row["ControlNumber"]
+        return int(value.value if isinstance(value, EntityProperty) else value), str(row.get("Status", ""))
+
+    def apply_control_number(self, kind: str, company: str, order: str, control_number: int, status: str) -> bool:
+        """Move the order's applied ControlNumber for `kind` up; False when a newer event was applied already."""
+        partition, row = _guard_key(kind, company, order)
         for _ in range(20):
             with storage_call("control number read"):
                 try:
@@ -73,10 +90,13 @@ class EventLog:
         raise ResourceModifiedError(f"control number of {order} kept changing")
 
     def applied_status(self, company: str, order: str) -> tuple[int, str] | None:
-        with storage_call("control number read"):
-            try:
-                row = self._table.get_entity(safe_key(f"order|{company.upper()}"), safe_key(order))
-            except ResourceNotFoundError:
-                return None
-        value = row["ControlNumber"]
-        return int(value.value if isinstance(value, EntityProperty) else value), str(row.get("Status", ""))
+        return self.applied(STATUS, company, order)
+
+
+#: The guards' kinds: a release and a status change of the same order never make each other stale.
+RELEASE, STATUS = "release", "order"
+
+
+def _guard_key(kind: str, company: str, order: str) -> tuple[str, str]:
+    # The status guard keeps its historic partition ("order|"), so a deployed table keeps its state.
+    return safe_key(f"{kind}|{company.upper()}"), safe_key(order)

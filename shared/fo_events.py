@@ -3,6 +3,12 @@
 One path for every Event Grid function: parse (string or object `data`), ignore the activation
 test event and events of other kinds with a log line, skip an EventId this consumer handled
 already, run the handler, remember the EventId. A handler that raises makes Event Grid retry.
+
+Effect first, then record: a handler reads F&O and publishes to MES before any state moves (the
+EventId, the order's ControlNumber guard, the ledger row), so a failure anywhere is retried in
+full. Every message to MES has a MessageId derived from what it is about (kind, company, order,
+ControlNumber or MES message id and outcome): the retry of a publish that did reach the topic
+is dropped by the topic's duplicate detection (infra/resources.bicep, devtools/local_host/broker.py).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from shared.business_events import (
     parse,
 )
 from shared.errors import Transient
+from shared.event_log import RELEASE, STATUS
 from shared.ledger import LedgerEntry, LostRace, State, messages_with_content
 from shared.mes_publisher import envelope
 from shared.outbound import BomLine, MessageOutcome, OrderStatusChanged, RouteOperation, WorkOrder
@@ -34,8 +41,13 @@ MATCH_GRACE = timedelta(minutes=10)
 
 @dataclass(frozen=True)
 class Handled:
-    outcome: str  # published, ignored, duplicate, stale, matched
+    outcome: str  # published, ignored, duplicate, stale, superseded, matched, parked
     detail: str = ""
+
+
+def mes_message_id(kind: str, company: str, subject: str, version: str | int) -> str:
+    """The MessageId of one message to MES: the same F&O fact always gets the same id."""
+    return f"{kind}|{company.upper()}|{subject}|{version}"[:128]
 
 
 Handler = Callable[[BusinessEvent, Ports], Handled]
@@ -50,8 +62,9 @@ def order_released(event: BusinessEvent, ports: Ports) -> Handled:
     company, order = _company(event, ports), event.text("ProductionOrderNumber")
     if not order:
         return Handled("ignored", "the event names no production order")
-    if not ports.events.apply_control_number(company, order, event.control_number, "Released"):
-        return Handled("stale", "a newer event for this order was applied already")
+    applied = ports.events.applied(RELEASE, company, order)
+    if applied is not None and event.control_number <= applied[0]:
+        return Handled("stale", f"a release with ControlNumber {applied[0]} was published for this order already")
     where = odata.eq("ProductionOrderNumber", order)
     headers = list(ports.fo.query("ProductionOrderHeaders", company=company, where=where))
     if not headers:
@@ -102,7 +115,9 @@ def order_released(event: BusinessEvent, ports: Ports) -> Handled:
             for r in route
         ],
     )
-    ports.publisher.publish(envelope(work_order, f"work-order|{event.event_id}", correlation_id=event.event_id))
+    message_id = mes_message_id("work-order", company, order, event.control_number)
+    ports.publisher.publish(envelope(work_order, message_id, correlation_id=event.event_id))
+    ports.events.apply_control_number(RELEASE, company, order, event.control_number, "Released")
     return Handled("published", f"work order {order}: {len(bom)} BOM lines, {len(route)} operations")
 
 
@@ -111,8 +126,9 @@ def order_status_changed(event: BusinessEvent, ports: Ports) -> Handled:
     status = event.text("ProductionOrderStatus")
     if not order or not status:
         return Handled("ignored", "the event names no production order or status")
-    if not ports.events.apply_control_number(company, order, event.control_number, status):
-        return Handled("stale", f"ControlNumber {event.control_number} is older than the status already applied")
+    applied = ports.events.applied(STATUS, company, order)
+    if applied is not None and event.control_number <= applied[0]:
+        return _superseded(event, status, applied)
     message = OrderStatusChanged(
         company=company,
         production_order=order,
@@ -122,8 +138,25 @@ def order_status_changed(event: BusinessEvent, ports: Ports) -> Handled:
         fo_control_number=event.control_number,
         occurred_at=event.event_time,
     )
-    ports.publisher.publish(envelope(message, f"status|{event.event_id}", correlation_id=event.event_id))
+    message_id = mes_message_id("status", company, order, event.control_number)
+    ports.publisher.publish(envelope(message, message_id, correlation_id=event.event_id))
+    if not ports.events.apply_control_number(STATUS, company, order, event.control_number, status):
+        # A newer status was applied while this one was being published: MES has both, and
+        # `fo_control_number` tells it which is current.
+        newer = ports.events.applied(STATUS, company, order)
+        return Handled(
+            "published",
+            f"{order} is {status}; a newer status ({newer[1] if newer else '?'}) was published meanwhile",
+        )
     return Handled("published", f"{order} is {status}")
+
+
+def _superseded(event: BusinessEvent, status: str, applied: tuple[int, str]) -> Handled:
+    return Handled(
+        "superseded",
+        f"status {status} (ControlNumber {event.control_number}) is older than {applied[1]} "
+        f"(ControlNumber {applied[0]}), which MES has already",
+    )
 
 
 def message_processed(event: BusinessEvent, ports: Ports) -> Handled:
@@ -142,6 +175,10 @@ def message_processed(event: BusinessEvent, ports: Ports) -> Handled:
         for e in candidates
         if e.state in (State.FORWARDED, State.FORWARDING) or (e.state is State.PARKED and e.reason == "in_doubt")
     ]
+    if not open_entries and state == "Processed":
+        # F&O's message processor lets an operator re-process a Failed message (Failed -> Queued
+        # -> Processed): the later state wins, and MES hears that the rejection is withdrawn.
+        open_entries = [e for e in candidates if e.state is State.FAILED]
     if not open_entries:
         if candidates:
             return Handled("duplicate", "every MES message with this content was settled already")
@@ -156,15 +193,37 @@ def message_processed(event: BusinessEvent, ports: Ports) -> Handled:
 def _settle(entry: LedgerEntry, event: BusinessEvent, state: str, ports: Ports, company: str) -> Handled:
     infolog = event.text("MessageInfolog")
     new_state = State.PROCESSED if state == "Processed" else State.FAILED
+    reprocessed = entry.state is State.FAILED
     detail = f"F&O message processor: {state}" + (
-        " (this settles the doubt: it had been applied)" if entry.state is State.PARKED else ""
+        " (this settles the doubt: it had been applied)"
+        if entry.state is State.PARKED
+        else " (re-processed after it had failed; the rejection sent to MES is withdrawn)"
+        if reprocessed
+        else ""
     )
-    if entry.state is not State.FORWARDED:
+    if entry.state not in (State.FORWARDED, State.FAILED):
         # The bridge lost track of this send (in doubt): F&O has it, so do what the forward would
         # have recorded. Idempotent, and before the row moves, so a retry of this event repeats it.
         catch_up(ports.gate, ports.lineage, entry)
+    outcome = MessageOutcome(
+        company=company,
+        production_order=entry.production_order or None,
+        fo_event_id=event.event_id,
+        fo_control_number=event.control_number,
+        occurred_at=event.event_time,
+        mes_message_id=entry.message_id,
+        outcome="accepted" if new_state is State.PROCESSED else "rejected",
+        supersedes="rejected" if reprocessed else None,
+        fo_message_type=event.text("MessageType") or entry.fo_message_type,
+        infolog=infolog,
+        correlation_id=entry.correlation_id or None,
+    )
+    # Publish before the row moves: should the publish fail, the row is still open and Event
+    # Grid's retry finds it; should the worker stop after it, the retry's copy has the same id.
+    message_id = mes_message_id("outcome", company, entry.message_id, outcome.outcome)
+    ports.publisher.publish(envelope(outcome, message_id, correlation_id=entry.correlation_id or None))
     try:
-        settled = ports.ledger.transition(
+        ports.ledger.transition(
             entry,
             new_state,
             reason="" if new_state is State.PROCESSED else "fo_failed",
@@ -174,20 +233,7 @@ def _settle(entry: LedgerEntry, event: BusinessEvent, state: str, ports: Ports, 
         )
     except LostRace:
         raise Transient("the ledger row changed while settling it; Event Grid will retry") from None
-    outcome = MessageOutcome(
-        company=company,
-        production_order=settled.production_order or None,
-        fo_event_id=event.event_id,
-        fo_control_number=event.control_number,
-        occurred_at=event.event_time,
-        mes_message_id=settled.message_id,
-        outcome="accepted" if new_state is State.PROCESSED else "rejected",
-        fo_message_type=event.text("MessageType") or settled.fo_message_type,
-        infolog=infolog,
-        correlation_id=settled.correlation_id or None,
-    )
-    ports.publisher.publish(envelope(outcome, f"outcome|{settled.message_id}", correlation_id=settled.correlation_id or None))
-    return Handled("matched", f"{settled.message_id} {new_state.value}")
+    return Handled("matched", f"{entry.message_id} {new_state.value}")
 
 
 HANDLERS: dict[str, tuple[str, Handler]] = {

@@ -67,11 +67,16 @@ class OrderStatusChanged(Outbound):
 
 
 class MessageOutcome(Outbound):
-    """F&O's verdict on one MES message: `accepted` after processing, `rejected` with the infolog."""
+    """F&O's verdict on one MES message: `accepted` after processing, `rejected` with the infolog.
+    The final verdict is the last one: an `accepted` with `supersedes: rejected` follows a rejection
+    when an operator re-processed the message in F&O."""
 
     type: Literal["message_outcome"] = "message_outcome"
     mes_message_id: str
     outcome: Literal["accepted", "rejected"]
+    supersedes: Literal["rejected"] | None = Field(
+        None, description="set when F&O processed a message it had failed: this outcome replaces the rejection"
+    )
     fo_message_type: str
     infolog: str = ""
     correlation_id: str | None = None

@@ -420,6 +420,20 @@ class FoApplication:
                 queue.remove(message)
             return message
 
+    def reprocess_message(self, message_id: int) -> ProcessorMessage:
+        """An operator's re-process of a Failed message (once the cause is fixed): it is Queued
+        again at the head of its order's queue, and the next batch run processes it."""
+        with self.lock:
+            message = self.messages[message_id - 1]
+            if message.state != "Failed":
+                raise ODataError(400, f"Message {message_id} is {message.state}; only a failed message can be re-processed.")
+            message.state = "Queued"
+            message.attempts = 0
+            queue = self.pending[(message.company, message.order.casefold())]
+            if message not in queue:
+                queue.appendleft(message)
+            return message
+
     def process_queue(self) -> int:
         """One run of the message processor batch job; returns how many messages changed state."""
         changed = 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,8 +16,11 @@ from devtools import mes
 from devtools.local_host.host import to_event_grid_event
 from functions import material_consumed as consumed_fn
 from functions import operation_reported as operation_fn
+from functions import order_released as released_fn
 from functions import order_status_changed as status_fn
 from functions import production_started as started_fn
+from shared.errors import Transient
+from shared.fo_events import receive
 from shared.ledger import State
 from shared.topology import MES_TOPIC
 
@@ -140,3 +145,126 @@ def test_an_in_doubt_message_is_settled_when_fo_reports_it_processed(stack):
     assert stack.ports.gate.read("USMF", "P000039").watermark == 2
     consumed = stack.ports.lineage.batches_of_order("USMF", "P000039", "consumed")
     assert {(r.item, r.batch) for r in consumed} == {("RM-0001", "B0001-002")}
+
+
+class Flaky:
+    """A port whose `method` raises `error` on its first `failures` calls (those `when` accepts), then works."""
+
+    def __init__(
+        self, inner: Any, method: str, failures: int, error: Exception, when: Callable[..., bool] = lambda *a, **k: True
+    ) -> None:
+        self.inner, self.method, self.failures, self.error, self.when = inner, method, failures, error, when
+        self.raised = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if name != self.method:
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                fail = self.raised < self.failures and self.when(*args, **kwargs)
+                self.raised += fail
+            if fail:
+                raise self.error
+            return attribute(*args, **kwargs)
+
+        return call
+
+
+def work_orders_of(stack, order: str) -> list[dict[str, Any]]:
+    return [w for w in published(stack, "work_order") if w["production_order"] == order]
+
+
+def test_a_release_whose_order_read_fails_is_published_when_event_grid_retries(stack):
+    stack.ports.fo = Flaky(stack.ports.fo, "query", 2, Transient("F&O answered 503"))
+    stack.emulator.subscribe(stack.host.event_grid_sink())
+    stack.emulator.app.change_status("usmf", "P000024", "Scheduled")
+    stack.emulator.app.release_order("usmf", "P000024")
+    assert stack.emulator.wait_idle(20)
+    assert stack.ports.fo.raised == 2
+    assert len(work_orders_of(stack, "P000024")) == 1
+
+
+def test_a_refused_publish_is_retried_and_reaches_mes_once(stack):
+    stack.ports.publisher = Flaky(stack.ports.publisher, "publish", 3, RuntimeError("the MES topic refused the send"))
+    stack.emulator.subscribe(stack.host.event_grid_sink())
+    stack.emulator.app.change_status("usmf", "P000025", "Scheduled")
+    stack.emulator.app.release_order("usmf", "P000025")
+    start = mes.event("production_started", "P000025", {}, sequence=1)
+    started_fn.production_started(trigger(start))
+    assert stack.emulator.wait_idle(20)
+    assert stack.ports.publisher.raised == 3
+    assert len(work_orders_of(stack, "P000025")) == 1
+    assert [o["outcome"] for o in published(stack, "message_outcome") if o["mes_message_id"] == start["message_id"]] == [
+        "accepted"
+    ]
+    assert stack.ports.ledger.get("USMF", start["message_id"]).state is State.PROCESSED
+
+
+def test_a_crash_between_publish_and_record_sends_nothing_twice(stack):
+    stack.ports.events = Flaky(stack.ports.events, "apply_control_number", 1, RuntimeError("worker stopped"))
+    settling = lambda entry, state, **changes: state is State.PROCESSED  # noqa: E731
+    stack.ports.ledger = Flaky(stack.ports.ledger, "transition", 1, RuntimeError("worker stopped"), when=settling)
+    stack.emulator.subscribe(stack.host.event_grid_sink())
+    stack.emulator.app.change_status("usmf", "P000026", "Scheduled")
+    stack.emulator.app.release_order("usmf", "P000026")
+    assert stack.emulator.wait_idle(20)
+    start = mes.event("production_started", "P000026", {}, sequence=1)
+    started_fn.production_started(trigger(start))
+    assert stack.emulator.wait_idle(20)
+    assert stack.ports.events.raised == 1 and stack.ports.ledger.raised == 1
+    assert len(work_orders_of(stack, "P000026")) == 1
+    outcomes = [o for o in published(stack, "message_outcome") if o["mes_message_id"] == start["message_id"]]
+    assert [o["outcome"] for o in outcomes] == ["accepted"]
+    assert stack.broker.queue(MES_TOPIC).duplicates_dropped >= 2  # the retries' copies
+
+
+def test_a_status_change_delivered_before_the_release_leaves_the_release_its_work_order(stack):
+    app = stack.emulator.app
+    received: list[dict[str, Any]] = []
+    stack.emulator.subscribe(received.extend, test_event=False)
+    app.change_status("usmf", "P000027", "Scheduled")
+    app.release_order("usmf", "P000027")
+    app.change_status("usmf", "P000027", "Stopped")
+    assert stack.emulator.wait_idle(10)
+    scheduled, released, stopped = received
+    status_fn.order_status_changed(to_event_grid_event(stopped))
+    released_fn.order_released(to_event_grid_event(released))
+    late = to_event_grid_event(scheduled)
+    handled = receive("order_status_changed", late.id, late.get_json(), stack.ports)
+    assert handled.outcome == "superseded" and "older than Stopped" in handled.detail
+    assert len(work_orders_of(stack, "P000027")) == 1
+    assert [m["status"] for m in published(stack, "order_status_changed")] == ["Stopped"]
+    assert receive("order_status_changed", late.id, late.get_json(), stack.ports).outcome == "duplicate"
+
+
+def test_a_failed_message_processed_after_all_is_accepted_and_supersedes_the_rejection(stack):
+    emulator = stack.emulator
+    emulator.subscribe(stack.host.event_grid_sink())
+    start = mes.event("production_started", "P000028", {}, sequence=1)
+    report = mes.event("operation_reported", "P000028", {"lines": [{"operation_number": 990, "hours": 1}]}, sequence=2)
+    started_fn.production_started(trigger(start))
+    operation_fn.operation_reported(trigger(report))
+    assert emulator.wait_idle(20)
+    assert stack.ports.ledger.get("USMF", report["message_id"]).state is State.FAILED
+    # The planner adds the missing operation, an operator re-processes the message in F&O.
+    with emulator.app.lock:
+        emulator.app.tables["ProductionOrderRouteOperations"].append(
+            {
+                **next(
+                    r for r in emulator.app.tables["ProductionOrderRouteOperations"] if r["ProductionOrderNumber"] == "P000028"
+                ),
+                "OperationNumber": 990,
+            }
+        )
+    failed = next(m for m in emulator.app.messages if m.order == "P000028" and m.state == "Failed")
+    emulator.app.reprocess_message(failed.id)
+    assert emulator.wait_idle(20)
+    entry = stack.ports.ledger.get("USMF", report["message_id"])
+    assert entry.state is State.PROCESSED and "re-processed" in entry.detail
+    outcomes = [o for o in published(stack, "message_outcome") if o["mes_message_id"] == report["message_id"]]
+    assert [(o["outcome"], o.get("supersedes")) for o in outcomes] == [("rejected", None), ("accepted", "rejected")]
+    assert len({o["_message_id"] for o in outcomes}) == 2
+    assert stack.ports.gate.read("USMF", "P000028").watermark == 2
