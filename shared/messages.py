@@ -32,6 +32,12 @@ Quantity = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
 Hours = Annotated[float, Field(ge=0, le=10_000, allow_inf_nan=False)]
 OperationNumber = Annotated[int, Field(ge=1, le=99_999)]
 
+#: The largest MES sequence number: the largest integer every JSON parser keeps exact (2^53 - 1,
+#: JavaScript's MAX_SAFE_INTEGER) and well inside Table Storage's Int64. A sequence outside
+#: 1..MAX_SEQUENCE is parked `sequence_out_of_range`.
+MAX_SEQUENCE = 2**53 - 1
+Sequence = Annotated[int, Field(ge=1, le=MAX_SEQUENCE)]
+
 
 def _plausible_time(value: datetime) -> datetime:
     if not datetime(2000, 1, 1, tzinfo=UTC) <= value <= datetime(2100, 1, 1, tzinfo=UTC):
@@ -158,8 +164,12 @@ class MesEvent(Strict):
     company: CompanyId
     plant: SiteId
     production_order: OrderNumber | None = None
-    sequence: Annotated[int, Field(ge=1, le=2**53)] | None = Field(
-        None, description="per production order, 1, 2, 3 ... across all flows; lets the bridge keep the MES order"
+    sequence: Sequence | None = Field(
+        None,
+        description=(
+            "per production order, 1, 2, 3 ... across all flows; lets the bridge keep the MES order. "
+            "At most 2^53 - 1; a number outside 1..2^53 - 1 is parked sequence_out_of_range"
+        ),
     )
     occurred_at: Timestamp
     correlation_id: MessageId | None = None

@@ -70,11 +70,20 @@ def resubmit(
 def release_gap(
     gate: OrderGate, ledger: Ledger, requeue: Requeue, company: str, order: str, missing: int, reason: str, who: str = "operator"
 ) -> tuple[Progress, list[Resubmitted]]:
-    """Skip a sequence number the MES will never send, and resubmit what was parked waiting for it."""
+    """Skip a sequence number the MES will never send, and resubmit what was parked waiting for it.
+
+    The watermark jumps to just below the next sequence number the ledger holds for the order (a
+    parked or waiting message), so a MES that numbers sparsely needs one release per hole, not one
+    per missing number."""
     if not reason.strip():
         raise OperationError("releasing a gap needs a reason")
+    present = [
+        e.sequence
+        for e in ledger.query(company=company, production_order=order)
+        if e.sequence is not None and e.sequence > missing and e.state in (State.PARKED, State.WAITING, State.FORWARDING)
+    ]
     try:
-        progress = gate.release_gap(company, order, missing, reason, who)
+        progress = gate.release_gap(company, order, missing, reason, who, through=min(present) - 1 if present else None)
     except ValueError as exc:
         raise OperationError(str(exc)) from None
     parked = [

@@ -214,13 +214,22 @@ class OrderGate:
         """Record that a message was forwarded: the watermark moves, start and end are noted."""
         return self._update(company, order, self._forwarded(flow, sequence))
 
-    def release_gap(self, company: str, order: str, missing: int, reason: str, who: str = "operator") -> Progress:
-        """Skip a sequence number the MES will never send: the watermark moves past it."""
+    def release_gap(
+        self, company: str, order: str, missing: int, reason: str, who: str = "operator", *, through: int | None = None
+    ) -> Progress:
+        """Skip the sequence numbers `missing` to `through` (default: `missing` alone) the MES will never
+        send: the watermark moves past them in one step, however many there are."""
+        last = missing if through is None else through
+        if last < missing:
+            raise ValueError(f"cannot skip {missing} through {last}")
 
         def skip(p: Progress) -> Progress:
             if missing != p.watermark + 1:
                 raise ValueError(f"{order} waits for sequence {p.watermark + 1}, not {missing}")
-            entry = {"sequence": missing, "reason": reason, "by": who, "at": utcnow().isoformat(timespec="seconds")}
-            return replace(p, watermark=missing, waiting_for=None, waiting_since=None, skipped=(*p.skipped, entry))
+            at = utcnow().isoformat(timespec="seconds")
+            entry: dict[str, Any] = {"sequence": missing, "reason": reason, "by": who, "at": at}
+            if last != missing:
+                entry["through"] = last
+            return replace(p, watermark=last, waiting_for=None, waiting_since=None, skipped=(*p.skipped, entry))
 
         return self._update(company, order, skip)

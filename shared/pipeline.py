@@ -45,7 +45,7 @@ from shared.ledger import (
 from shared.lineage import Edge, Lineage
 from shared.mapping import Changeset, FoCall, MappingOptions, SendMessage, ServiceCall
 from shared.mes_publisher import MesPublisher
-from shared.messages import MES_EVENTS, MesEvent
+from shared.messages import MAX_SEQUENCE, MES_EVENTS, MesEvent
 from shared.ordering import Decision, Duplicate, Gap, OrderGate, Progress, Wait
 from shared.servicebus import ATTEMPT, ORIGINAL_ID, RESUBMIT, DeadLetters, Delivery, Requeue
 from shared.settings import Settings
@@ -169,8 +169,14 @@ def _identity(raw: Any, delivery: Delivery, settings: Settings) -> _Identity:
         message_id=text("message_id", 128) or fallback_id(),
         order=text("production_order", 20),
         correlation_id=text("correlation_id", 128) or delivery.correlation_id or "",
-        sequence=sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else None,
+        sequence=sequence if type(sequence) is int and 1 <= sequence <= MAX_SEQUENCE else None,
     )
+
+
+def _out_of_range(sequence: Any) -> bool:
+    """True for a number (not a bool) outside 1..MAX_SEQUENCE; False for anything else (the model says why)."""
+    number = isinstance(sequence, (int, float)) and not isinstance(sequence, bool)
+    return number and not 1 <= sequence <= MAX_SEQUENCE
 
 
 def decode(delivery: Delivery, flow: Flow, settings: Settings) -> tuple[_Identity, MesEvent]:
@@ -193,6 +199,10 @@ def decode(delivery: Delivery, flow: Flow, settings: Settings) -> tuple[_Identit
         if isinstance(kind, str) and kind in MES_EVENTS:
             raise _ParkedAs(identity, "wrong_queue", f"a {kind} event arrived on the {flow.name} queue ({flow.queue})")
         raise _ParkedAs(identity, "unknown_type", f"unknown event type {str(kind)[:60]!r}; expected {flow.name!r}")
+    sequence = raw.get("sequence")
+    if _out_of_range(sequence):
+        # Checked apart from the model: the gate and the ledger's Int64 column rely on the range.
+        raise _ParkedAs(identity, "sequence_out_of_range", f"sequence {str(sequence)[:40]} is outside 1 to {MAX_SEQUENCE}")
     version = raw.get("schema_version", "1.0")
     if version != "1.0":
         raise _ParkedAs(identity, "unsupported_version", f"schema_version {str(version)[:20]!r} is not supported (1.0 is)")
