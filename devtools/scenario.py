@@ -61,7 +61,7 @@ def build_shift(spec: ShiftSpec, production_orders: list[Row], batches: list[Row
     shift_start = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
     produced: list[tuple[str, str]] = []
     for index, order in enumerate(orders):
-        number, item, quantity = order["ProductionOrderNumber"], order["ItemNumber"], float(order["ProductionQuantity"])
+        number, item, quantity = order["ProductionOrderNumber"], order["ItemNumber"], float(order["ScheduledQuantity"])
         clock = shift_start + timedelta(minutes=index * 3 % 480)
         steps: list[tuple[str, dict[str, Any]]] = [("production_started", {"started_quantity": quantity})]
         for _ in range(spec.consumptions_per_order):

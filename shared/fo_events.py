@@ -13,13 +13,15 @@ is dropped by the topic's duplicate detection (infra/resources.bicep, devtools/l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared import odata
+from pydantic import ValidationError
+
 from shared.business_events import (
     MESSAGE_PROCESSED,
     ORDER_RELEASED,
@@ -34,6 +36,7 @@ from shared.ledger import LedgerEntry, LostRace, State, messages_with_content
 from shared.mes_publisher import envelope
 from shared.outbound import BomLine, MessageOutcome, OrderStatusChanged, RouteOperation, WorkOrder
 from shared.pipeline import Ports, catch_up
+from shared.production_order import read_released_order
 
 #: How long a processed message may go unmatched before the bridge decides it was not its own.
 MATCH_GRACE = timedelta(minutes=10)
@@ -65,60 +68,74 @@ def order_released(event: BusinessEvent, ports: Ports) -> Handled:
     applied = ports.events.applied(RELEASE, company, order)
     if applied is not None and event.control_number <= applied[0]:
         return Handled("stale", f"a release with ControlNumber {applied[0]} was published for this order already")
-    where = odata.eq("ProductionOrderNumber", order)
-    headers = list(ports.fo.query("ProductionOrderHeaders", company=company, where=where))
-    if not headers:
-        raise Transient(f"production order {order} of {company} is not readable yet")
-    header = headers[0]
-    bom = sorted(
-        ports.fo.query("ProductionOrderBillOfMaterialLines", company=company, where=where),
-        key=lambda r: float(r.get("LineNumber", 0)),
-    )
-    route = sorted(
-        ports.fo.query("ProductionOrderRouteOperations", company=company, where=where),
-        key=lambda r: int(r.get("OperationNumber", 0)),
-    )
-    work_order = WorkOrder(
-        company=company,
-        production_order=header["ProductionOrderNumber"],
-        fo_event_id=event.event_id,
-        fo_control_number=event.control_number,
-        occurred_at=event.event_time,
-        item_number=header["ItemNumber"],
-        quantity=float(header.get("ProductionQuantity", 0)),
-        site=header.get("ProductionSiteId"),
-        warehouse=header.get("ProductionWarehouseId"),
-        scheduled_start=header.get("ScheduledStartDate"),
-        scheduled_end=header.get("ScheduledEndDate"),
-        status=str(header.get("ProductionOrderStatus", "Released")),
-        bom=[
-            BomLine(
-                line_number=float(r["LineNumber"]),
-                item_number=r["ItemNumber"],
-                quantity=float(r.get("BOMLineQuantity", 0)),
-                unit=r.get("BOMUnitSymbol"),
-                warehouse=r.get("ConsumptionWarehouseId"),
-                operation_number=r.get("OperationNumber"),
-                flushing_principle=r.get("FlushingPrinciple"),
-            )
-            for r in bom
-        ],
-        route=[
-            RouteOperation(
-                operation_number=int(r["OperationNumber"]),
-                priority=str(r.get("OperationPriority", "Primary")),
-                operation_id=str(r.get("OperationId", "")),
-                resource=r.get("OperationResourceId"),
-                setup_hours=r.get("SetupTime"),
-                process_hours=r.get("ProcessTime"),
-            )
-            for r in route
-        ],
-    )
+    read = read_released_order(ports.fo, company, order)
+    header = read.header
+    try:
+        work_order = WorkOrder(
+            company=company,
+            production_order=header["ProductionOrderNumber"],
+            fo_event_id=event.event_id,
+            fo_control_number=event.control_number,
+            occurred_at=event.event_time,
+            item_number=header["ItemNumber"],
+            quantity=header.get("ScheduledQuantity"),
+            unit=read.unit,
+            site=header.get("ProductionSiteId"),
+            warehouse=header.get("ProductionWarehouseId"),
+            scheduled_start=header.get("ScheduledStartDate"),
+            scheduled_end=header.get("ScheduledEndDate"),
+            status=str(header.get("ProductionOrderStatus") or "Released"),
+            bom=[
+                BomLine(
+                    line_number=r.get("LineNumber"),
+                    item_number=r.get("ItemNumber"),
+                    quantity=r.get("BOMLineQuantity"),
+                    unit=r.get("BOMLineUnitSymbol"),
+                    warehouse=r.get("ConsumptionWarehouseId") or None,
+                    operation_number=r.get("RouteOperationNumber") or None,
+                    flushing_principle=r.get("FlushingPrinciple") or None,
+                )
+                for r in read.bom
+            ],
+            route=[
+                RouteOperation(
+                    operation_number=r.get("OperationNumber"),
+                    priority=str(r.get("OperationPriority") or "Primary"),
+                    operation_id=str(r.get("OperationId") or ""),
+                    resource=r.get("CostingOperationResourceId") or None,
+                    setup_hours=r.get("SetupTime"),
+                    process_hours=r.get("ProcessTime"),
+                )
+                for r in read.route
+            ],
+        )
+    except ValidationError as exc:
+        return _park_work_order(event, ports, company, order, exc)
     message_id = mes_message_id("work-order", company, order, event.control_number)
     ports.publisher.publish(envelope(work_order, message_id, correlation_id=event.event_id))
     ports.events.apply_control_number(RELEASE, company, order, event.control_number, "Released")
-    return Handled("published", f"work order {order}: {len(bom)} BOM lines, {len(route)} operations")
+    return Handled("published", f"work order {order}: {len(read.bom)} BOM lines, {len(read.route)} operations")
+
+
+def _park_work_order(event: BusinessEvent, ports: Ports, company: str, order: str, exc: ValidationError) -> Handled:
+    """A work order MES could not act on (no quantity, no unit, a line without its item) is not
+    published: a Parked ledger row keeps it, with what is missing, for an operator to see."""
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
+    detail = f"F&O's production order {order} does not give a valid work order: {problems}"
+    entry = LedgerEntry(
+        company=company,
+        message_id=mes_message_id("work-order", company, order, event.control_number),
+        state=State.PARKED,
+        flow="order_released",
+        reason="invalid_work_order",
+        detail=detail,
+        production_order=order,
+        correlation_id=event.event_id,
+        extra={"FoEventId": event.event_id, "FoControlNumber": event.control_number},
+    )
+    with contextlib.suppress(LostRace):  # parked by an earlier delivery of the same release
+        ports.ledger.create(entry)
+    return Handled("parked", detail)
 
 
 def order_status_changed(event: BusinessEvent, ports: Ports) -> Handled:

@@ -27,9 +27,9 @@ class Outbound(BaseModel):
 class BomLine(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     line_number: float
-    item_number: str
-    quantity: float
-    unit: str | None = None
+    item_number: str = Field(min_length=1)
+    quantity: float = Field(ge=0, description="BOMLineQuantity, in `unit`")
+    unit: str = Field(min_length=1, description="BOMLineUnitSymbol")
     warehouse: str | None = None
     operation_number: int | None = None
     flushing_principle: str | None = None
@@ -48,8 +48,9 @@ class RouteOperation(BaseModel):
 class WorkOrder(Outbound):
     type: Literal["work_order"] = "work_order"
     production_order: str
-    item_number: str
-    quantity: float
+    item_number: str = Field(min_length=1)
+    quantity: float = Field(gt=0, description="the order's ScheduledQuantity, in `unit`")
+    unit: str = Field(min_length=1, description="the item's inventory unit (InventoryUnitSymbol)")
     site: str | None = None
     warehouse: str | None = None
     scheduled_start: str | None = None

@@ -500,7 +500,7 @@ class FoApplication:
         if kind == "ProdProductionOrderStart":
             if status not in ("Released", "Started"):
                 raise WriteError("ProdTable", f"Production order {message.order} has status {status} and cannot be started.")
-            quantity = _non_negative(content.get("StartedQuantity", order["ProductionQuantity"]), "StartedQuantity")
+            quantity = _non_negative(content.get("StartedQuantity", order["ScheduledQuantity"]), "StartedQuantity")
             ledger.started_quantity += quantity
             self._set_status(order, "Started")
         elif status not in ("Started", "ReportedFinished"):
@@ -567,8 +567,8 @@ class FoApplication:
                 ledger.reported_good[f"{item}/{batch}"] += good
                 ledger.reported_error[f"{item}/{batch}"] += error
             total = sum(ledger.reported_good.values())
-            order["RemainingQuantity"] = max(0.0, order["ProductionQuantity"] - total)
-            if done or total >= order["ProductionQuantity"]:
+            order["RemainingReportAsFinishedQuantity"] = max(0.0, order["ScheduledQuantity"] - total)
+            if done or total >= order["ScheduledQuantity"]:
                 self._set_status(order, "ReportedFinished")
         elif kind == "ProdProductionOrderEnd":
             if status != "ReportedFinished" and content.get("AutoReportAsFinished") != "Yes":

@@ -10,6 +10,56 @@ from typing import Any
 
 Row = dict[str, Any]
 
+#: The production order entities' fields the emulator serves, each named as in Microsoft's Common
+#: Data Model definitions of the F&O entities (github.com/MicrosoftDocs/common-data-model-and-service,
+#: common-data-model/schema/core/operationsCommon/Entities/SupplyChain/ProductionControl/
+#: ProdProductionOrderHeaderEntity.md, ProdProductionOrderBillOfMaterialsLineEntity.md,
+#: ProdProductionOrderRouteOperationEntity.md; dataAreaId is OData's company key). Nothing else:
+#: a `$select` or `$filter` on another name is answered 400, as F&O does for a field its entity lacks.
+DOCUMENTED_FIELDS: dict[str, frozenset[str]] = {
+    "ProductionOrderHeaders": frozenset(
+        {
+            "dataAreaId",
+            "ProductionOrderNumber",
+            "ProductionOrderName",
+            "ItemNumber",
+            "ScheduledQuantity",
+            "ProductionOrderStatus",
+            "ProductionSiteId",
+            "ProductionWarehouseId",
+            "ScheduledStartDate",
+            "ScheduledEndDate",
+            "RemainingReportAsFinishedQuantity",
+        }
+    ),
+    "ProductionOrderBillOfMaterialLines": frozenset(
+        {
+            "dataAreaId",
+            "ProductionOrderNumber",
+            "LineNumber",
+            "ItemNumber",
+            "BOMLineQuantity",
+            "BOMLineUnitSymbol",
+            "FlushingPrinciple",
+            "ConsumptionWarehouseId",
+            "RouteOperationNumber",
+        }
+    ),
+    "ProductionOrderRouteOperations": frozenset(
+        {
+            "dataAreaId",
+            "ProductionOrderNumber",
+            "OperationNumber",
+            "OperationPriority",
+            "OperationId",
+            "CostingOperationResourceId",
+            "SetupTime",
+            "ProcessTime",
+            "ProcessQuantity",
+        }
+    ),
+}
+
 OPERATIONS = [("Cut", "CUT-01"), ("Weld", "WLD-01"), ("Assemble", "ASM-01"), ("Paint", "PNT-01"), ("Pack", "PCK-01")]
 
 
@@ -97,13 +147,13 @@ def seed_plant(spec: PlantSpec) -> dict[str, list[Row]]:
                 "ProductionOrderNumber": number,
                 "ProductionOrderName": f"{item} x {quantity:g}",
                 "ItemNumber": item,
-                "ProductionQuantity": quantity,
+                "ScheduledQuantity": quantity,
                 "ProductionOrderStatus": "Released" if spec.released else "Scheduled",
                 "ProductionSiteId": site,
                 "ProductionWarehouseId": warehouse,
                 "ScheduledStartDate": start.isoformat(),
                 "ScheduledEndDate": (start + timedelta(days=1)).isoformat(),
-                "RemainingQuantity": quantity,
+                "RemainingReportAsFinishedQuantity": quantity,
             }
         )
         for line, component in enumerate(rng.sample(raw, rng.randint(*spec.components_per_order)), start=1):
@@ -114,10 +164,10 @@ def seed_plant(spec: PlantSpec) -> dict[str, list[Row]]:
                     "LineNumber": float(line),
                     "ItemNumber": component,
                     "BOMLineQuantity": round(rng.uniform(0.2, 3.0), 2),
-                    "BOMUnitSymbol": "kg",
+                    "BOMLineUnitSymbol": "kg",
                     "FlushingPrinciple": "Manual",
                     "ConsumptionWarehouseId": warehouse,
-                    "OperationNumber": 10,
+                    "RouteOperationNumber": 10,
                 }
             )
         for index, (operation, resource) in enumerate(OPERATIONS[: rng.randint(*spec.operations_per_order)], start=1):
@@ -128,7 +178,7 @@ def seed_plant(spec: PlantSpec) -> dict[str, list[Row]]:
                     "OperationNumber": index * 10,
                     "OperationPriority": "Primary",
                     "OperationId": operation,
-                    "OperationResourceId": resource,
+                    "CostingOperationResourceId": resource,
                     "SetupTime": 0.25,
                     "ProcessTime": round(rng.uniform(0.5, 4.0), 2),
                     "ProcessQuantity": 1.0,

@@ -69,7 +69,7 @@ def test_one_work_order_per_release_even_when_delivered_twice_and_out_of_order(s
             (r["OperationNumber"], r["OperationId"]) for r in route
         ]
         header = emulator.app.find("ProductionOrderHeaders", dataAreaId="usmf", ProductionOrderNumber=number)
-        assert work_order["item_number"] == header["ItemNumber"] and work_order["quantity"] == header["ProductionQuantity"]
+        assert work_order["item_number"] == header["ItemNumber"] and work_order["quantity"] == header["ScheduledQuantity"]
     assert stack.host.stats.event_grid_invocations >= 2 * 3 * len(orders)  # doubled, to three functions
 
 
@@ -268,3 +268,39 @@ def test_a_failed_message_processed_after_all_is_accepted_and_supersedes_the_rej
     assert [(o["outcome"], o.get("supersedes")) for o in outcomes] == [("rejected", None), ("accepted", "rejected")]
     assert len({o["_message_id"] for o in outcomes}) == 2
     assert stack.ports.gate.read("USMF", "P000028").watermark == 2
+
+
+def test_a_released_order_without_quantity_or_unit_is_parked_with_the_reason_not_published(stack):
+    app = stack.emulator.app
+    app.find("ProductionOrderHeaders", dataAreaId="usmf", ProductionOrderNumber="P000029")["ScheduledQuantity"] = None
+    header = app.find("ProductionOrderHeaders", dataAreaId="usmf", ProductionOrderNumber="P000030")
+    app.find("ReleasedProductsV2", dataAreaId="usmf", ItemNumber=header["ItemNumber"])["InventoryUnitSymbol"] = ""
+    stack.emulator.subscribe(stack.host.event_grid_sink())
+    for order in ("P000029", "P000030"):
+        app.change_status("usmf", order, "Scheduled")
+        app.release_order("usmf", order)
+    assert stack.emulator.wait_idle(20)
+    assert work_orders_of(stack, "P000029") == work_orders_of(stack, "P000030") == []
+    parked = {e.production_order: e for e in stack.ports.ledger.query(state=State.PARKED) if e.flow == "order_released"}
+    assert parked["P000029"].reason == parked["P000030"].reason == "invalid_work_order"
+    assert "quantity" in parked["P000029"].detail and "unit" in parked["P000030"].detail
+    assert stack.host.stats.errors == []
+
+
+def test_the_work_order_carries_the_documented_fields(stack):
+    stack.emulator.subscribe(stack.host.event_grid_sink())
+    stack.emulator.app.change_status("usmf", "P000023", "Scheduled")
+    stack.emulator.app.release_order("usmf", "P000023")
+    assert stack.emulator.wait_idle(20)
+    (work_order,) = work_orders_of(stack, "P000023")
+    app = stack.emulator.app
+    header = app.find("ProductionOrderHeaders", dataAreaId="usmf", ProductionOrderNumber="P000023")
+    product = app.find("ReleasedProductsV2", dataAreaId="usmf", ItemNumber=header["ItemNumber"])
+    assert (work_order["quantity"], work_order["unit"]) == (header["ScheduledQuantity"], product["InventoryUnitSymbol"])
+    bom = [r for r in app.tables["ProductionOrderBillOfMaterialLines"] if r["ProductionOrderNumber"] == "P000023"]
+    assert [(b["unit"], b["operation_number"]) for b in work_order["bom"]] == [
+        (r["BOMLineUnitSymbol"], r["RouteOperationNumber"]) for r in bom
+    ]
+    route = [r for r in app.tables["ProductionOrderRouteOperations"] if r["ProductionOrderNumber"] == "P000023"]
+    assert [o["resource"] for o in work_order["route"]] == [r["CostingOperationResourceId"] for r in route]
+    assert all(o["resource"] and o["operation_id"] for o in work_order["route"])

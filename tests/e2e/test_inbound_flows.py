@@ -93,7 +93,7 @@ def quality_result() -> dict[str, Any]:
 def test_every_flow_takes_effect_exactly_once_when_delivered_three_times(stack):
     emulator = stack.emulator
     order = emulator.app.find("ProductionOrderHeaders", dataAreaId="usmf", ProductionOrderNumber="P000011")
-    events = order_lifecycle("P000011", order["ItemNumber"], order["ProductionQuantity"])
+    events = order_lifecycle("P000011", order["ItemNumber"], order["ScheduledQuantity"])
     events.append(quality_result())
     events.append(
         mes.event(
@@ -127,7 +127,7 @@ def test_every_flow_takes_effect_exactly_once_when_delivered_three_times(stack):
     assert all(m.state == "Processed" for m in sent), [m.infolog for m in sent]
     totals = emulator.app.order_ledgers[("usmf", "P000011")]
     assert dict(totals.consumed) == {"RM-0001/B0001-002": 2.5, "RM-0002/B0002-001": 1.0}
-    assert dict(totals.reported_good) == {f"{order['ItemNumber']}/FG-P000011": order["ProductionQuantity"]}
+    assert dict(totals.reported_good) == {f"{order['ItemNumber']}/FG-P000011": order["ScheduledQuantity"]}
     assert order["ProductionOrderStatus"] == "Ended"
     assert len(emulator.app.quality_results) == 1
     assert len(emulator.app.tables["InventoryMovementJournalHeaders"]) == 1
@@ -154,7 +154,7 @@ def test_flows_run_through_the_local_host_in_session_order(stack):
     emulator, broker = stack.emulator, stack.broker
     for n in range(12, 20):
         order = emulator.app.find("ProductionOrderHeaders", dataAreaId="usmf", ProductionOrderNumber=f"P{n:06d}")
-        for document in order_lifecycle(order["ProductionOrderNumber"], order["ItemNumber"], order["ProductionQuantity"]):
+        for document in order_lifecycle(order["ProductionOrderNumber"], order["ItemNumber"], order["ScheduledQuantity"]):
             broker.send(INBOUND_FLOWS[document["type"]].queue, mes.encode(document), session_id=document["production_order"])
     with stack.host:
         assert stack.host.wait_idle(60)

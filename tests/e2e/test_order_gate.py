@@ -36,7 +36,7 @@ def stack_env():
 
 
 def lifecycle(order: dict[str, Any], sequenced: bool = True) -> list[dict[str, Any]]:
-    number, item, quantity = order["ProductionOrderNumber"], order["ItemNumber"], order["ProductionQuantity"]
+    number, item, quantity = order["ProductionOrderNumber"], order["ItemNumber"], order["ScheduledQuantity"]
     steps = [
         ("production_started", {}),
         ("material_consumed", {"lines": [{"item_number": "RM-0001", "batch_number": "B0001-001", "quantity": 1.5}]}),

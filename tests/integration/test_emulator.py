@@ -11,7 +11,9 @@ import requests
 
 from devtools.fo_emulator import EmulatorConfig, FoEmulator
 from devtools.fo_emulator.contracts import schemas, validate_content
+from devtools.fo_emulator.plant import DOCUMENTED_FIELDS
 from shared.http import PinnedTrustSession
+from shared.production_order import READS
 from tests.conftest import small_plant
 
 pytestmark = pytest.mark.integration
@@ -196,7 +198,7 @@ def test_report_as_finished_waits_for_its_start_message(http, emulator):
 
 def test_status_moves_released_started_reported_finished_ended(http, emulator):
     order = emulator.app.find("ProductionOrderHeaders", dataAreaId="usmf", ProductionOrderNumber="P000006")
-    quantity = order["ProductionQuantity"]
+    quantity = order["ScheduledQuantity"]
     send(http, emulator, "ProdProductionOrderStart", {"ProductionOrderNumber": "P000006"})
     send(
         http,
@@ -276,6 +278,26 @@ def test_queries_refuse_what_fo_refuses(http, emulator):
     assert http.get(emulator.base_url + "/data/Nope").status_code == 404
     only_default = http.get(emulator.base_url + "/data/ProductionOrderHeaders").json()["value"]
     assert {r["dataAreaId"] for r in only_default} == {"usmf"}
+
+
+@pytest.mark.parametrize(
+    ("entity_set", "invented"),
+    [
+        ("ProductionOrderHeaders", "ProductionQuantity"),
+        ("ProductionOrderBillOfMaterialLines", "BOMUnitSymbol"),
+        ("ProductionOrderBillOfMaterialLines", "OperationNumber"),
+        ("ProductionOrderRouteOperations", "OperationResourceId"),
+    ],
+)
+def test_production_entities_serve_only_documented_fields(http, emulator, entity_set, invented):
+    assert all(set(row) == DOCUMENTED_FIELDS[entity_set] for row in emulator.app.tables[entity_set])
+    base = f"{emulator.base_url}/data/{entity_set}?cross-company=true"
+    assert http.get(f"{base}&$select={invented}").status_code == 400
+    assert http.get(f"{base}&$filter={invented} eq 'x'").status_code == 400
+    # What the bridge reads for a work order is served, field by field.
+    fields = READS[entity_set]
+    answer = http.get(f"{base}&$top=1&$select={','.join(fields)}")
+    assert answer.status_code == 200 and set(answer.json()["value"][0]) == set(fields)
 
 
 def test_star_in_an_eq_literal_is_a_wildcard_like_fo(http, emulator):
