@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from devtools import mes
@@ -58,7 +58,8 @@ def build_shift(spec: ShiftSpec, production_orders: list[Row], batches: list[Row
             raw_batches[batch["ItemNumber"]].append(batch["BatchNumber"])
     expected = Expected()
     per_order: list[list[dict[str, Any]]] = []
-    shift_start = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
+    # Yesterday's shifts: every event lies in the past, as a MES's do (a later one is parked clock_skew).
+    shift_start = datetime.combine(datetime.now(UTC).date() - timedelta(days=1), time(6, 0), tzinfo=UTC)
     produced: list[tuple[str, str]] = []
     for index, order in enumerate(orders):
         number, item, quantity = order["ProductionOrderNumber"], order["ItemNumber"], float(order["ScheduledQuantity"])
@@ -149,7 +150,7 @@ def build_shift(spec: ShiftSpec, production_orders: list[Row], batches: list[Row
                 "to_warehouse": rng.choice(["12", "13"]),
             },
             message_id=f"MOVE-{spec.seed}-{n:04d}",
-            occurred_at=shift_start + timedelta(minutes=30 * n),
+            occurred_at=shift_start + timedelta(minutes=30 * n % 960),
         )
         extras.append(document)
         expected.journals.add(movement_journal_number("USMF", document["message_id"]))

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from shared.fo_client import BatchOperation
 from shared.lineage import Edge
@@ -62,6 +63,16 @@ class MappingOptions:
     picking_list_journal: str = ""
     route_card_journal: str = ""
     report_finished_journal: str = ""
+    #: The plant's IANA time zone (PLANT_TIME_ZONE), and per site overrides (PLANT_TIME_ZONES).
+    time_zone: str = "UTC"
+    plant_time_zones: tuple[tuple[str, str], ...] = ()
+
+    def zone(self, plant: str) -> ZoneInfo:
+        """The time zone whose calendar dates the plant's transactions in F&O."""
+        for site, name in self.plant_time_zones:
+            if site == plant.upper():
+                return ZoneInfo(name)
+        return ZoneInfo(self.time_zone)
 
     def journal_field(self, kind: str) -> str:
         """The journal-name field for `kind` (production, picking list, route card) in the F&O version in use."""
@@ -83,6 +94,8 @@ class MappingOptions:
             picking_list_journal=settings.fo_picking_list_journal_name,
             route_card_journal=settings.fo_route_card_journal_name,
             report_finished_journal=settings.fo_report_finished_journal_name,
+            time_zone=settings.plant_time_zone,
+            plant_time_zones=settings.plant_zones,
         )
 
 
@@ -90,9 +103,10 @@ def _yes(flag: bool) -> str:
     return "Yes" if flag else "No"
 
 
-def _day(event: MesEvent) -> str:
-    # The MES's own offset decides the day: a shift in Chicago reports on Chicago's date.
-    return event.occurred_at.date().isoformat()
+def _day(event: MesEvent, options: MappingOptions) -> str:
+    # The plant's calendar decides the business day, not the offset the sender chose: the same
+    # instant is one date whether the MES writes it in UTC, local time or anything else.
+    return event.occurred_at.astimezone(options.zone(event.plant)).date().isoformat()
 
 
 def _utc(event: MesEvent) -> str:
@@ -104,13 +118,12 @@ def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def production_started(event: ProductionStarted, options: MappingOptions) -> SendMessage:
-    del options
     rule = {"flushing_principle": "FlushingPrincip", "always": "Always", "never": "Never"}
     content = _drop_none(
         {
             "ProductionOrderNumber": event.production_order,
             "StartedQuantity": event.body.started_quantity,
-            "StartedDate": _day(event),
+            "StartedDate": _day(event, options),
             "AutomaticBOMConsumptionRule": rule[event.body.bom_consumption] if event.body.bom_consumption else None,
         }
     )
@@ -127,7 +140,7 @@ def material_consumed(event: MaterialConsumed, options: MappingOptions) -> SendM
             "BOMUnitSymbol": line.unit,
             "OperationNumber": line.operation_number,
             "LineNumber": line.bom_line_number,
-            "ConsumptionDate": _day(event),
+            "ConsumptionDate": _day(event, options),
             "IsConsumptionEnded": _yes(line.consumption_ended),
         }
         if options.picking_batch_field and line.batch_number:
@@ -153,7 +166,7 @@ def operation_reported(event: OperationReported, options: MappingOptions) -> Sen
                 "Worker": line.worker,
                 "OperationsResourceId": line.resource,
                 "TaskType": "Setup" if line.task == "setup" else "Process",
-                "ConsumptionDate": _day(event),
+                "ConsumptionDate": _day(event, options),
             }
         )
         for line in event.body.lines
@@ -175,7 +188,7 @@ def output_reported(event: OutputReported, options: MappingOptions) -> SendMessa
             "ItemBatchNumber": body.batch_number,
             "ProductionWarehouseId": body.warehouse,
             "ProductionWarehouseLocationId": body.location,
-            "ReportAsFinishedDate": _day(event),
+            "ReportAsFinishedDate": _day(event, options),
             "ErrorCause": cause,
             options.journal_field("production"): options.report_finished_journal or None,
             options.journal_field("picking"): options.picking_list_journal or None,
@@ -204,11 +217,10 @@ def output_reported(event: OutputReported, options: MappingOptions) -> SendMessa
 
 
 def production_ended(event: ProductionEnded, options: MappingOptions) -> SendMessage:
-    del options
     content = {
         "ProductionOrderNumber": event.production_order,
         "ExecutedDateTime": _utc(event),
-        "EndedDate": _day(event),
+        "EndedDate": _day(event, options),
         "AutoReportAsFinished": _yes(event.body.auto_report_as_finished),
     }
     return SendMessage(event.company.upper(), "ProdProductionOrderEnd", content)
@@ -253,7 +265,7 @@ def inventory_moved(event: InventoryMoved, options: MappingOptions) -> Changeset
     body = event.body
     company = event.company.lower()
     journal = movement_journal_number(event.company, event.message_id)
-    day = (body.moved_on or event.occurred_at.date()).isoformat()
+    day = body.moved_on.isoformat() if body.moved_on else _day(event, options)
     header = {
         "dataAreaId": company,
         "JournalNumber": journal,

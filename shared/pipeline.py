@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import timedelta
+from datetime import date, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -211,6 +211,9 @@ def decode(delivery: Delivery, flow: Flow, settings: Settings) -> tuple[_Identit
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
         raise _ParkedAs(identity, "invalid_message", problems) from None
+    ahead = _ahead_of_the_clock(event, settings)
+    if ahead:
+        raise _ParkedAs(identity, "clock_skew", ahead)
     if event.company.upper() not in settings.companies:
         raise _ParkedAs(
             identity,
@@ -218,6 +221,22 @@ def decode(delivery: Delivery, flow: Flow, settings: Settings) -> tuple[_Identit
             f"company {event.company} is not one of FO_COMPANIES ({', '.join(sorted(settings.companies))})",
         )
     return identity, event
+
+
+def _ahead_of_the_clock(event: MesEvent, settings: Settings) -> str:
+    """Why the event claims a time the plant cannot have reached yet ("" when it does not): a MES
+    clock ahead by more than MES_MAX_CLOCK_SKEW_S would book F&O transactions on days to come."""
+    skew = timedelta(seconds=settings.mes_max_clock_skew_s)
+    latest = utcnow() + skew
+    window = f"MES_MAX_CLOCK_SKEW_S allows {settings.mes_max_clock_skew_s:g} s"
+    if event.occurred_at > latest:
+        ahead = (event.occurred_at - latest + skew).total_seconds()
+        return f"occurred_at {event.occurred_at.isoformat()} lies {ahead:.0f} s ahead of the bridge's clock; {window}"
+    moved_on = getattr(event.body, "moved_on", None)
+    # UTC+14 is the earliest calendar on earth: no plant has reached a later day.
+    if isinstance(moved_on, date) and moved_on > (latest + timedelta(hours=14)).date():
+        return f"moved_on {moved_on.isoformat()} is a day no plant has reached yet; {window}"
+    return ""
 
 
 class _ParkedAs(_Parked):

@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -84,6 +85,12 @@ class Settings(BaseSettings):
     retry_first_wait_s: float = Field(15.0, gt=0)
     retry_max_wait_s: float = Field(900.0, gt=0)
     retry_give_up_after_s: float = Field(86_400.0, gt=0)
+    #: How far a MES clock may run ahead of the bridge's: a later `occurred_at` is parked `clock_skew`.
+    mes_max_clock_skew_s: float = Field(300.0, ge=0, le=86_400)
+
+    # --- The plant's calendar: the business day of every date sent to F&O ------------------------
+    plant_time_zone: str = "UTC"
+    plant_time_zones: str = ""  # per site, overriding PLANT_TIME_ZONE: "1=America/Chicago,2=Europe/Berlin"
 
     # --- Table Storage --------------------------------------------------------------------------
     tables_connection_string: SecretStr | None = None
@@ -155,6 +162,25 @@ class Settings(BaseSettings):
             raise ValueError("must be <service group>/<service>/<operation>")
         return "/".join(parts)
 
+    @field_validator("plant_time_zone")
+    @classmethod
+    def _one_zone(cls, value: str) -> str:
+        return _iana_zone(value.strip())
+
+    @field_validator("plant_time_zones")
+    @classmethod
+    def _zones_per_site(cls, value: str) -> str:
+        sites: set[str] = set()
+        for pair in _pairs(value):
+            site, _, zone = pair.partition("=")
+            if not zone.strip() or not site.strip():
+                raise ValueError(f"{pair.strip()!r} is not <site>=<IANA time zone>, e.g. 1=America/Chicago")
+            if site.strip().upper() in sites:
+                raise ValueError(f"site {site.strip()} is listed twice")
+            sites.add(site.strip().upper())
+            _iana_zone(zone.strip())
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         problems: list[str] = []
@@ -187,6 +213,13 @@ class Settings(BaseSettings):
         return frozenset(listed or {self.fo_default_company.upper()})
 
     @property
+    def plant_zones(self) -> tuple[tuple[str, str], ...]:
+        """PLANT_TIME_ZONES as (site in upper case, IANA name) pairs."""
+        return tuple(
+            (site.strip().upper(), zone.strip()) for site, _, zone in (p.partition("=") for p in _pairs(self.plant_time_zones))
+        )
+
+    @property
     def fo_scope(self) -> str:
         return f"{self.fo_base_url}/.default"
 
@@ -195,6 +228,20 @@ class Settings(BaseSettings):
         """What `requests` gets as `verify=`: FO_CA_BUNDLE when set, else the bundle `requests` ships
         with (certifi's). Always a path: `True` would let REQUESTS_CA_BUNDLE replace the trust."""
         return str(self.fo_ca_bundle) if self.fo_ca_bundle else DEFAULT_CA_BUNDLE_PATH
+
+
+def _pairs(value: str) -> list[str]:
+    return [pair for pair in value.replace(";", ",").split(",") if pair.strip()]
+
+
+def _iana_zone(name: str) -> str:
+    # zoneinfo reads the system's database, else the tzdata package (Windows and the Functions
+    # host have no system database: requirements.txt installs tzdata).
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name[:60]!r} is not an IANA time zone name, e.g. America/Chicago, Europe/Berlin or UTC") from None
+    return name
 
 
 class _Environ(EnvSettingsSource):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from devtools import mes
+from functions import inventory_moved as inventory_fn
 from functions import material_consumed as consumed_fn
+from functions import production_started as started_fn
 from shared import operations
 from shared.ledger import State
 from shared.messages import MAX_SEQUENCE
@@ -85,3 +88,46 @@ def test_releasing_a_gap_jumps_to_the_next_sequence_present(stack):
     states = {e.sequence: e.state for e in stack.ports.ledger.query(production_order=order)}
     assert states == {1: State.FORWARDED, MAX_SEQUENCE - 5: State.FORWARDED, MAX_SEQUENCE - 3: State.FORWARDED}
     assert stack.ports.gate.read("USMF", order).watermark == MAX_SEQUENCE - 3
+
+
+# --- time ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        "2099-01-01T00:00:00+00:00",
+        "2099-01-01T00:00:00-12:00",
+        (datetime.now(UTC) + timedelta(minutes=10)).isoformat(),  # beyond the default 300 s window
+    ],
+)
+def test_a_time_the_plant_has_not_reached_is_parked_clock_skew(stack, occurred_at):
+    document = consumption("P000003", None, occurred_at=occurred_at)
+    del document["sequence"]
+    consumed_fn.material_consumed(trigger(document))
+    entry = stack.ports.ledger.get("USMF", document["message_id"])
+    assert entry.state is State.PARKED and entry.reason == "clock_skew", entry
+    assert "MES_MAX_CLOCK_SKEW_S" in entry.detail and "300" in entry.detail
+    assert stack.emulator.app.messages == []
+
+
+def test_a_sender_clock_a_little_ahead_is_within_the_window(stack):
+    start = mes.event("production_started", "P000004", {}, occurred_at=datetime.now(UTC) + timedelta(seconds=60))
+    started_fn.production_started(trigger(start))
+    assert stack.ports.ledger.get("USMF", start["message_id"]).state is State.FORWARDED
+
+
+def test_a_movement_day_in_the_future_is_parked_clock_skew(stack):
+    body = {
+        "item_number": "RM-0001",
+        "quantity": 1.0,
+        "from_site": "1",
+        "from_warehouse": "11",
+        "to_site": "1",
+        "to_warehouse": "12",
+    }
+    move = mes.event("inventory_moved", None, {**body, "moved_on": (datetime.now(UTC) + timedelta(days=3)).date().isoformat()})
+    inventory_fn.inventory_moved(trigger(move))
+    entry = stack.ports.ledger.get("USMF", move["message_id"])
+    assert entry.state is State.PARKED and entry.reason == "clock_skew", entry
+    assert "moved_on" in entry.detail

@@ -247,11 +247,12 @@ def test_an_outage_waits_without_burning_the_delivery_count(stack):
     broker.send(INBOUND_FLOWS["production_started"].queue, mes.encode(start), session_id="P000021")
     with stack.host:
         deadline = time.monotonic() + 15
+        # No row yet while the host has not picked the message up.
         while (
-            entry := stack.ports.ledger.get("USMF", start["message_id"])
-        ).state is not State.WAITING and time.monotonic() < deadline:
+            (entry := stack.ports.ledger.get("USMF", start["message_id"])) is None or entry.state is not State.WAITING
+        ) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert entry.state is State.WAITING and entry.reason == "transient"
+        assert entry is not None and entry.state is State.WAITING and entry.reason == "transient"
         emulator.set_faults(error_5xx_rate=0.0)
         assert stack.host.wait_idle(30)
     assert stack.ports.ledger.get("USMF", start["message_id"]).state is State.FORWARDED

@@ -9,10 +9,11 @@ from devtools import mes
 from devtools.fo_emulator.contracts import schemas, validate_content
 from shared import mapping
 from shared.fo_client import BatchOperation
-from shared.messages import MES_EVENTS
+from shared.messages import MES_EVENTS, InventoryMoved, ProductionEnded, ProductionStarted
 from shared.pipeline import content_hash, execute
 
-OPTIONS = mapping.MappingOptions()
+# The plant's business day comes from its time zone (PLANT_TIME_ZONE), never from the sender's offset.
+OPTIONS = mapping.MappingOptions(time_zone="America/Chicago")
 AT = datetime(2026, 11, 23, 23, 30, tzinfo=timezone(timedelta(hours=-6)))  # 05:30 UTC on the 24th
 
 
@@ -318,3 +319,36 @@ def test_occurred_at_must_have_an_offset_and_a_plausible_year():
         with pytest.raises(ValueError):
             MES_EVENTS["production_ended"].model_validate(document)
     assert parse("production_ended", "P1", {}).occurred_at.astimezone(UTC).day == 24
+
+
+@pytest.mark.parametrize("offset_hours", [-6, 0, 1, 9, 14, -11])
+def test_the_plant_day_does_not_depend_on_the_offset_the_sender_chose(offset_hours):
+    instant = AT.astimezone(timezone(timedelta(hours=offset_hours)))  # the same instant, written differently
+    event = ProductionEnded.model_validate(mes.event("production_ended", "P1", {}, occurred_at=instant))
+    assert mapping.production_ended(event, OPTIONS).content["EndedDate"] == "2026-11-23"  # Chicago's day
+    berlin = mapping.MappingOptions(time_zone="America/Chicago", plant_time_zones=(("1", "Europe/Berlin"),))
+    assert mapping.production_ended(event, berlin).content["EndedDate"] == "2026-11-24"  # plant 1 is in Berlin
+
+
+def test_a_plant_of_its_own_zone_and_the_default_zone_for_the_others():
+    options = mapping.MappingOptions(time_zone="Asia/Tokyo", plant_time_zones=(("CHI", "America/Chicago"),))
+    other = ProductionStarted.model_validate(mes.event("production_started", "P1", {}, plant="2", occurred_at=AT))
+    chicago = ProductionStarted.model_validate(mes.event("production_started", "P1", {}, plant="chi", occurred_at=AT))
+    assert mapping.production_started(other, options).content["StartedDate"] == "2026-11-24"  # 14:30 in Tokyo
+    assert mapping.production_started(chicago, options).content["StartedDate"] == "2026-11-23"  # site ids ignore case
+
+
+def test_a_movement_without_its_own_day_is_dated_in_the_plant_zone():
+    body = {
+        "item_number": "RM-1",
+        "quantity": 1.0,
+        "from_site": "1",
+        "from_warehouse": "11",
+        "to_site": "1",
+        "to_warehouse": "12",
+    }
+    event = InventoryMoved.model_validate(
+        mes.event("inventory_moved", None, body, occurred_at=AT.astimezone(UTC), message_id="m-2")
+    )
+    lines = [op.body or {} for op in mapping.inventory_moved(event, OPTIONS).operations[1:]]
+    assert {line["TransactionDate"] for line in lines} == {"2026-11-23"}

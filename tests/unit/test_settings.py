@@ -53,6 +53,14 @@ def test_names_are_case_insensitive_like_app_settings():
         ({"FO_QUALITY_SERVICE_PATH": "justone"}, "FO_QUALITY_SERVICE_PATH"),
         ({"FO_COMPANIES": "DEMF"}, "FO_COMPANIES"),
         ({"FO_JOURNAL_FIELD_NAMES": "2019"}, "FO_JOURNAL_FIELD_NAMES"),
+        ({"PLANT_TIME_ZONE": "Chicago"}, "PLANT_TIME_ZONE"),
+        ({"PLANT_TIME_ZONE": "../../etc/passwd"}, "PLANT_TIME_ZONE"),
+        ({"PLANT_TIME_ZONE": "-06:00"}, "PLANT_TIME_ZONE"),
+        ({"PLANT_TIME_ZONES": "1=Europe/Berlin,2=Mars/Olympus"}, "PLANT_TIME_ZONES"),
+        ({"PLANT_TIME_ZONES": "Europe/Berlin"}, "PLANT_TIME_ZONES"),
+        ({"PLANT_TIME_ZONES": "1=Europe/Berlin,1=Asia/Tokyo"}, "PLANT_TIME_ZONES"),
+        ({"MES_MAX_CLOCK_SKEW_S": "-5"}, "MES_MAX_CLOCK_SKEW_S"),
+        ({"MES_MAX_CLOCK_SKEW_S": "86401"}, "MES_MAX_CLOCK_SKEW_S"),
     ],
 )
 def test_a_wrong_setting_is_named(change, named):
@@ -124,3 +132,13 @@ def test_an_unresolved_key_vault_reference_is_refused_at_start_up(name):
         load_settings({**BASE, name: reference})
     assert f"{name}: is still a Key Vault reference" in str(caught.value)
     assert "kv-x" not in str(caught.value)
+
+
+def test_plant_time_zones_are_iana_names_per_site():
+    settings = load_settings(
+        {**BASE, "PLANT_TIME_ZONE": "America/Chicago", "PLANT_TIME_ZONES": " 1 = Europe/Berlin ; chi=America/Chicago"}
+    )
+    assert settings.plant_time_zone == "America/Chicago"
+    assert settings.plant_zones == (("1", "Europe/Berlin"), ("CHI", "America/Chicago"))
+    defaults = load_settings(BASE)
+    assert defaults.plant_time_zone == "UTC" and defaults.plant_zones == () and defaults.mes_max_clock_skew_s == 300
