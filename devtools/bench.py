@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +34,8 @@ from devtools.local_host import InMemoryBroker, LocalHost
 from devtools.local_host.broker import BrokerMesPublisher
 from functions import INBOUND_FLOWS
 from shared import runtime, tables
+from shared.fo_auth import MsalTokenProvider
+from shared.fo_client import FoClient, Pacer
 from shared.http import PinnedTrustSession
 from shared.pipeline import Ports
 from shared.settings import load_settings
@@ -224,6 +227,72 @@ def run_case(case: Case, azurite: Azurite, orders: int, per_order: int, workers:
         emulator.close()
 
 
+@dataclass
+class PacerFigures:
+    name: str
+    budget_rps: float
+    seconds: float
+    utilisation: float  # after the warm-up (an instance that has run a while)
+    share_429: float
+    pauses: int
+    utilisation_all: float  # the whole run, slow start included
+    share_429_all: float
+
+
+class _PauseOnly(Pacer):
+    """The client before the pacer, for comparison: a 429 pauses everyone, nothing is learned."""
+
+    def throttled(self, retry_after: float, sent_at: float) -> None:
+        with self._lock:
+            self.pauses += 1
+            self._resume_at = max(self._resume_at, self._clock() + retry_after)
+
+
+def pacer_case(
+    name: str,
+    budget_rps: float,
+    threads: int,
+    seconds: float,
+    *,
+    learn: bool = True,
+    budget_hint: float | None = None,
+    warm_up_s: float = 5.0,
+) -> PacerFigures:
+    """The F&O client alone: `threads` callers send as fast as they can against an emulated budget."""
+    emulator = Emulator(0, budget_rps, 10)
+    try:
+        settings = load_settings({**emulator.values, "TABLES_CONNECTION_STRING": "UseDevelopmentStorage=true"})
+        session = PinnedTrustSession(settings.tls_verify, pool_size=threads * 2)
+        pacer = Pacer(budget_hint) if learn else _PauseOnly()
+        fo = FoClient(settings, MsalTokenProvider(settings, session), session, pacer=pacer)
+        fo.token_check()
+        stop = time.monotonic() + seconds
+
+        def caller() -> None:
+            while time.monotonic() < stop:
+                fo.send_message("USMF", "ProdProductionOrderStart", {"ProductionOrderNumber": "P000001"})
+
+        first, started = emulator.stats(), time.monotonic()
+        workers = [threading.Thread(target=caller) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        time.sleep(warm_up_s)
+        warm, warmed = emulator.stats(), time.monotonic()
+        for worker in workers:
+            worker.join()
+        last, ended = emulator.stats(), time.monotonic()
+
+        def shares(before: dict[str, Any], elapsed: float) -> tuple[float, float]:
+            accepted = last["accepted"] - before["accepted"]
+            refused = last["throttled"] - before["throttled"]
+            return accepted / (budget_rps * elapsed), refused / max(1, accepted + refused)
+
+        steady, whole = shares(warm, ended - warmed), shares(first, ended - started)
+        return PacerFigures(name, budget_rps, ended - started, *steady, pacer.pauses, *whole)
+    finally:
+        emulator.close()
+
+
 def floor(calls: int = 400) -> float:
     """CPU ms per event of the bare minimum: parse the MES JSON, one pooled HTTPS POST to F&O."""
     emulator = Emulator(0, 0, 10)
@@ -286,6 +355,19 @@ def machine() -> str:
     return f"{cores} cores ({cpu}), {memory} GiB, Python {platform.python_version()}, {platform.system()} {platform.release()}"
 
 
+def render_pacer(figures: list[PacerFigures]) -> str:
+    rows = [
+        "| F&O client, 16 threads, emulated budget | used (after 5 s) | answered 429 (after 5 s) | used (whole run) | answered 429 (whole run) | pauses |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        rows.append(
+            f"| {f.name} ({f.budget_rps:g} req/s, {f.seconds:.0f} s) | {f.utilisation:.0%} | {f.share_429:.1%} | "
+            f"{f.utilisation_all:.0%} | {f.share_429_all:.1%} | {f.pauses} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 def render(figures: list[Figures], floor_ms: float, import_app: float, import_bare: float, rss_mb: float, command: str) -> str:
     rows = [
         "| case | F&O latency | throttle budget | events/s | p50 ms | p95 ms | p99 ms | p99 overhead ms | F&O req/event | Table ops/event | CPU ms/event | overhead vs floor | throttle use | answered 429 |",
@@ -312,6 +394,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-order", type=int, default=5, help="events per order in each phase")
     parser.add_argument("--workers", type=int, default=16, help="concurrent sessions (host.json maxConcurrentSessions)")
     parser.add_argument("--throttle-rps", type=float, default=20.0)
+    parser.add_argument("--pacer-seconds", type=float, default=30.0, help="length of each F&O client pacing case")
     parser.add_argument("--write", type=Path, default=ROOT / "BENCHMARKS.md", help="where to write the figures ('-' = nowhere)")
     args = parser.parse_args(argv)
     command = (
@@ -330,10 +413,17 @@ def main(argv: list[str] | None = None) -> None:
         for case in cases:
             print(f"running {case.name} ...", flush=True)
             figures.append(run_case(case, azurite, args.orders, args.per_order, args.workers))
+    budget = args.throttle_rps
+    print("running the pacer cases ...", flush=True)
+    pacing = [
+        pacer_case("before: a 429 pauses everyone, nothing learned", budget, 16, args.pacer_seconds, learn=False),
+        pacer_case("pacer learning the budget (no setting)", budget, 16, args.pacer_seconds),
+        pacer_case(f"pacer with FO_INSTANCE_BUDGET_RPS={budget:g}", budget, 16, args.pacer_seconds, budget_hint=budget),
+    ]
     floor_ms = floor()
     import_app, import_bare = import_time("function_app"), import_time("azure.functions")
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    table = render(figures, floor_ms, import_app, import_bare, rss_mb, command)
+    table = render(figures, floor_ms, import_app, import_bare, rss_mb, command) + "\n" + render_pacer(pacing)
     print(table)
     if str(args.write) != "-":
         text = args.write.read_text() if args.write.exists() else ""

@@ -236,8 +236,8 @@ def _report(
     )
     say(f"  work orders sent to MES .... {len(work_orders)}  (one per released order, re-read over OData)")
     say(
-        f"  F&O throttling burst ....... {emulator.stats.throttled} requests answered 429; the bridge paused {ports.fo.gate.pauses} times "
-        f"({ports.fo.gate.waited_s:.1f} s in all) and lost nothing"
+        f"  F&O throttling burst ....... {emulator.stats.throttled} requests answered 429; the bridge paused {ports.fo.pacer.pauses} times "
+        f"({ports.fo.pacer.waited_s:.1f} s waiting for pauses and slots) and lost nothing"
     )
     say(
         f"  per MES event .............. {fo_calls / max(1, len(forwarded)):.2f} F&O calls, {table_ops / max(1, events_in):.1f} Table operations"

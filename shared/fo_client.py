@@ -1,7 +1,8 @@
 """The F&O client: MES message service, OData, `$batch` and custom services over one pooled session.
 
-Every call goes through `_call`, the one place that retries: a 429 pauses the whole client for
-`Retry-After` (all threads wait, not just the one that was told), 5xx, timeouts and dropped
+Every call goes through `_call`, the one place that retries and paces: the client's `Pacer` spreads
+calls at the budget it learns from F&O's 429s, a 429 pauses the whole client for `Retry-After`
+(all threads wait, not just the one that was told), 5xx, timeouts and dropped
 connections back off exponentially with jitter, and nothing is retried past the call deadline,
 which the settings keep inside the Service Bus message lock.
 """
@@ -11,10 +12,12 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+import math
 import random
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -129,40 +132,109 @@ def classify(response: requests.Response, *, fallback_wait: float, client_id: st
     )
 
 
-class ThrottleGate:
-    """Shared by every thread of one client: after a 429 nobody calls F&O until the wait is over."""
+class Pacer:
+    """One per client, shared by every thread of the instance: paces calls to F&O's learned budget.
+
+    F&O answers 429 with a `Retry-After` of whole seconds once its resource budget is spent. Waiting
+    that out and then letting every thread fire at once spends the budget's burst in a moment and
+    earns the next 429, so most of the budget goes unused. The pacer instead gives each call a start
+    slot `1 / rate` after the previous one (requests spread evenly, never bunched) and learns the
+    rate the way TCP learns a path's capacity:
+    - slow start: with no budget configured, the rate starts at `start_rps` and doubles every
+      second that callers queue for slots, until the first 429;
+    - a 429 pauses every caller for `Retry-After` and cuts the rate to `decrease` times itself, the
+      first time to `decrease` times what F&O served in the second before (once per pause: the
+      answers to calls already in flight are the same overload);
+    - afterwards, while callers queue, the rate grows by `increase` of itself per second
+      (additive increase), five times slower once within 2 % of the last 429's rate, never past
+      the instance's share of the budget (`FO_INSTANCE_BUDGET_RPS`), where it starts when set.
+    """
 
     def __init__(
         self,
+        budget_rps: float | None = None,
+        *,
+        start_rps: float = 10.0,
+        increase: float = 0.01,
+        decrease: float = 0.95,
+        min_rps: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
+        self._ceiling = budget_rps or math.inf
+        self._increase = increase
+        self._decrease = decrease
+        self._min_rps = min_rps
+        self.rate = budget_rps or start_rps
+        self.slow_start = budget_rps is None
+        self._next_slot = 0.0
         self._resume_at = 0.0
+        self._last_cut = -math.inf
+        self._plateau = math.inf  # just below the rate of the last 429
+        self._accepted: deque[float] = deque()  # calls served in the last second, while in slow start
         self._lock = threading.Lock()
         self.pauses = 0
         self.waited_s = 0.0
 
-    def pause(self, seconds: float) -> None:
-        with self._lock:
-            self.pauses += 1
-            self._resume_at = max(self._resume_at, self._clock() + seconds)
-
-    def wait(self, deadline: float) -> None:
+    def acquire(self, deadline: float) -> float:
+        """Wait for this call's slot; the slot's time. Raises `Throttled` when it falls past `deadline`."""
         while True:
+            start, waited = self._reserve(deadline)
+            if waited:
+                self._sleep(waited)
             with self._lock:
-                remaining = self._resume_at - self._clock()
-            if remaining <= 0:
-                return
-            if self._clock() + remaining > deadline:
+                self.waited_s += waited
+                if self._resume_at <= start:
+                    return start
+            # A 429 arrived while this caller slept towards its slot: queue again behind the pause.
+
+    def _reserve(self, deadline: float) -> tuple[float, float]:
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._resume_at, self._next_slot)
+            if start > deadline:
                 raise Throttled(
-                    f"F&O asked to wait {remaining:.1f} s, beyond this call's deadline",
-                    retry_after=remaining,
+                    f"F&O's budget has no slot for {start - now:.1f} s, beyond this call's deadline",
+                    retry_after=start - now,
                 )
-            self._sleep(remaining)
+            if self._next_slot > max(now, self._resume_at):
+                # Callers queue for slots (not for a pause): demand exceeds the rate, so probe higher.
+                if self.slow_start:
+                    grown = self.rate * 2 ** (1 / self.rate)
+                else:  # near the rate of the last 429, probe five times slower: fewer pauses
+                    grown = self.rate + self._increase * (0.2 if self.rate >= self._plateau else 1.0)
+                self.rate = min(self._ceiling, grown)
+            self._next_slot = start + 1.0 / self.rate
+            return start, start - now
+
+    def accepted(self, sent_at: float) -> None:
+        """F&O served the call sent at `sent_at` (in slow start: counted, to cut to it at the first 429)."""
+        if self.slow_start:
             with self._lock:
-                self.waited_s += remaining
+                self._accepted.append(sent_at)
+                while self._accepted[0] < sent_at - 1.0:
+                    self._accepted.popleft()
+
+    def throttled(self, retry_after: float, sent_at: float) -> None:
+        """F&O answered 429 to the call sent at `sent_at`: pause everybody and slow down."""
+        with self._lock:
+            now = self._clock()
+            self.pauses += 1
+            self._resume_at = max(self._resume_at, now + retry_after)
+            if sent_at <= self._last_cut:
+                return  # sent before the last cut: part of the same overload
+            self._last_cut = now
+            current = self.rate
+            if self.slow_start:
+                # The rate may have doubled past the budget within the last second: cut what was served.
+                served = len([t for t in self._accepted if t >= sent_at - 1.0])
+                current = min(current, max(self._min_rps, float(served)))
+                self.slow_start = False
+                self._accepted.clear()
+            self._plateau = 0.98 * current
+            self.rate = max(self._min_rps, current * self._decrease)
 
 
 @dataclass
@@ -213,7 +285,7 @@ class FoClient:
         tokens: TokenProvider,
         session: requests.Session,
         *,
-        gate: ThrottleGate | None = None,
+        pacer: Pacer | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
@@ -222,7 +294,7 @@ class FoClient:
         self._session = session
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self.gate = gate or ThrottleGate(sleep=sleep)
+        self.pacer = pacer or Pacer(settings.fo_instance_budget_rps, sleep=sleep)
         self.stats = CallStats()
         self._slots = threading.BoundedSemaphore(settings.fo_max_concurrency)
         self.base_url = settings.fo_base_url
@@ -246,7 +318,7 @@ class FoClient:
         attempt = 0
         token_refreshed = False
         while True:
-            self.gate.wait(deadline)
+            sent_at = self.pacer.acquire(deadline)
             started = time.monotonic()
             error: BridgeError | None
             with self._slots:
@@ -279,6 +351,7 @@ class FoClient:
                     error = self._after_send_failure(exc, idempotent)
             self.stats.add(requests=1, seconds=time.monotonic() - started)
             if error is None:
+                self.pacer.accepted(sent_at)
                 return response
             if isinstance(error, AuthError) and error.status == 401 and not token_refreshed:
                 self._tokens.invalidate()
@@ -287,8 +360,8 @@ class FoClient:
             if isinstance(error, Throttled):
                 self.stats.add(throttled=1)
                 THROTTLED.add(1, {"retry_after_s": round(error.retry_after)})
-                self.gate.pause(error.retry_after)
-                continue  # the gate raises once the wait would cross the deadline
+                self.pacer.throttled(error.retry_after, sent_at)
+                continue  # the pacer raises once the wait would cross the deadline
             if isinstance(error, Transient) and not isinstance(error, InDoubt):
                 delay = self._backoff(attempt)
                 attempt += 1

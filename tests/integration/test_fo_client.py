@@ -118,7 +118,7 @@ def test_429_with_retry_after_2_makes_every_thread_wait_then_succeeds(settings, 
     first.join()
     second.join()
     assert min(finished.values()) >= 2.0
-    assert fo.gate.pauses >= 1
+    assert fo.pacer.pauses >= 1
 
 
 def test_throttling_beyond_the_deadline_raises_throttled(emulator, azurite, table_prefix):

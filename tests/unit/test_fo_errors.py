@@ -1,3 +1,4 @@
+import itertools
 import json
 from datetime import UTC, datetime
 
@@ -5,7 +6,7 @@ import pytest
 import requests
 
 from shared.errors import AuthError, BusinessRejection, NotFound, Throttled, Transient
-from shared.fo_client import ThrottleGate, classify, parse_batch_response, parse_retry_after
+from shared.fo_client import Pacer, classify, parse_batch_response, parse_retry_after
 
 
 def response(status, body=None, headers=None, text=None):
@@ -110,33 +111,91 @@ class FakeClock:
         self.now += seconds
 
 
-def test_gate_makes_every_caller_wait_out_the_pause():
+def test_a_429_makes_every_caller_wait_out_the_pause():
     clock = FakeClock()
-    gate = ThrottleGate(clock=clock, sleep=clock.sleep)
-    gate.pause(2)
-    gate.wait(deadline=clock.now + 10)
-    assert clock.slept == [2]
-    gate.wait(deadline=clock.now + 10)  # a second caller after the pause does not wait
+    pacer = Pacer(clock=clock, sleep=clock.sleep)
+    pacer.throttled(2, sent_at=clock.now)
+    pacer.acquire(deadline=clock.now + 10)
     assert clock.slept == [2]
 
 
-def test_gate_keeps_the_longest_pause():
+def test_the_longest_pause_wins():
     clock = FakeClock()
-    gate = ThrottleGate(clock=clock, sleep=clock.sleep)
-    gate.pause(5)
-    gate.pause(1)
-    gate.wait(deadline=clock.now + 10)
+    pacer = Pacer(clock=clock, sleep=clock.sleep)
+    pacer.throttled(5, sent_at=clock.now)
+    pacer.throttled(1, sent_at=clock.now)
+    pacer.acquire(deadline=clock.now + 10)
     assert sum(clock.slept) == 5
 
 
-def test_gate_refuses_to_wait_past_the_deadline():
+def test_no_slot_before_the_deadline_raises_throttled():
     clock = FakeClock()
-    gate = ThrottleGate(clock=clock, sleep=clock.sleep)
-    gate.pause(60)
+    pacer = Pacer(clock=clock, sleep=clock.sleep)
+    pacer.throttled(60, sent_at=clock.now)
     with pytest.raises(Throttled) as caught:
-        gate.wait(deadline=clock.now + 10)
+        pacer.acquire(deadline=clock.now + 10)
     assert caught.value.retry_after == pytest.approx(60)
     assert clock.slept == []
+
+
+def test_without_a_budget_the_rate_doubles_each_second_callers_queue_until_a_429():
+    clock = FakeClock()
+    pacer = Pacer(clock=clock, sleep=clock.sleep, start_rps=4)
+    begin = clock.now
+    while clock.now < begin + 3:
+        pacer.acquire(deadline=clock.now + 10)
+    assert pacer.slow_start and 24 < pacer.rate < 40  # 4 -> 8 -> 16 -> 32 per second
+
+
+def test_a_budget_spreads_calls_evenly_instead_of_bunching_them():
+    clock = FakeClock()
+    pacer = Pacer(10, clock=clock, sleep=clock.sleep)
+    slots = [pacer.acquire(deadline=clock.now + 60) for _ in range(21)]
+    gaps = [b - a for a, b in itertools.pairwise(slots)]
+    assert all(gap == pytest.approx(0.1) for gap in gaps)  # at the ceiling: no probing above the budget
+    assert slots[-1] - slots[0] == pytest.approx(2.0)
+
+
+def test_the_first_429_cuts_what_was_sent_and_spreads_the_callers_after_the_pause():
+    clock = FakeClock()
+    pacer = Pacer(clock=clock, sleep=clock.sleep, start_rps=1000, decrease=0.5)
+    for n in range(60):  # 60 calls within the last second, far below the rate, 40 of them served
+        sent_at = pacer.acquire(deadline=clock.now + 10)
+        if n % 3:
+            pacer.accepted(sent_at)
+        clock.now += 0.015
+    pacer.throttled(1, sent_at=clock.now - 0.01)
+    assert not pacer.slow_start
+    assert pacer.rate == pytest.approx(40 * 0.5)  # what was served in the last second, halved
+    resumed = clock.now + 1
+    slots = [pacer.acquire(deadline=clock.now + 60) for _ in range(5)]
+    assert slots[0] == pytest.approx(resumed)
+    assert all(b - a == pytest.approx(1 / 20, rel=0.05) for a, b in itertools.pairwise(slots))
+
+
+def test_answers_to_calls_already_in_flight_cut_the_rate_once():
+    clock = FakeClock()
+    pacer = Pacer(20, clock=clock, sleep=clock.sleep, decrease=0.5)
+    sent = [pacer.acquire(deadline=clock.now + 10) for _ in range(4)]
+    for at in sent:
+        pacer.throttled(1, sent_at=at)
+    assert pacer.rate == pytest.approx(10)
+    later = pacer.acquire(deadline=clock.now + 10)
+    pacer.throttled(1, sent_at=later)
+    assert pacer.rate == pytest.approx(5)
+
+
+def test_the_rate_grows_back_while_callers_queue_but_never_past_the_budget():
+    clock = FakeClock()
+    pacer = Pacer(20, clock=clock, sleep=clock.sleep, increase=0.05, decrease=0.5)
+    pacer.throttled(0, sent_at=pacer.acquire(deadline=clock.now + 10))
+    assert pacer.rate == pytest.approx(10)
+    for _ in range(50):
+        pacer.acquire(deadline=clock.now + 60)
+    assert 10 < pacer.rate < 20
+    for _ in range(1000):
+        pacer.acquire(deadline=clock.now + 60)
+    assert pacer.rate == 20
 
 
 def test_batch_response_reports_each_inner_status():
