@@ -47,6 +47,7 @@ def test_names_are_case_insensitive_like_app_settings():
         ({"FO_READ_TIMEOUT_S": "soon"}, "FO_READ_TIMEOUT_S"),
         ({"FO_READ_TIMEOUT_S": "-1"}, "FO_READ_TIMEOUT_S"),
         ({"FO_MAX_CONCURRENCY": "100"}, "FO_MAX_CONCURRENCY"),
+        ({"FO_INSTANCE_BUDGET_RPS": "0"}, "FO_INSTANCE_BUDGET_RPS"),
         ({"FO_CALL_DEADLINE_S": "600"}, "FO_CALL_DEADLINE_S"),
         ({"TABLES_CONNECTION_STRING": None}, "TABLES_CONNECTION_STRING or TABLES_ENDPOINT"),
         ({"TABLES_PREFIX": "bad-prefix"}, "TABLES_PREFIX"),
