@@ -24,6 +24,28 @@ param foClientId string
 @description('Client secret of that app; stored in Key Vault, never in app settings')
 param foClientSecret string
 
+@description('When the client secret expires (ISO 8601, as the app registration shows it, e.g. 2027-11-01T00:00:00Z)')
+param foClientSecretExpiresOn string
+
+@description('Key Vault purge protection (irreversible; the vault name stays taken 90 days after azd down): on in production')
+param keyVaultPurgeProtection bool = false
+
+@description('Recover a soft-deleted vault of the same name (set by the preprovision hook after an azd down)')
+param keyVaultRecover bool = false
+
+@minValue(1)
+@description('F&O requests per second the bridge may use in all; sets the instance count and each instance\'s share')
+param foBudgetPerSecond int = 20
+
+@minValue(0)
+@maxValue(5)
+@description('Always-ready instances per inbound function (0: scale to zero, no idle cost)')
+param alwaysReadyInbound int = 0
+
+@minValue(1)
+@description('Alert when a message waited longer than this many minutes in its queue')
+param backlogAgeMinutes int = 15
+
 @description('Legal entity (dataAreaId) used when a message names none')
 param foDefaultCompany string = 'USMF'
 
@@ -58,6 +80,12 @@ module resources 'resources.bicep' = {
     foTenantId: foTenantId
     foClientId: foClientId
     foClientSecret: foClientSecret
+    foClientSecretExpiresOn: foClientSecretExpiresOn
+    keyVaultPurgeProtection: keyVaultPurgeProtection
+    keyVaultRecover: keyVaultRecover
+    foBudgetPerSecond: foBudgetPerSecond
+    alwaysReadyInbound: alwaysReadyInbound
+    backlogAgeMinutes: backlogAgeMinutes
     foDefaultCompany: foDefaultCompany
     foCompanies: foCompanies
     eventSubscriptions: eventSubscriptions

@@ -14,8 +14,22 @@ param eventSubscriptions bool
 param alertEmail string
 @description('Spread the Function App across availability zones (where the region supports it for Flex Consumption)')
 param zoneRedundant bool = false
-@description('Deployment time, for the secret expiry date')
-param utcNowValue string = utcNow()
+@description('When the Entra client secret expires (ISO 8601, from the app registration): the Key Vault secret carries it and an alert fires 30 days before')
+param foClientSecretExpiresOn string
+@description('Purge protection on the Key Vault: irreversible, and a purged-protected vault keeps its name for 90 days after azd down; production turns it on')
+param keyVaultPurgeProtection bool = false
+@description('Recover the soft-deleted vault of an earlier azd down instead of creating it (the preprovision hook sets it)')
+param keyVaultRecover bool = false
+@minValue(1)
+@description('Requests per second F&O may take from the bridge in all instances together (F&O allows 6,000 per user per 5 minutes per web server: 20/s)')
+param foBudgetPerSecond int = 20
+@minValue(0)
+@maxValue(5)
+@description('Always-ready instances per inbound (Service Bus) function: 0 scales them to zero; each ready instance is billed while idle')
+param alwaysReadyInbound int = 0
+@minValue(1)
+@description('Alert when a message waited longer than this in its queue before the bridge took it (minutes)')
+param backlogAgeMinutes int = 15
 
 var topology = loadJsonContent('../shared/topology.json')
 // The inbound flows; their queue names are read from topology.json (a test keeps this list in step with it).
@@ -29,6 +43,23 @@ var inboundFlows = [
   'inventory_moved'
 ]
 var eventFunctions = ['order_released', 'order_status_changed', 'message_processed']
+// The Service Bus function of each inbound flow (functions/<flow>.py registers it under the flow's name).
+var inboundFunctions = inboundFlows
+
+var alwaysReadyFunctions = (alwaysReadyInbound > 0) ? inboundFunctions : []
+
+// --- F&O's budget, split over the instances (README "Scale and F&O's budget") -------------------
+// Flex Consumption scales every Service Bus and Event Grid function on instances of its own; each
+// instance paces its F&O calls alone, so the budget is divided by the most instances there can be.
+// One instance per request per second of budget, never below the plan's lowest maximum (40) nor
+// above its highest (1000) (learn.microsoft.com/azure/azure-functions/flex-consumption-plan).
+var maximumInstanceCount = min(1000, max(40, foBudgetPerSecond))
+var instanceBudgetMilli = (foBudgetPerSecond * 1000) / maximumInstanceCount
+var instanceBudgetWhole = instanceBudgetMilli / 1000
+var instanceBudgetFraction = padLeft(string(instanceBudgetMilli % 1000), 3, '0')
+var instanceBudget = '${instanceBudgetWhole}.${instanceBudgetFraction}'
+// At about one second per F&O call, an instance needs one concurrent call per request per second.
+var instanceConcurrency = min(16, max(1, (foBudgetPerSecond + maximumInstanceCount - 1) / maximumInstanceCount))
 var token = toLower(uniqueString(subscription().id, environmentName, location))
 var packageContainer = 'app-package'
 var deadLetterContainer = 'eventgrid-deadletter'
@@ -39,7 +70,7 @@ var roles = {
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
-  serviceBusDataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
+  serviceBusDataOwner: '090c5cfd-751d-490a-894a-3ce6f1109419'
   serviceBusDataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
@@ -182,9 +213,15 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     tenantId: subscription().tenantId
     sku: { family: 'A', name: 'standard' }
     enableRbacAuthorization: true
+    // 'recover' brings back the vault an earlier `azd down` soft-deleted: same name, same secrets.
+    createMode: keyVaultRecover ? 'recover' : 'default'
     enableSoftDelete: true
     softDeleteRetentionInDays: 90
-    enablePurgeProtection: true
+    // Purge protection cannot be turned off once on (the property accepts no false), so it is left
+    // unset in development, where `azd down --purge` must free the name.
+    //checkov:skip=CKV_AZURE_110: purge protection is the keyVaultPurgeProtection parameter, on in production (see README)
+    //checkov:skip=CKV_AZURE_42: recoverable: soft delete is always on; purge protection is the keyVaultPurgeProtection parameter
+    enablePurgeProtection: keyVaultPurgeProtection ? true : null
     //checkov:skip=CKV_AZURE_189: the Function App reads the secret over the public endpoint (no VNet here); RBAC only
     publicNetworkAccess: 'Enabled'
     //checkov:skip=CKV_AZURE_109: trusted Azure services bypass; everything else needs an Entra role
@@ -203,8 +240,8 @@ resource foSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
     contentType: 'Entra client secret of the F&O integration app'
     attributes: {
       enabled: true
-      // Entra secrets expire; keep this in step with the app registration (here: a year from deployment).
-      exp: dateTimeToEpoch(dateTimeAdd(utcNowValue, 'P365D'))
+      // The app registration's own expiry, a parameter: it must not move with every deployment.
+      exp: dateTimeToEpoch(foClientSecretExpiresOn)
     }
   }
 }
@@ -241,6 +278,8 @@ var appSettings = {
   FO_DEFAULT_COMPANY: foDefaultCompany
   FO_COMPANIES: foCompanies
   FO_CALL_DEADLINE_S: '120'
+  FO_INSTANCE_BUDGET_RPS: instanceBudget
+  FO_MAX_CONCURRENCY: string(instanceConcurrency)
   MESSAGE_LOCK_BUDGET_S: '300'
   TABLES_ENDPOINT: storage.properties.primaryEndpoints.table
   TABLES_CLIENT_ID: identity.properties.clientId
@@ -286,7 +325,12 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       }
       scaleAndConcurrency: {
         instanceMemoryMB: 2048
-        maximumInstanceCount: 40
+        maximumInstanceCount: maximumInstanceCount
+        // Individually scaled functions are named 'function:<name>' (learn.microsoft.com/azure/azure-functions/flex-consumption-how-to).
+        alwaysReady: [for fn in alwaysReadyFunctions: {
+          name: 'function:${fn}'
+          instanceCount: alwaysReadyInbound
+        }]
       }
       runtime: { name: 'python', version: '3.11' }
     }
@@ -310,6 +354,9 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: app
   name: 'appsettings'
   properties: appSettings
+  // The Key Vault reference resolves with the app's identity: without its role the first resolution
+  // fails and the literal reference string reaches the worker (start-up then refuses it, by name).
+  dependsOn: [secretReader]
 }
 
 // --- Event Grid: F&O business events to the three functions ---------------------------------------
@@ -390,22 +437,16 @@ resource ledgerTables 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// Each inbound queue: receive (trigger) and send (the pipeline schedules waiting messages on it).
-resource queueReceivers 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (flow, i) in inboundFlows: {
-  name: guid(queues[i].id, identity.id, roles.serviceBusDataReceiver)
+// Each inbound queue: receive (trigger), send (the pipeline schedules waiting messages on it) and
+// manage (the scale controller reads the queue's message count, which needs the Manage right; with
+// Data Receiver alone it logs unauthorized warnings and scales without the queue length). Data Owner
+// is the built-in role the trigger documentation lists for that; it is scoped to each queue, so it
+// reaches no other entity of the namespace.
+resource queueOwners 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (flow, i) in inboundFlows: {
+  name: guid(queues[i].id, identity.id, roles.serviceBusDataOwner)
   scope: queues[i]
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataReceiver)
-    principalId: identity.properties.principalId
-    principalType: 'ServicePrincipal'
-  }
-}]
-
-resource queueSenders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (flow, i) in inboundFlows: {
-  name: guid(queues[i].id, identity.id, roles.serviceBusDataSender)
-  scope: queues[i]
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataOwner)
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
   }
@@ -502,6 +543,159 @@ resource deadLettered 'Microsoft.Insights/metricAlerts@2018-03-01' = {
   }
 }
 
+// A queue that stayed non-empty for a whole hour: the bridge is not draining it (stopped, or every
+// delivery failing). One alert per queue: the EntityName dimension splits it.
+resource queueNotDraining 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: 'alert-mesbridge-queue-not-draining-${token}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'An inbound queue held messages for a whole hour without ever emptying: is the bridge running?'
+    severity: 2
+    enabled: true
+    scopes: [bus.id]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT1H'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          name: 'backlog'
+          metricName: 'ActiveMessages'
+          dimensions: [
+            {
+              name: 'EntityName'
+              operator: 'Include'
+              values: [for flow in inboundFlows: topology.inbound_queues[flow]]
+            }
+          ]
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Minimum'
+          criterionType: 'StaticThresholdCriterion'
+        }
+      ]
+    }
+    actions: [
+      {
+        actionGroupId: responders.id
+      }
+    ]
+  }
+}
+
+// Event Grid gave up on an F&O business event (30 attempts over 24 h) and wrote it to the
+// dead-letter container (metric DeadLetteredCount, learn.microsoft.com/azure/event-grid/monitor-push-reference).
+resource eventsDeadLettered 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: 'alert-mesbridge-event-dead-letters-${token}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'Event Grid dead-lettered an F&O business event: see the eventgrid-deadletter container'
+    severity: 1
+    enabled: true
+    scopes: [events.id]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT5M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          name: 'deadletters'
+          metricName: 'DeadLetteredCount'
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Total'
+          criterionType: 'StaticThresholdCriterion'
+        }
+      ]
+    }
+    actions: [
+      {
+        actionGroupId: responders.id
+      }
+    ]
+  }
+}
+
+// How long the oldest message of each flow waited in its queue before the bridge took it
+// (queue_age_s on every outcome line), split by flow: one alert per queue.
+resource backlogAge 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: 'alert-mesbridge-backlog-age-${token}'
+  location: location
+  tags: tags
+  properties: {
+    description: 'Messages waited longer than ${backlogAgeMinutes} minutes in their queue: the bridge falls behind the MES'
+    severity: 2
+    enabled: true
+    scopes: [insights.id]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: 'traces | where isnotempty(customDimensions.queue_age_s) | extend flow = tostring(customDimensions.flow), age_s = todouble(customDimensions.queue_age_s) | summarize age_s = max(age_s) by flow'
+          metricMeasureColumn: 'age_s'
+          dimensions: [
+            {
+              name: 'flow'
+              operator: 'Include'
+              values: ['*']
+            }
+          ]
+          timeAggregation: 'Maximum'
+          operator: 'GreaterThan'
+          threshold: backlogAgeMinutes * 60
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        responders.id
+      ]
+    }
+  }
+}
+
+// The Entra client secret expires on a date the app registration fixed (a parameter, so no
+// deployment moves it); from 30 days before, this fires every 6 hours until the secret is rotated.
+resource secretExpiry 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: 'alert-mesbridge-secret-expiry-${token}'
+  location: location
+  tags: tags
+  properties: {
+    description: 'The F&O client secret expires on ${foClientSecretExpiresOn}: create a new one, then azd env set FO_CLIENT_SECRET and FO_CLIENT_SECRET_EXPIRES_ON and azd provision'
+    severity: 2
+    enabled: true
+    scopes: [insights.id]
+    evaluationFrequency: 'PT6H'
+    windowSize: 'PT6H'
+    criteria: {
+      allOf: [
+        {
+          query: 'print expires_on = datetime(${foClientSecretExpiresOn}) | where now() > expires_on - 30d'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        responders.id
+      ]
+    }
+  }
+}
+
 var logAlerts = [
   {
     name: 'parked'
@@ -514,6 +708,12 @@ var logAlerts = [
     severity: 1
     description: 'Function executions fail (the broker or Event Grid retries them)'
     query: 'requests | where success == false'
+  }
+  {
+    name: 'fo-auth'
+    severity: 1
+    description: 'F&O or Entra refused the bridge\'s credentials (expired or wrong secret, app not registered in F&O): nothing is forwarded'
+    query: 'traces | where customDimensions.outcome == "auth"'
   }
   {
     name: 'throttling'

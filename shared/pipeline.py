@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -289,9 +289,22 @@ def process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
     started = time.monotonic()
     result = _process(delivery, flow, ports)
     log_outcome(
-        ports.log, flow.name, result, duration_ms=(time.monotonic() - started) * 1000, delivery_count=delivery.delivery_count
+        ports.log,
+        flow.name,
+        result,
+        duration_ms=(time.monotonic() - started) * 1000,
+        delivery_count=delivery.delivery_count,
+        queue_age_s=_queue_age_s(delivery),
     )
     return result
+
+
+def _queue_age_s(delivery: Delivery) -> float | None:
+    """How long the message sat in its queue; the trigger's enqueued time may come without a zone (UTC)."""
+    if delivery.enqueued_at is None:
+        return None
+    enqueued = delivery.enqueued_at if delivery.enqueued_at.tzinfo else delivery.enqueued_at.replace(tzinfo=UTC)
+    return max(0.0, (utcnow() - enqueued).total_seconds())
 
 
 def _process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:

@@ -43,7 +43,17 @@ class _Outcome(Protocol):
     def fo_ms(self) -> float: ...
 
 
-def log_outcome(log: logging.Logger, flow: str, result: _Outcome, *, duration_ms: float, delivery_count: int) -> None:
+def log_outcome(
+    log: logging.Logger,
+    flow: str,
+    result: _Outcome,
+    *,
+    duration_ms: float,
+    delivery_count: int,
+    queue_age_s: float | None = None,
+) -> None:
+    """One line per delivery. `queue_age_s` (how long the message sat in its queue before this
+    delivery) feeds the backlog-age alert per flow in infra/."""
     outcome = str(result.outcome)
     counter = _COUNTERS.get(outcome)
     if counter is not None:
@@ -69,5 +79,6 @@ def log_outcome(log: logging.Logger, flow: str, result: _Outcome, *, duration_ms
             "fo_latency_ms": round(result.fo_ms, 1),
             "duration_ms": round(duration_ms, 1),
             "delivery_count": delivery_count,
+            **({"queue_age_s": round(queue_age_s, 1)} if queue_age_s is not None else {}),
         },
     )

@@ -75,7 +75,33 @@ def test_storage_and_service_bus_accept_entra_only(tree):
     assert props(tree, "bus")["disableLocalAuth"] is True
     assert props(tree, "insights")["DisableLocalAuth"] is True
     vault = props(tree, "vault")
-    assert vault["enableRbacAuthorization"] is True and vault["enablePurgeProtection"] is True
+    assert vault["enableRbacAuthorization"] is True and vault["enableSoftDelete"] is True
+
+
+def test_key_vault_survives_azd_down_and_up(tree, main):
+    vault = props(tree, "vault")
+    # Purge protection is irreversible (the property takes no false): on only when production asks.
+    assert vault["enablePurgeProtection"] == conditional("keyVaultPurgeProtection", True, None)
+    assert main["parameters"]["keyVaultPurgeProtection"]["default"] is False
+    # After azd down, the soft-deleted vault keeps its name: the next azd up recovers it.
+    assert vault["createMode"] == conditional("keyVaultRecover", "recover", "default")
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["keyVaultRecover"]["value"] == "${KEY_VAULT_RECOVER=false}"
+
+
+def test_the_secret_expiry_is_a_parameter_not_the_deployment_time(tree):
+    text = (INFRA / "resources.bicep").read_text()
+    assert "utcNow(" not in text, "an expiry computed from the deployment time moves with every deployment"
+    secret = props(tree, "foSecret")
+    assert secret["attributes"]["exp"] == {
+        "function": {"type": "date_time_to_epoch", "parameters": {"date_time": "foClientSecretExpiresOn"}}
+    }
+    assert tree["parameters"]["foClientSecretExpiresOn"].get("default") is None  # the user must say it
+
+
+def test_app_settings_wait_for_the_key_vault_role(tree):
+    assert "secretReader" in resource(tree, "settings")["dependsOn"]
+    assert "keyVaultSecretsUser" in json.dumps(props(tree, "secretReader")["roleDefinitionId"])
 
 
 def test_function_app_is_flex_consumption_python_with_one_user_assigned_identity(tree):
@@ -99,6 +125,9 @@ def test_event_grid_subscriptions_reach_every_event_grid_function_with_retries_a
     assert subscription["deadLetterWithResourceIdentity"]["deadLetterDestination"]["endpointType"] == "StorageBlob"
 
 
+SERVICE_BUS_DATA_OWNER = "090c5cfd-751d-490a-894a-3ce6f1109419"
+
+
 def test_role_assignments_are_least_privilege(tree):
     roles = tree["variables"]["roles"]["value"]
     allowed = {
@@ -106,26 +135,164 @@ def test_role_assignments_are_least_privilege(tree):
         "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
         "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
         "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
-        "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0",
+        SERVICE_BUS_DATA_OWNER,
         "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39",
         "3913510d-42f4-4e42-8a64-420c390055eb",
         "4633458b-17de-408a-b874-0445c86b69e6",
     }
-    assert set(roles.values()) <= allowed  # no Owner, Contributor or Data Owner on Service Bus
+    assert set(roles.values()) <= allowed  # no Owner or Contributor
     assignments = [n for n, r in tree["resources"].items() if r["type"] == "Microsoft.Authorization/roleAssignments"]
-    assert len(assignments) >= 9
+    assert len(assignments) >= 8
     for name in assignments:
         assert resource(tree, name).get("scope"), f"{name} must be scoped to a resource, not the subscription"
         assert props(tree, name)["principalType"] == "ServicePrincipal"
 
 
-def test_alerts_cover_dead_letters_parked_messages_failures_and_throttling(tree):
-    assert props(tree, "deadLettered")["criteria"]["allOf"][0]["metricName"] == "DeadletteredMessages"
+def test_service_bus_data_owner_only_on_each_inbound_queue_for_the_scale_controller(tree):
+    # The scale controller reads the queue's message count (Manage); Data Owner is the trigger
+    # documentation's role for it, and it may reach nothing but the trigger's own queue.
+    owners = [
+        name
+        for name, r in tree["resources"].items()
+        if r["type"] == "Microsoft.Authorization/roleAssignments" and "serviceBusDataOwner" in json.dumps(resource(tree, name))
+    ]
+    assert owners == ["queueOwners"]
+    loop = tree["resources"]["queueOwners"]["config"]["loop_type"]
+    assert loop["detail"]["array_name"] == "inboundFlows"
+    assert "queues" in json.dumps(resource(tree, "queueOwners")["scope"])
+
+
+def metric_of(tree: Any, name: str) -> Any:
+    return props(tree, name)["criteria"]["allOf"][0]
+
+
+def test_alerts_cover_dead_letters_parked_messages_failures_auth_throttling_backlog_and_expiry(tree):
+    assert metric_of(tree, "deadLettered")["metricName"] == "DeadletteredMessages"
     names = {alert["name"] for alert in tree["variables"]["logAlerts"]["value"]}
-    assert names == {"parked", "failures", "throttling"}
+    assert names == {"parked", "failures", "fo-auth", "throttling"}
+    auth = next(a for a in tree["variables"]["logAlerts"]["value"] if a["name"] == "fo-auth")
+    assert 'customDimensions.outcome == "auth"' in auth["query"]  # what the pipeline logs on AuthError
+    # Event Grid dead letters: the topic's DeadLetteredCount metric.
+    assert "events" in json.dumps(props(tree, "eventsDeadLettered")["scopes"])
+    assert metric_of(tree, "eventsDeadLettered")["metricName"] == "DeadLetteredCount"
+    # Backlog per queue: age of what the bridge takes (split by flow), and a queue that never empties.
+    age = metric_of(tree, "backlogAge")
+    assert "customDimensions.queue_age_s" in age["query"] and age["dimensions"][0]["name"] == "flow"
+    draining = metric_of(tree, "queueNotDraining")
+    assert draining["metricName"] == "ActiveMessages" and draining["timeAggregation"] == "Minimum"
+    assert draining["dimensions"][0]["name"] == "EntityName"
+    # The secret's expiry: a fixed date, from 30 days before.
+    expiry = metric_of(tree, "secretExpiry")["query"]
+    assert "${foClientSecretExpiresOn}" in expiry and "30d" in expiry
 
 
-def _placeholder(value: Any, name: str, parameters: dict[str, Any]) -> str:
+def conditional(condition: str, true_value: Any, false_value: Any) -> Any:
+    return {
+        "operator": {
+            "type": "conditional",
+            "operands": {"condition": condition, "true_value": true_value, "false_value": false_value},
+        }
+    }
+
+
+# --- a small evaluator of the Bicep expressions the budget arithmetic uses --------------------
+
+
+_OPERATORS = {
+    "add": lambda a, b: a + b,
+    "substract": lambda a, b: a - b,  # pycep's spelling
+    "multiply": lambda a, b: a * b,
+    "divide": lambda a, b: int(a / b),  # Bicep divides integers with truncation
+    "modulo": lambda a, b: a % b,
+    "greater_than": lambda a, b: a > b,
+}
+
+
+def evaluate(expr: Any, scope: dict[str, Any], tree: Any) -> Any:
+    if isinstance(expr, bool | int | float | list) or expr is None:
+        return expr
+    if isinstance(expr, str):
+        if expr in scope:
+            return scope[expr]
+        if expr in tree["variables"]:
+            return evaluate(tree["variables"][expr]["value"], scope, tree)
+        if "${" in expr:
+            return re.sub(r"\$\{(\w+)\}", lambda m: str(evaluate(m.group(1), scope, tree)), expr)
+        if expr.split(".")[0] in tree["resources"] or expr in tree["parameters"]:
+            raise KeyError(expr)  # a resource property or a parameter without a value: known only at deployment
+        return expr  # a string literal
+    if "operator" in expr:
+        op = expr["operator"]
+        if op["type"] == "conditional":
+            parts = op["operands"]
+            branch = "true_value" if evaluate(parts["condition"], scope, tree) else "false_value"
+            return evaluate(parts[branch], scope, tree)
+        return _OPERATORS[op["type"]](*(evaluate(v, scope, tree) for v in op["operands"].values()))
+    function = expr["function"]
+    args = [evaluate(v, scope, tree) for v in function["parameters"].values()]
+    if function["type"] == "min":
+        return min(args)
+    if function["type"] == "max":
+        return max(args)
+    if function["type"] == "string":
+        return str(args[0])
+    if function["type"] == "pad_left":
+        return str(args[0]).rjust(args[1], args[2])
+    raise KeyError(function["type"])
+
+
+@pytest.mark.parametrize("budget", [1, 7, 20, 39, 40, 41, 100, 999, 1000, 5000])
+def test_the_fo_budget_sets_the_instance_count_and_each_instance_s_share(tree, budget):
+    scope = {"foBudgetPerSecond": budget}
+    instances = evaluate("maximumInstanceCount", scope, tree)
+    assert 40 <= instances <= 1000  # Flex Consumption's range
+    assert props(tree, "app")["functionAppConfig"]["scaleAndConcurrency"]["maximumInstanceCount"] == "maximumInstanceCount"
+    settings = tree["variables"]["appSettings"]["value"]
+    share = float(evaluate(settings["FO_INSTANCE_BUDGET_RPS"], scope, tree))
+    concurrency = int(evaluate(settings["FO_MAX_CONCURRENCY"], scope, tree))
+    # Every instance at its share never exceeds the budget, and rounding loses under 0.1 %.
+    assert share * instances <= budget
+    assert share * instances >= budget - instances * 0.001
+    assert 1 <= concurrency <= 16 and concurrency >= min(16, share)
+    env = {**BASE_ENV, "FO_INSTANCE_BUDGET_RPS": f"{share:.3f}", "FO_MAX_CONCURRENCY": str(concurrency)}
+    assert load_settings(env).fo_instance_budget_rps == pytest.approx(share)
+
+
+def test_the_default_budget_is_f_and_o_s_documented_user_limit(main, tree):
+    # 6,000 requests per user per 5 minutes (fo-contracts.md, service protection): 20 per second.
+    assert main["parameters"]["foBudgetPerSecond"]["default"] == 6000 // 300
+    scope = {"foBudgetPerSecond": 20}
+    assert evaluate("maximumInstanceCount", scope, tree) == 40
+    assert evaluate(tree["variables"]["appSettings"]["value"]["FO_INSTANCE_BUDGET_RPS"], scope, tree) == "0.500"
+
+
+@pytest.mark.parametrize(("ready", "expected"), [(0, []), (1, list(INBOUND_QUEUES)), (2, list(INBOUND_QUEUES))])
+def test_always_ready_instances_are_per_inbound_function_and_off_by_default(tree, main, ready, expected):
+    assert main["parameters"]["alwaysReadyInbound"]["default"] == 0
+    assert evaluate("alwaysReadyFunctions", {"alwaysReadyInbound": ready}, tree) == expected
+    entry = props(tree, "app")["functionAppConfig"]["scaleAndConcurrency"]["alwaysReady"]
+    assert entry["loop_type"]["detail"]["array_name"] == "alwaysReadyFunctions"
+    assert entry["config"] == {"name": "function:${fn}", "instanceCount": "alwaysReadyInbound"}
+    # 'function:<name>' must name the Service Bus functions the app declares.
+    assert evaluate("inboundFunctions", {}, tree) == [q.name for q in discover(function_app.app).queues]
+
+
+BASE_ENV = {
+    "FO_BASE_URL": "https://contoso.operations.dynamics.com",
+    "FO_TENANT_ID": "tenant",
+    "FO_CLIENT_ID": "client",
+    "FO_CLIENT_SECRET": "resolved-by-the-platform",
+    "TABLES_ENDPOINT": "https://a.table.core.windows.net",
+}
+
+
+def _placeholder(value: Any, name: str, parameters: dict[str, Any], tree: Any = None) -> str:
+    if tree is not None and (not isinstance(value, str) or value in tree["variables"]):
+        defaults = {p: v.get("default") for p, v in tree["parameters"].items() if "default" in v}
+        try:
+            return str(evaluate(value, defaults, tree))
+        except KeyError:
+            pass
     if isinstance(value, str) and value in parameters:  # a parameter reference: use the template's default
         default = parameters[value].get("default")
         return str(default) if isinstance(default, str) else _placeholder(None, name, {})
@@ -140,7 +307,7 @@ def _placeholder(value: Any, name: str, parameters: dict[str, Any]) -> str:
 
 def test_the_app_settings_satisfy_the_settings_model(tree, main):
     settings = tree["variables"]["appSettings"]["value"]
-    env = {name: _placeholder(value, name, main["parameters"]) for name, value in settings.items()}
+    env = {name: _placeholder(value, name, main["parameters"], tree) for name, value in settings.items()}
     env["FO_BASE_URL"] = "https://contoso.operations.dynamics.com"
     parsed = load_settings(env)  # raises, naming the setting, if the Bicep misses a required one
     assert parsed.fo_auth_mode.value == "client_secret" and parsed.tables_endpoint

@@ -1,3 +1,4 @@
+import datetime as dt
 import logging
 
 import pytest
@@ -5,7 +6,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from shared import telemetry
-from shared.pipeline import Outcome, Result
+from shared.pipeline import Outcome, Result, _queue_age_s
+from shared.servicebus import Delivery
 
 
 @pytest.fixture
@@ -20,7 +22,9 @@ def reader(monkeypatch):
 def test_every_outcome_line_carries_the_dimensions_and_counts(reader, caplog):
     result = Result(Outcome.PARKED, "USMF", "m-1", "rejected", "no such item", "P1", "corr-1", 12.5)
     with caplog.at_level(logging.INFO, logger="mesbridge"):
-        telemetry.log_outcome(logging.getLogger("mesbridge"), "material_consumed", result, duration_ms=30, delivery_count=2)
+        telemetry.log_outcome(
+            logging.getLogger("mesbridge"), "material_consumed", result, duration_ms=30, delivery_count=2, queue_age_s=95.04
+        )
     [record] = caplog.records
     assert record.levelno == logging.WARNING
     for name, value in {
@@ -31,7 +35,16 @@ def test_every_outcome_line_carries_the_dimensions_and_counts(reader, caplog):
         "outcome": "parked",
         "reason": "rejected",
         "delivery_count": 2,
+        "queue_age_s": 95.0,  # the backlog-age alert reads it (infra/resources.bicep)
     }.items():
         assert getattr(record, name) == value
     points = [p for m in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics for p in m.data.data_points]
     assert [(p.value, dict(p.attributes)) for p in points] == [(1, {"flow": "material_consumed", "reason": "rejected"})]
+
+
+@pytest.mark.parametrize("zone", [dt.UTC, None])
+def test_queue_age_is_measured_from_the_enqueued_time_with_or_without_a_zone(zone):
+    enqueued = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=20)).replace(tzinfo=zone)
+    age = _queue_age_s(Delivery(b"{}", "m-1", "q", enqueued_at=enqueued))
+    assert age is not None and 1199 <= age <= 1260
+    assert _queue_age_s(Delivery(b"{}", "m-1", "q")) is None
