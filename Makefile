@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup test lint scan format demo bench chaos emulator clean
+.PHONY: setup test lint scan format demo bench chaos emulator telemetry-volume smoke clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -52,6 +52,10 @@ chaos: setup
 
 emulator: setup
 	$(BIN)/python -m devtools.fo_emulator
+
+# What one MES message costs in Application Insights, measured on the demo shift (README "Telemetry cost").
+telemetry-volume: setup
+	$(BIN)/python -m devtools.telemetry_volume $(ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-checkov node_modules .pytest_cache .mypy_cache .ruff_cache

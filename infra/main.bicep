@@ -46,6 +46,9 @@ param alwaysReadyInbound int = 0
 @description('Alert when a message waited longer than this many minutes in its queue')
 param backlogAgeMinutes int = 15
 
+@description('Share of the worker\'s spans kept (0 to 1); logs and requests are never sampled')
+param traceSamplingRatio string = '0.1'
+
 @description('Legal entity (dataAreaId) used when a message names none')
 param foDefaultCompany string = 'USMF'
 
@@ -86,6 +89,7 @@ module resources 'resources.bicep' = {
     foBudgetPerSecond: foBudgetPerSecond
     alwaysReadyInbound: alwaysReadyInbound
     backlogAgeMinutes: backlogAgeMinutes
+    traceSamplingRatio: traceSamplingRatio
     foDefaultCompany: foDefaultCompany
     foCompanies: foCompanies
     eventSubscriptions: eventSubscriptions

@@ -30,6 +30,8 @@ param alwaysReadyInbound int = 0
 @minValue(1)
 @description('Alert when a message waited longer than this in its queue before the bridge took it (minutes)')
 param backlogAgeMinutes int = 15
+@description('Share of the worker\'s spans (dependencies: F&O and Table Storage calls) kept, 0 to 1; logs and the host\'s requests are never sampled')
+param traceSamplingRatio string = '0.1'
 
 var topology = loadJsonContent('../shared/topology.json')
 // The inbound flows; their queue names are read from topology.json (a test keeps this list in step with it).
@@ -270,6 +272,10 @@ var appSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: insights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
   PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+  // In OpenTelemetry mode host.json samplingSettings do nothing; the worker's Azure Monitor
+  // distro samples its spans by these standard variables (README "Telemetry cost").
+  OTEL_TRACES_SAMPLER: 'microsoft.fixed_percentage'
+  OTEL_TRACES_SAMPLER_ARG: traceSamplingRatio
   FO_BASE_URL: foBaseUrl
   FO_AUTH_MODE: 'client_secret'
   FO_TENANT_ID: foTenantId

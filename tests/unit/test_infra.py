@@ -329,3 +329,18 @@ def test_azd_files_match_the_template(main):
     assert required <= set(parameters), f"azd must supply {required - set(parameters)}"
     azure_yaml = (ROOT / "azure.yaml").read_text()
     assert "host: function" in azure_yaml and "language: python" in azure_yaml and "path: infra" in azure_yaml
+
+
+def test_sampling_is_configured_where_open_telemetry_mode_applies_it(tree, main):
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["telemetryMode"] == "OpenTelemetry"
+    # samplingSettings belong to the classic Application Insights SDK: in OpenTelemetry mode they do nothing.
+    assert "applicationInsights" not in host["logging"]
+    settings = tree["variables"]["appSettings"]["value"]
+    assert settings["OTEL_TRACES_SAMPLER"] == "microsoft.fixed_percentage"  # azure-monitor-opentelemetry's sampler
+    assert settings["OTEL_TRACES_SAMPLER_ARG"] == "traceSamplingRatio"
+    assert 0 < float(main["parameters"]["traceSamplingRatio"]["default"]) <= 1
+    # The bridge's outcome lines are exported by the worker itself (not filtered by host.json), so the
+    # host's own per-invocation lines can stay off without losing any of them.
+    assert settings["PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"] == "true"
+    assert host["logging"]["logLevel"]["Function"] == "Warning"
