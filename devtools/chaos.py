@@ -522,7 +522,7 @@ def _verdict(shift: Shift, emulator: FoEmulator, ports: Ports, entries: list[Any
         if document["type"] == "quality_result":
             applied = quality[document["message_id"]]
         elif document["type"] == "inventory_moved":
-            lines = sum(1 for op in getattr(call, "operations", []) if op.path == "InventoryMovementJournalEntries")
+            lines = sum(1 for op in getattr(call, "operations", []) if op.path.endswith("JournalEntries"))
             applied = lines_per_journal[getattr(call, "natural_key", "")] // max(1, lines)
         else:
             applied = fo_contents[content_hash(call)]

@@ -11,7 +11,7 @@ from typing import Any
 
 from devtools import mes
 from devtools.fo_emulator.plant import Row
-from shared.mapping import movement_journal_number
+from shared.mapping import transfer_journal_number
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,8 @@ class Expected:
     reported_good: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
     final_status: dict[str, str] = field(default_factory=dict)
     quality_results: set[str] = field(default_factory=set)
-    journals: set[str] = field(default_factory=set)
+    # transfer journal number -> its one line as F&O should hold it (item, batches, warehouses, quantity)
+    journals: dict[str, dict[str, Any]] = field(default_factory=dict)
     fo_messages: int = 0
     malformed_ids: list[str] = field(default_factory=list)
 
@@ -153,7 +154,15 @@ def build_shift(spec: ShiftSpec, production_orders: list[Row], batches: list[Row
             occurred_at=shift_start + timedelta(minutes=30 * n % 960),
         )
         extras.append(document)
-        expected.journals.add(movement_journal_number("USMF", document["message_id"]))
+        body = document["body"]
+        expected.journals[transfer_journal_number("USMF", document["message_id"])] = {
+            "ItemNumber": body["item_number"],
+            "SourceItemBatchNumber": body["batch_number"],
+            "DestinationItemBatchNumber": body["batch_number"],
+            "SourceWarehouseId": body["from_warehouse"],
+            "DestinationWarehouseId": body["to_warehouse"],
+            "InventoryQuantity": body["quantity"],
+        }
 
     # The MES sends orders interleaved as the lines run them; one order's events stay in order.
     stream: list[dict[str, Any] | bytes] = []

@@ -59,6 +59,8 @@ class MappingOptions:
     journal_field_names: str = "2024"
     picking_batch_field: str = ""
     quality_service_path: str = "MesBridgeServices/MesQualityService/reportQualityResult"
+    transfer_journal_name: str = "ITrf"
+    transfer_quantity_sign: float = 1.0
     movement_journal_name: str = "IMov"
     picking_list_journal: str = ""
     route_card_journal: str = ""
@@ -90,6 +92,8 @@ class MappingOptions:
             journal_field_names=settings.fo_journal_field_names,
             picking_batch_field=settings.fo_picking_batch_field,
             quality_service_path=settings.fo_quality_service_path,
+            transfer_journal_name=settings.fo_transfer_journal_name,
+            transfer_quantity_sign=-1.0 if settings.fo_transfer_quantity_sign == "negative" else 1.0,
             movement_journal_name=settings.fo_movement_journal_name,
             picking_list_journal=settings.fo_picking_list_journal_name,
             route_card_journal=settings.fo_route_card_journal_name,
@@ -255,50 +259,85 @@ def quality_result(event: QualityResult, options: MappingOptions) -> ServiceCall
     return ServiceCall(options.quality_service_path, {"_companyId": event.company.upper(), "_result": result})
 
 
-def movement_journal_number(company: str, message_id: str) -> str:
-    """A journal number derived from the MES message id (F&O JournalId holds 10 characters)."""
+# --- inventory journals over OData -------------------------------------------------------------
+#
+# Which journal: Microsoft Learn, "Inventory journals"
+# (https://learn.microsoft.com/en-us/dynamics365/supply-chain/inventory/inventory-journals): transfer
+# journals move items "between stocking locations, batches, or product variants without associating
+# any cost implications", with both the "from" and "to" dimensions on the line; a movement journal
+# posts against a general ledger offset account. So a MES move is a transfer journal, never a
+# movement journal with a minus and a plus line.
+#
+# Entity sets, keys and field names: the CDM definition of InventInventoryTransferJournalEntryCDSEntity
+# (microsoft/CDM, schemaDocuments/core/operationsCommon/Entities/SupplyChain/InventoryAndWarehouseManagement/;
+# Source*/Destination* site, warehouse and product dimension fields) and OData clients generated from
+# an F&O `/data/$metadata` (SAP Cloud SDK, service "d365_metadata": InventoryTransferJournalHeaders key
+# dataAreaId + JournalNumber; InventoryTransferJournalEntries key dataAreaId + JournalNumber + LineNumber,
+# with SourceWarehouseLocationId, SourceItemBatchNumber, DestinationWarehouseLocationId,
+# DestinationItemBatchNumber). Types, from that $metadata: TransactionDate Edm.DateTimeOffset (not
+# nullable), LineNumber and InventoryQuantity Edm.Decimal, strings Edm.String, IsPosted the NoYes enum.
+# UNCONFIRMED against Microsoft's own entity reference (the CDM lists every attribute as a string):
+# verify in the environment's $metadata. The standard transfer journal name is "ITrf" in Microsoft's
+# demo data (UNCONFIRMED as a product default; FO_TRANSFER_JOURNAL_NAME sets it).
+#
+# A date-only F&O field (TransDate) is exposed as Edm.DateTimeOffset; we send the MES's calendar day at
+# midnight UTC so F&O stores that day (UNCONFIRMED: how F&O truncates an offset other than Z).
+# The line's quantity is the moved quantity, positive by default; whether F&O wants the issue sign
+# on a transfer line is UNCONFIRMED, so FO_TRANSFER_QUANTITY_SIGN can flip it.
+
+
+def journal_number(prefix: str, company: str, message_id: str) -> str:
+    """A journal number derived from the MES message id (F&O JournalId holds 10 characters); the prefix
+    keeps transfer (T) and movement (M) journals of one message apart."""
     digest = hashlib.sha256(f"{company.upper()}|{message_id}".encode()).digest()
-    return "M" + base64.b32encode(digest).decode()[:9]
+    return prefix + base64.b32encode(digest).decode()[:9]
+
+
+def transfer_journal_number(company: str, message_id: str) -> str:
+    return journal_number("T", company, message_id)
+
+
+def movement_journal_number(company: str, message_id: str) -> str:
+    return journal_number("M", company, message_id)
+
+
+def edm_date_time_offset(day: str) -> str:
+    """A calendar day (yyyy-mm-dd) as Edm.DateTimeOffset: midnight UTC of that day."""
+    return f"{day}T00:00:00Z"
 
 
 def inventory_moved(event: InventoryMoved, options: MappingOptions) -> Changeset:
     body = event.body
     company = event.company.lower()
-    journal = movement_journal_number(event.company, event.message_id)
+    journal = transfer_journal_number(event.company, event.message_id)
     day = body.moved_on.isoformat() if body.moved_on else _day(event, options)
     header = {
         "dataAreaId": company,
         "JournalNumber": journal,
-        "JournalNameId": options.movement_journal_name,
+        "JournalNameId": options.transfer_journal_name,
         "Description": f"MES {event.message_id}"[:60],
     }
-
-    def line(number: int, quantity: float, site: str, warehouse: str, location: str | None) -> dict[str, Any]:
-        return _drop_none(
-            {
-                "dataAreaId": company,
-                "JournalNumber": journal,
-                "LineNumber": float(number),
-                "ItemNumber": body.item_number,
-                "InventoryQuantity": quantity,
-                "TransactionDate": day,
-                "InventorySiteId": site,
-                "InventoryWarehouseId": warehouse,
-                "WarehouseLocationId": location,
-                "ItemBatchNumber": body.batch_number,
-            }
-        )
-
+    line = _drop_none(
+        {
+            "dataAreaId": company,
+            "JournalNumber": journal,
+            "LineNumber": 1.0,
+            "ItemNumber": body.item_number,
+            "InventoryQuantity": options.transfer_quantity_sign * body.quantity,
+            "TransactionDate": edm_date_time_offset(day),
+            "SourceInventorySiteId": body.from_site,
+            "SourceWarehouseId": body.from_warehouse,
+            "SourceWarehouseLocationId": body.from_location,
+            "SourceItemBatchNumber": body.batch_number,
+            "DestinationInventorySiteId": body.to_site,
+            "DestinationWarehouseId": body.to_warehouse,
+            "DestinationWarehouseLocationId": body.to_location,
+            "DestinationItemBatchNumber": body.to_batch_number or body.batch_number,
+        }
+    )
     operations = (
-        BatchOperation("POST", "InventoryMovementJournalHeaders", header),
-        BatchOperation(
-            "POST",
-            "InventoryMovementJournalEntries",
-            line(1, -body.quantity, body.from_site, body.from_warehouse, body.from_location),
-        ),
-        BatchOperation(
-            "POST", "InventoryMovementJournalEntries", line(2, body.quantity, body.to_site, body.to_warehouse, body.to_location)
-        ),
+        BatchOperation("POST", "InventoryTransferJournalHeaders", header),
+        BatchOperation("POST", "InventoryTransferJournalEntries", line),
     )
     return Changeset(operations, natural_key=journal)
 

@@ -149,7 +149,24 @@ class InventoryMovedBody(Strict):
     to_site: SiteId
     to_warehouse: WarehouseId
     to_location: LocationId | None = None
+    to_batch_number: BatchNumber | None = Field(
+        None, description="the batch the quantity becomes (a batch-to-batch transfer); defaults to batch_number"
+    )
     moved_on: Day | None = Field(None, description="defaults to the day of occurred_at")
+
+    @model_validator(mode="after")
+    def _moves_something(self) -> InventoryMovedBody:
+        if self.to_batch_number and not self.batch_number:
+            raise ValueError("to_batch_number needs batch_number, the batch the quantity leaves")
+
+        def place(*parts: str | None) -> tuple[str, ...]:
+            return tuple((part or "").casefold() for part in parts)  # F&O ids ignore case
+
+        source = place(self.from_site, self.from_warehouse, self.from_location, self.batch_number)
+        target = place(self.to_site, self.to_warehouse, self.to_location, self.to_batch_number or self.batch_number)
+        if source == target:
+            raise ValueError("the move changes nothing: from and to site, warehouse, location and batch are the same")
+        return self
 
 
 # --- envelope -------------------------------------------------------------------------------

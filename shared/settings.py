@@ -61,7 +61,12 @@ class Settings(BaseSettings):
     fo_journal_field_names: Literal["2024", "2022"] = "2024"
     fo_picking_batch_field: str = ""
     fo_quality_service_path: str = "MesBridgeServices/MesQualityService/reportQualityResult"
-    fo_movement_journal_name: str = "IMov"
+    # Journal names (Inventory management > Setup > Journal names > Inventory): a MES move posts in a
+    # transfer journal, an adjustment with an offset account in a movement journal (README, "Journals").
+    fo_transfer_journal_name: str = Field("ITrf", min_length=1)
+    fo_movement_journal_name: str = Field("IMov", min_length=1)
+    #: The sign F&O expects on a transfer line's quantity: UNCONFIRMED (the form shows the issue side).
+    fo_transfer_quantity_sign: Literal["positive", "negative"] = "positive"
     fo_picking_list_journal_name: str = ""
     fo_route_card_journal_name: str = ""
     fo_report_finished_journal_name: str = ""

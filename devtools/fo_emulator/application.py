@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from devtools.fo_emulator.contracts import schemas, validate_content
+from devtools.fo_emulator.contracts import ENTITY_TYPES, check_entity, schemas, validate_content
 from devtools.fo_emulator.odata import ODataError
 from devtools.fo_emulator.plant import PlantSpec, Row, seed_plant
 
@@ -29,25 +29,17 @@ ENTITY_KEYS: dict[str, tuple[str, ...]] = {
     "ProductionOrderHeaders": ("dataAreaId", "ProductionOrderNumber"),
     "ProductionOrderBillOfMaterialLines": ("dataAreaId", "ProductionOrderNumber", "LineNumber"),
     "ProductionOrderRouteOperations": ("dataAreaId", "OperationNumber", "OperationPriority", "ProductionOrderNumber"),
+    "InventoryTransferJournalHeaders": ("dataAreaId", "JournalNumber"),
+    "InventoryTransferJournalEntries": ("dataAreaId", "JournalNumber", "LineNumber"),
     "InventoryMovementJournalHeaders": ("dataAreaId", "JournalNumber"),
     "InventoryMovementJournalEntries": ("dataAreaId", "JournalNumber", "LineNumber"),
     "InventoryJournalNames": ("dataAreaId", "JournalNameId"),
 }
-ENTITY_FIELDS: dict[str, set[str]] = {
-    "InventoryMovementJournalHeaders": {"dataAreaId", "JournalNumber", "JournalNameId", "Description", "IsPosted"},
-    "InventoryMovementJournalEntries": {
-        "dataAreaId",
-        "JournalNumber",
-        "LineNumber",
-        "ItemNumber",
-        "InventoryQuantity",
-        "TransactionDate",
-        "InventorySiteId",
-        "InventoryWarehouseId",
-        "WarehouseLocationId",
-        "ItemBatchNumber",
-        "Text",
-    },
+# The writable entities: their fields come with the Edm types of F&O's $metadata (contracts.ENTITY_TYPES).
+ENTITY_FIELDS: dict[str, set[str]] = {name: set(types) for name, types in ENTITY_TYPES.items()}
+JOURNAL_TYPES = {
+    "InventoryTransferJournalHeaders": "Transfer",
+    "InventoryMovementJournalHeaders": "Movement",
 }
 STATUS_FLOW = ["Created", "Scheduled", "Released", "Started", "ReportedFinished", "Ended"]
 MESSAGE_PROCESSED_EVENT = "SysMessageProcessorMessageProcessedBusinessEvent"
@@ -292,18 +284,21 @@ class FoApplication:
 
     def _create(self, entity_set: str, body: dict[str, Any]) -> Row:
         validators = {
+            "InventoryTransferJournalHeaders": self._check_journal_header,
+            "InventoryTransferJournalEntries": self._check_transfer_line,
             "InventoryMovementJournalHeaders": self._check_journal_header,
-            "InventoryMovementJournalEntries": self._check_journal_line,
+            "InventoryMovementJournalEntries": self._check_movement_line,
         }
         if entity_set not in validators:
             if entity_set in self.tables:
                 raise ODataError(405, f"Entity set {entity_set} is read-only in this emulator.")
             raise ODataError(404, f"No HTTP resource was found that matches the request URI '/data/{entity_set}'.")
-        unknown = sorted(set(body) - ENTITY_FIELDS[entity_set])
-        if unknown:
-            raise ODataError(400, f"The property '{unknown[0]}' does not exist on type '{entity_set}'.")
+        # OData deserialisation comes first: an unknown property or a wrong type never reaches X++.
+        problems = check_entity(entity_set, body)
+        if problems:
+            raise ODataError(400, " ".join(problems))
         row = dict(body)
-        validators[entity_set](row)
+        validators[entity_set](entity_set, row)
         key = _key(row, ENTITY_KEYS[entity_set])
         if key in self.index[entity_set]:
             raise WriteError(entity_set, f"Cannot create a record in {entity_set}. The record already exists.")
@@ -316,17 +311,39 @@ class FoApplication:
             if row.get(name) in (None, ""):
                 raise WriteError(entity, f"Field '{name}' must be filled in.")
 
-    def _check_journal_header(self, row: dict[str, Any]) -> None:
-        entity = "InventoryMovementJournalHeaders"
+    def _check_journal_header(self, entity: str, row: dict[str, Any]) -> None:
         self._require(entity, row, "dataAreaId", "JournalNameId", "JournalNumber")
         row["dataAreaId"] = str(row["dataAreaId"]).lower()
-        if not self.find("InventoryJournalNames", dataAreaId=row["dataAreaId"], JournalNameId=row["JournalNameId"]):
+        name = self.find("InventoryJournalNames", dataAreaId=row["dataAreaId"], JournalNameId=row["JournalNameId"])
+        if not name:
             raise WriteError(entity, f"Journal name {row['JournalNameId']} does not exist.")
+        if name["JournalType"] != JOURNAL_TYPES[entity]:
+            # Each header entity covers one journal type; a name of another type is refused.
+            raise WriteError(
+                entity,
+                f"Journal name {row['JournalNameId']} is a {name['JournalType']} journal, not a {JOURNAL_TYPES[entity]} journal.",
+            )
         row.setdefault("IsPosted", "No")
         row.setdefault("Description", "")
 
-    def _check_journal_line(self, row: dict[str, Any]) -> None:
-        entity = "InventoryMovementJournalEntries"
+    def _check_line_head(self, entity: str, header_entity: str, row: dict[str, Any]) -> str:
+        company = row["dataAreaId"] = str(row["dataAreaId"]).lower()
+        if not self.find(header_entity, dataAreaId=company, JournalNumber=row["JournalNumber"]):
+            raise WriteError(entity, f"Journal {row['JournalNumber']} does not exist.")
+        if not self.find("ReleasedProductsV2", dataAreaId=company, ItemNumber=row["ItemNumber"]):
+            raise WriteError(entity, f"Item number {row['ItemNumber']} does not exist.")
+        if row["InventoryQuantity"] == 0:
+            raise WriteError(entity, "Quantity must be other than zero.")
+        return company
+
+    def _check_place(self, entity: str, company: str, item: str, site: Any, warehouse: Any, batch: Any) -> None:
+        found = self.find("Warehouses", dataAreaId=company, WarehouseId=warehouse)
+        if not found or found["OperationalSiteId"] != site:
+            raise WriteError(entity, f"Warehouse {warehouse} does not belong to site {site}.")
+        if batch and not self.find("ItemBatches", dataAreaId=company, ItemNumber=item, BatchNumber=batch):
+            raise WriteError(entity, f"Batch number {batch} does not exist for item {item}.")
+
+    def _check_movement_line(self, entity: str, row: dict[str, Any]) -> None:
         self._require(
             entity,
             row,
@@ -335,28 +352,49 @@ class FoApplication:
             "LineNumber",
             "ItemNumber",
             "InventoryQuantity",
+            "TransactionDate",
             "InventorySiteId",
             "InventoryWarehouseId",
+            "OffsetMainAccountIdDisplayValue",
         )
-        company = row["dataAreaId"] = str(row["dataAreaId"]).lower()
-        if not self.find("InventoryMovementJournalHeaders", dataAreaId=company, JournalNumber=row["JournalNumber"]):
-            raise WriteError(entity, f"Journal {row['JournalNumber']} does not exist.")
-        if not self.find("ReleasedProductsV2", dataAreaId=company, ItemNumber=row["ItemNumber"]):
-            raise WriteError(entity, f"Item number {row['ItemNumber']} does not exist.")
-        quantity = row["InventoryQuantity"]
-        if isinstance(quantity, bool) or not isinstance(quantity, int | float) or not math.isfinite(quantity) or quantity == 0:
-            raise WriteError(entity, "Quantity must be a finite number other than zero.")
-        warehouse = self.find("Warehouses", dataAreaId=company, WarehouseId=row["InventoryWarehouseId"])
-        if not warehouse or warehouse["OperationalSiteId"] != row["InventorySiteId"]:
-            raise WriteError(entity, f"Warehouse {row['InventoryWarehouseId']} does not belong to site {row['InventorySiteId']}.")
-        batch = row.get("ItemBatchNumber")
-        if batch and not self.find("ItemBatches", dataAreaId=company, ItemNumber=row["ItemNumber"], BatchNumber=batch):
-            raise WriteError(entity, f"Batch number {batch} does not exist for item {row['ItemNumber']}.")
-        if row.get("TransactionDate"):
-            try:
-                date.fromisoformat(str(row["TransactionDate"]))
-            except ValueError:
-                raise WriteError(entity, f"{row['TransactionDate']} is not a valid date.") from None
+        company = self._check_line_head(entity, "InventoryMovementJournalHeaders", row)
+        self._check_place(
+            entity, company, row["ItemNumber"], row["InventorySiteId"], row["InventoryWarehouseId"], row.get("ItemBatchNumber")
+        )
+
+    def _check_transfer_line(self, entity: str, row: dict[str, Any]) -> None:
+        self._require(
+            entity,
+            row,
+            "dataAreaId",
+            "JournalNumber",
+            "LineNumber",
+            "ItemNumber",
+            "InventoryQuantity",
+            "TransactionDate",
+            "SourceInventorySiteId",
+            "SourceWarehouseId",
+            "DestinationInventorySiteId",
+            "DestinationWarehouseId",
+        )
+        company = self._check_line_head(entity, "InventoryTransferJournalHeaders", row)
+        item = row["ItemNumber"]
+        source_batch, target_batch = row.get("SourceItemBatchNumber"), row.get("DestinationItemBatchNumber")
+        self._check_place(entity, company, item, row["SourceInventorySiteId"], row["SourceWarehouseId"], source_batch)
+        if target_batch and not source_batch:
+            raise WriteError(entity, "A batch-controlled transfer needs the batch it is taken from.")
+        place = ("Site", "Warehouse", "WarehouseLocation", "ItemBatch")
+        fields = ("InventorySiteId", "WarehouseId", "WarehouseLocationId", "ItemBatchNumber")
+        if all(str(row.get("Source" + f) or "").casefold() == str(row.get("Destination" + f) or "").casefold() for f in fields):
+            raise WriteError(entity, f"The from and to dimensions ({', '.join(place)}) are the same; nothing is transferred.")
+        found = self.find("Warehouses", dataAreaId=company, WarehouseId=row["DestinationWarehouseId"])
+        if not found or found["OperationalSiteId"] != row["DestinationInventorySiteId"]:
+            raise WriteError(
+                entity,
+                f"Warehouse {row['DestinationWarehouseId']} does not belong to site {row['DestinationInventorySiteId']}.",
+            )
+        if target_batch and not self.find("ItemBatches", dataAreaId=company, ItemNumber=item, BatchNumber=target_batch):
+            raise WriteError(entity, f"Batch number {target_batch} does not exist for item {item}.")
 
     # --- MES message service --------------------------------------------------------------------
     def send_message(self, body: Any, companies: set[str]) -> int:
@@ -725,8 +763,13 @@ class FoApplication:
                     }
                     for (c, o), ledger in self.order_ledgers.items()
                 },
-                "journals": [dict(r) for r in self.tables["InventoryMovementJournalHeaders"]],
-                "journal_lines": [dict(r) for r in self.tables["InventoryMovementJournalEntries"]],
+                # Both journal kinds: transfer numbers start with T, movement numbers with M.
+                "journals": [{**r, "JournalType": JOURNAL_TYPES[name]} for name in JOURNAL_TYPES for r in self.tables[name]],
+                "journal_lines": [
+                    dict(r)
+                    for name in ("InventoryTransferJournalEntries", "InventoryMovementJournalEntries")
+                    for r in self.tables[name]
+                ],
                 "quality_results": list(self.quality_results.values()),
             }
 

@@ -221,3 +221,164 @@ def validate_content(message_type: str, content: Any, schema: dict[str, dict[str
         else:
             problems += _check(kind, value, name)
     return problems
+
+
+# --- OData entities the bridge writes: each field with its Edm type as F&O's $metadata declares it -----
+#
+# Source: OData clients generated from an F&O `/data/$metadata` (SAP Cloud SDK, service "d365_metadata",
+# entities InventoryTransferJournalHeaders/Entries and InventoryMovementJournalHeaders/Entries);
+# field names also in the CDM (microsoft/CDM, InventInventoryTransferJournalEntryCDSEntity,
+# InventInventoryMovementJournalHeaderEntity). Not every field of each entity: the ones an integration
+# writes. A field not listed is refused as unknown, as F&O refuses a property its entity type lacks.
+EDM_STRING, EDM_DECIMAL, EDM_DATE_TIME_OFFSET, EDM_DATE = "Edm.String", "Edm.Decimal", "Edm.DateTimeOffset", "Edm.Date"
+NO_YES = "Microsoft.Dynamics.DataEntities.NoYes"
+_EDM_ENUMS = {NO_YES: YES_NO}
+
+
+_DIMENSIONS = (
+    "ProductColorId",
+    "ProductConfigurationId",
+    "ProductSizeId",
+    "ProductStyleId",
+    "ProductVersionId",
+    "InventoryStatusId",
+    "LicensePlateNumber",
+    "InventoryOwnerId",
+    "InventoryProfileId",
+    "InventoryGtdId",
+    "ItemSerialNumber",
+)
+
+
+def _dims(prefix: str) -> dict[str, str]:
+    return {prefix + name: EDM_STRING for name in _DIMENSIONS}
+
+
+_JOURNAL_HEADER = {
+    "dataAreaId": EDM_STRING,
+    "JournalNumber": EDM_STRING,
+    "JournalNameId": EDM_STRING,
+    "Description": EDM_STRING,
+    "DefaultInventorySiteId": EDM_STRING,
+    "DefaultWarehouseId": EDM_STRING,
+    "IsPosted": NO_YES,
+    "AreLinesDeletedAfterPosting": NO_YES,
+    "PostedDateTime": EDM_DATE_TIME_OFFSET,
+    "PostedUserId": EDM_STRING,
+}
+ENTITY_TYPES: dict[str, dict[str, str]] = {
+    "InventoryTransferJournalHeaders": dict(_JOURNAL_HEADER),
+    "InventoryTransferJournalEntries": {
+        "dataAreaId": EDM_STRING,
+        "JournalNumber": EDM_STRING,
+        "LineNumber": EDM_DECIMAL,
+        "JournalNameId": EDM_STRING,
+        "ItemNumber": EDM_STRING,
+        "InventoryQuantity": EDM_DECIMAL,
+        "CatchWeightQuantity": EDM_DECIMAL,
+        "UnitCostQuantity": EDM_DECIMAL,
+        "TransactionDate": EDM_DATE_TIME_OFFSET,
+        "DefaultLedgerDimensionDisplayValue": EDM_STRING,
+        "SourceInventorySiteId": EDM_STRING,
+        "SourceWarehouseId": EDM_STRING,
+        "SourceWarehouseLocationId": EDM_STRING,
+        "SourceItemBatchNumber": EDM_STRING,
+        "DestinationInventorySiteId": EDM_STRING,
+        "DestinationWarehouseId": EDM_STRING,
+        "DestinationWarehouseLocationId": EDM_STRING,
+        "DestinationItemBatchNumber": EDM_STRING,
+        **_dims("Source"),
+        **_dims("Destination"),
+    },
+    "InventoryMovementJournalHeaders": dict(_JOURNAL_HEADER),
+    "InventoryMovementJournalEntries": {
+        "dataAreaId": EDM_STRING,
+        "JournalNumber": EDM_STRING,
+        "LineNumber": EDM_DECIMAL,
+        "JournalNameId": EDM_STRING,
+        "ItemNumber": EDM_STRING,
+        "InventoryQuantity": EDM_DECIMAL,
+        "CatchWeightQuantity": EDM_DECIMAL,
+        "UnitCost": EDM_DECIMAL,
+        "UnitCostQuantity": EDM_DECIMAL,
+        "CostAmount": EDM_DECIMAL,
+        "FixedCostCharges": EDM_DECIMAL,
+        "TransactionDate": EDM_DATE_TIME_OFFSET,
+        "OffsetMainAccountIdDisplayValue": EDM_STRING,
+        "DefaultLedgerDimensionDisplayValue": EDM_STRING,
+        "InventorySiteId": EDM_STRING,
+        "InventoryWarehouseId": EDM_STRING,
+        "WarehouseLocationId": EDM_STRING,
+        "ItemBatchNumber": EDM_STRING,
+        **dict.fromkeys(
+            (
+                "ProductColorId",
+                "ProductConfigurationId",
+                "ProductSizeId",
+                "ProductStyleId",
+                "InventoryStatusId",
+                "LicensePlateNumber",
+                "ItemSerialNumber",
+            ),
+            EDM_STRING,
+        ),
+    },
+}
+# Declared `Nullable="false"` in that $metadata: a JSON null is refused.
+NOT_NULLABLE: dict[str, frozenset[str]] = {
+    "InventoryTransferJournalEntries": frozenset({"LineNumber", "InventoryQuantity", "TransactionDate"}),
+    "InventoryMovementJournalEntries": frozenset({"LineNumber", "InventoryQuantity", "TransactionDate"}),
+}
+
+# OData JSON format 4.0 §7.1: Edm.Decimal is a JSON number (a string only when the client asked for
+# IEEE754Compatible=true, which the bridge does not); Edm.DateTimeOffset is `dateTimeOffsetValue`
+# of the ABNF, so the offset (Z or ±hh:mm) is required; Edm.Date is `yyyy-mm-dd`.
+_EDM_DATE_TIME_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,12})?)?(Z|[+-]\d{2}:\d{2})$")
+
+
+def _wrong(value: Any, edm: str) -> str:
+    return f"Cannot convert the literal '{value}' to the expected type '{edm}'."
+
+
+def check_entity(entity_set: str, body: dict[str, Any]) -> list[str]:
+    """Every property of `body` that F&O's OData layer would refuse before any X++ runs."""
+    types = ENTITY_TYPES[entity_set]
+    problems = [f"The property '{name}' does not exist on type '{entity_set}'." for name in sorted(set(body) - set(types))]
+    for name, value in body.items():
+        edm = types.get(name)
+        if edm is None:
+            continue
+        if value is None:
+            if name in NOT_NULLABLE.get(entity_set, ()):
+                problems.append(
+                    f"A null value was found for the property named '{name}', which has the expected type '{edm}[Nullable=False]'."
+                )
+            continue
+        if edm == EDM_STRING:
+            if not isinstance(value, str):
+                problems.append(_wrong(value, edm))
+        elif edm == EDM_DECIMAL:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                problems.append(_wrong(value, edm))
+        elif edm == EDM_DATE_TIME_OFFSET:
+            if not isinstance(value, str) or not _EDM_DATE_TIME_OFFSET.match(value):
+                problems.append(_wrong(value, edm))
+            else:
+                try:
+                    datetime.fromisoformat(value.replace("Z", "+00:00"))
+                except ValueError:
+                    problems.append(_wrong(value, edm))
+        elif edm == EDM_DATE:
+            if not isinstance(value, str) or not _DATE.match(value):
+                problems.append(_wrong(value, edm))
+            else:
+                try:
+                    date.fromisoformat(value)
+                except ValueError:
+                    problems.append(_wrong(value, edm))
+        elif edm in _EDM_ENUMS:
+            if value not in _EDM_ENUMS[edm]:
+                problems.append(f"The value '{value}' is not a valid member of enum type '{edm}'.")
+        else:
+            raise AssertionError(edm)
+    return problems

@@ -88,20 +88,24 @@ def seed_plant(spec: PlantSpec) -> dict[str, list[Row]]:
         "ProductionOrderHeaders": [],
         "ProductionOrderBillOfMaterialLines": [],
         "ProductionOrderRouteOperations": [],
+        "InventoryTransferJournalHeaders": [],
+        "InventoryTransferJournalEntries": [],
         "InventoryMovementJournalHeaders": [],
         "InventoryMovementJournalEntries": [],
         "InventoryJournalNames": [],
     }
     for company in (spec.company, spec.other_company):
-        tables["InventoryJournalNames"].append(
-            {
-                "dataAreaId": company,
-                "JournalNameId": "IMov",
-                "JournalType": "Movement",
-                "NumberingMode": "Manual",
-                "Description": "Movement",
-            }
-        )
+        # The journal names of Microsoft's demo data (Inventory management > Setup > Journal names > Inventory).
+        for name, journal_type in (("IMov", "Movement"), ("ITrf", "Transfer")):
+            tables["InventoryJournalNames"].append(
+                {
+                    "dataAreaId": company,
+                    "JournalNameId": name,
+                    "JournalType": journal_type,
+                    "NumberingMode": "Manual",
+                    "Description": journal_type,
+                }
+            )
         for site, warehouses in (("1", ("11", "12", "13")), ("2", ("21", "22"))):
             tables["OperationalSites"].append({"dataAreaId": company, "SiteId": site, "SiteName": f"Site {site}"})
             for wh in warehouses:

@@ -130,8 +130,10 @@ def test_every_flow_takes_effect_exactly_once_when_delivered_three_times(stack):
     assert dict(totals.reported_good) == {f"{order['ItemNumber']}/FG-P000011": order["ScheduledQuantity"]}
     assert order["ProductionOrderStatus"] == "Ended"
     assert len(emulator.app.quality_results) == 1
-    assert len(emulator.app.tables["InventoryMovementJournalHeaders"]) == 1
-    assert [line["InventoryQuantity"] for line in emulator.app.tables["InventoryMovementJournalEntries"]] == [-12.0, 12.0]
+    assert len(emulator.app.tables["InventoryTransferJournalHeaders"]) == 1
+    [line] = emulator.app.tables["InventoryTransferJournalEntries"]
+    assert (line["InventoryQuantity"], line["SourceWarehouseId"], line["DestinationWarehouseId"]) == (12.0, "11", "12")
+    assert emulator.app.tables["InventoryMovementJournalHeaders"] == []  # a move is no movement journal
 
     ledger = stack.ports.ledger
     for document in events:

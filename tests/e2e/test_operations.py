@@ -138,7 +138,7 @@ def test_a_fixed_and_resubmitted_message_takes_effect_exactly_once(stack):
         assert stack.host.wait_idle(30)
     entry = stack.ports.ledger.get("USMF", move["message_id"])
     assert entry.state is State.FORWARDED and entry.extra["EditedBy"] == "tester"
-    assert len(stack.emulator.app.tables["InventoryMovementJournalHeaders"]) == 1
+    assert len(stack.emulator.app.tables["InventoryTransferJournalHeaders"]) == 1
     assert stack.ports.ledger.payload("USMF", move["message_id"]) == mes.encode(move)  # the original is kept for audit
     again = http.resubmit(request("POST", "ops/resubmit", {"company": "USMF", "id": move["message_id"]}))
     assert again.status_code == 400 and "only parked messages" in json.loads(again.get_body())["error"]

@@ -300,6 +300,97 @@ def test_production_entities_serve_only_documented_fields(http, emulator, entity
     assert answer.status_code == 200 and set(answer.json()["value"][0]) == set(fields)
 
 
+TRANSFER_LINE = {
+    "dataAreaId": "usmf",
+    "JournalNumber": "T-TYPES",
+    "LineNumber": 1,
+    "ItemNumber": "RM-0001",
+    "InventoryQuantity": 4.5,
+    "TransactionDate": "2026-11-23T00:00:00Z",
+    "SourceInventorySiteId": "1",
+    "SourceWarehouseId": "11",
+    "SourceItemBatchNumber": "B0001-001",
+    "DestinationInventorySiteId": "1",
+    "DestinationWarehouseId": "12",
+    "DestinationItemBatchNumber": "B0001-001",
+}
+
+
+def post(http, emulator, entity_set, body):
+    return http.post(f"{emulator.base_url}/data/{entity_set}", json=body)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        # F&O's $metadata declares TransactionDate Edm.DateTimeOffset: a bare date or a missing offset is refused.
+        ({"TransactionDate": "2026-11-23"}, "expected type 'Edm.DateTimeOffset'"),
+        ({"TransactionDate": "2026-11-23T00:00:00"}, "expected type 'Edm.DateTimeOffset'"),
+        ({"TransactionDate": "2026-02-30T00:00:00Z"}, "expected type 'Edm.DateTimeOffset'"),
+        ({"TransactionDate": None}, "Nullable=False"),
+        ({"InventoryQuantity": "4.5"}, "expected type 'Edm.Decimal'"),
+        ({"LineNumber": True}, "expected type 'Edm.Decimal'"),
+        ({"SourceWarehouseId": 11}, "expected type 'Edm.String'"),
+        ({"InventoryWarehouseId": "11"}, "does not exist on type 'InventoryTransferJournalEntries'"),
+    ],
+)
+def test_odata_writes_are_typed_as_fo_metadata_declares(http, emulator, change, problem):
+    assert (
+        post(
+            http,
+            emulator,
+            "InventoryTransferJournalHeaders",
+            {"dataAreaId": "usmf", "JournalNumber": "T-TYPES", "JournalNameId": "ITrf"},
+        ).status_code
+        == 201
+    )
+    answer = post(http, emulator, "InventoryTransferJournalEntries", {**TRANSFER_LINE, **change})
+    assert answer.status_code == 400 and problem in answer.json()["error"]["message"], answer.text
+    good = post(
+        http, emulator, "InventoryTransferJournalEntries", {**TRANSFER_LINE, "TransactionDate": "2026-11-23T00:00:00+01:00"}
+    )
+    assert good.status_code == 201, good.text
+    header = {"dataAreaId": "usmf", "JournalNumber": "T-ENUM", "JournalNameId": "ITrf", "IsPosted": "true"}
+    assert "NoYes" in post(http, emulator, "InventoryTransferJournalHeaders", header).json()["error"]["message"]
+
+
+def test_journal_rules_fail_with_an_infolog(http, emulator):
+    def infolog(entity_set, body):
+        answer = post(http, emulator, entity_set, body)
+        assert answer.status_code >= 400, answer.text
+        return answer.json()["error"]["innererror"]["message"]
+
+    # Each header entity takes journal names of its own type only.
+    wrong = {"dataAreaId": "usmf", "JournalNumber": "T-1", "JournalNameId": "IMov"}
+    assert "is a Movement journal, not a Transfer journal" in infolog("InventoryTransferJournalHeaders", wrong)
+    post(http, emulator, "InventoryTransferJournalHeaders", {**wrong, "JournalNameId": "ITrf"})
+    same = {**TRANSFER_LINE, "JournalNumber": "T-1", "DestinationWarehouseId": "11"}
+    assert "nothing is transferred" in infolog("InventoryTransferJournalEntries", same)
+    unknown_batch = {**TRANSFER_LINE, "JournalNumber": "T-1", "DestinationItemBatchNumber": "NEW-1"}
+    assert "Batch number NEW-1 does not exist" in infolog("InventoryTransferJournalEntries", unknown_batch)
+    elsewhere = {**TRANSFER_LINE, "JournalNumber": "T-1", "DestinationInventorySiteId": "2"}
+    assert "Warehouse 12 does not belong to site 2" in infolog("InventoryTransferJournalEntries", elsewhere)
+    # A movement journal line posts against an offset account: without one it is refused.
+    post(
+        http, emulator, "InventoryMovementJournalHeaders", {"dataAreaId": "usmf", "JournalNumber": "M-1", "JournalNameId": "IMov"}
+    )
+    movement = {
+        "dataAreaId": "usmf",
+        "JournalNumber": "M-1",
+        "LineNumber": 1,
+        "ItemNumber": "RM-0001",
+        "InventoryQuantity": -2,
+        "TransactionDate": "2026-11-23T00:00:00Z",
+        "InventorySiteId": "1",
+        "InventoryWarehouseId": "11",
+    }
+    assert "OffsetMainAccountIdDisplayValue" in infolog("InventoryMovementJournalEntries", movement)
+    with_offset = post(
+        http, emulator, "InventoryMovementJournalEntries", {**movement, "OffsetMainAccountIdDisplayValue": "600140"}
+    )
+    assert with_offset.status_code == 201, with_offset.text
+
+
 def test_star_in_an_eq_literal_is_a_wildcard_like_fo(http, emulator):
     url = (
         emulator.base_url

@@ -191,35 +191,38 @@ def test_a_slow_answer_beyond_the_read_timeout_is_in_doubt_for_a_send(emulator, 
 
 
 def test_batch_changeset_is_atomic_and_reports_the_failing_operation(fo, emulator):
-    header = {"dataAreaId": "usmf", "JournalNumber": "MES-T1", "JournalNameId": "IMov"}
+    header = {"dataAreaId": "usmf", "JournalNumber": "MES-T1", "JournalNameId": "ITrf"}
     bad_line = {
         "dataAreaId": "usmf",
         "JournalNumber": "MES-T1",
         "LineNumber": 1,
         "ItemNumber": "NOPE",
         "InventoryQuantity": 1,
-        "InventorySiteId": "1",
-        "InventoryWarehouseId": "11",
+        "TransactionDate": "2026-11-23T00:00:00Z",
+        "SourceInventorySiteId": "1",
+        "SourceWarehouseId": "11",
+        "DestinationInventorySiteId": "1",
+        "DestinationWarehouseId": "12",
     }
     with pytest.raises(BusinessRejection) as caught:
         fo.batch(
             [
-                BatchOperation("POST", "InventoryMovementJournalHeaders", header),
-                BatchOperation("POST", "InventoryMovementJournalEntries", bad_line),
+                BatchOperation("POST", "InventoryTransferJournalHeaders", header),
+                BatchOperation("POST", "InventoryTransferJournalEntries", bad_line),
             ]
         )
     assert "operation 2" in str(caught.value) and "NOPE does not exist" in caught.value.infolog
-    assert emulator.app.tables["InventoryMovementJournalHeaders"] == []
+    assert emulator.app.tables["InventoryTransferJournalHeaders"] == []
     good_line = {**bad_line, "ItemNumber": "RM-0001"}
     results = fo.batch(
         [
-            BatchOperation("POST", "InventoryMovementJournalHeaders", header),
-            BatchOperation("POST", "InventoryMovementJournalEntries", good_line),
+            BatchOperation("POST", "InventoryTransferJournalHeaders", header),
+            BatchOperation("POST", "InventoryTransferJournalEntries", good_line),
         ]
     )
     assert [r.status for r in results] == [201, 201]
     with pytest.raises(BusinessRejection) as again:
-        fo.batch([BatchOperation("POST", "InventoryMovementJournalHeaders", header)])
+        fo.batch([BatchOperation("POST", "InventoryTransferJournalHeaders", header)])
     assert "already exists" in again.value.infolog
 
 

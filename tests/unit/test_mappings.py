@@ -197,7 +197,7 @@ def test_quality_result_goes_to_the_configured_service():
     }
 
 
-def test_inventory_moved_is_one_changeset_with_a_journal_number_from_the_message_id():
+def test_inventory_moved_is_one_transfer_journal_line_keyed_by_the_message_id():
     event = parse(
         "inventory_moved",
         None,
@@ -213,46 +213,63 @@ def test_inventory_moved_is_one_changeset_with_a_journal_number_from_the_message
         },
     )
     call = mapping.inventory_moved(event, OPTIONS)
-    journal = mapping.movement_journal_number("USMF", "m-1")
-    assert len(journal) == 10 and journal == call.natural_key == mapping.movement_journal_number("usmf", "m-1")
+    journal = mapping.transfer_journal_number("USMF", "m-1")
+    assert len(journal) == 10 and journal == call.natural_key == mapping.transfer_journal_number("usmf", "m-1")
+    assert journal != mapping.movement_journal_number("USMF", "m-1")
     assert call.operations == (
         BatchOperation(
             "POST",
-            "InventoryMovementJournalHeaders",
-            {"dataAreaId": "usmf", "JournalNumber": journal, "JournalNameId": "IMov", "Description": "MES m-1"},
+            "InventoryTransferJournalHeaders",
+            {"dataAreaId": "usmf", "JournalNumber": journal, "JournalNameId": "ITrf", "Description": "MES m-1"},
         ),
         BatchOperation(
             "POST",
-            "InventoryMovementJournalEntries",
+            "InventoryTransferJournalEntries",
             {
                 "dataAreaId": "usmf",
                 "JournalNumber": journal,
                 "LineNumber": 1.0,
                 "ItemNumber": "RM-1",
-                "InventoryQuantity": -5.0,
-                "TransactionDate": "2026-11-23",
-                "InventorySiteId": "1",
-                "InventoryWarehouseId": "11",
-                "WarehouseLocationId": "L1",
-                "ItemBatchNumber": "B1",
-            },
-        ),
-        BatchOperation(
-            "POST",
-            "InventoryMovementJournalEntries",
-            {
-                "dataAreaId": "usmf",
-                "JournalNumber": journal,
-                "LineNumber": 2.0,
-                "ItemNumber": "RM-1",
                 "InventoryQuantity": 5.0,
-                "TransactionDate": "2026-11-23",
-                "InventorySiteId": "2",
-                "InventoryWarehouseId": "21",
-                "ItemBatchNumber": "B1",
+                # The MES's own day (23rd in Chicago) as Edm.DateTimeOffset, not a bare date.
+                "TransactionDate": "2026-11-23T00:00:00Z",
+                "SourceInventorySiteId": "1",
+                "SourceWarehouseId": "11",
+                "SourceWarehouseLocationId": "L1",
+                "SourceItemBatchNumber": "B1",
+                "DestinationInventorySiteId": "2",
+                "DestinationWarehouseId": "21",
+                "DestinationItemBatchNumber": "B1",
             },
         ),
     )
+
+
+def test_a_batch_to_batch_move_names_both_batches_and_the_journal_name_and_sign_are_settings():
+    body = {"item_number": "RM-1", "batch_number": "B1", "to_batch_number": "B2", "quantity": 2}
+    body |= {"from_site": "1", "from_warehouse": "11", "to_site": "1", "to_warehouse": "11", "moved_on": "2026-11-20"}
+    options = mapping.MappingOptions(transfer_journal_name="TRF", transfer_quantity_sign=-1.0)
+    header, line = (
+        dict(op.body or {}) for op in mapping.inventory_moved(parse("inventory_moved", None, body), options).operations
+    )
+    assert header["JournalNameId"] == "TRF"
+    assert (line["SourceItemBatchNumber"], line["DestinationItemBatchNumber"]) == ("B1", "B2")
+    assert line["InventoryQuantity"] == -2.0 and line["TransactionDate"] == "2026-11-20T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({}, "the move changes nothing"),
+        ({"to_location": "l1", "from_location": "L1"}, "the move changes nothing"),  # F&O ids ignore case
+        ({"batch_number": None, "to_batch_number": "B2", "to_warehouse": "12"}, "to_batch_number needs batch_number"),
+    ],
+)
+def test_a_move_that_moves_nothing_is_refused(change, problem):
+    body = {"item_number": "RM-1", "batch_number": "B1", "quantity": 2}
+    body |= {"from_site": "1", "from_warehouse": "11", "to_site": "1", "to_warehouse": "11", **change}
+    with pytest.raises(ValueError, match=problem):
+        parse("inventory_moved", None, {k: v for k, v in body.items() if v is not None})
 
 
 @pytest.mark.parametrize(
