@@ -1,6 +1,7 @@
-"""Inventory moved: the MES moves material between warehouses or locations; F&O receives a
-movement journal, header and lines in one `$batch` changeset. The journal number derives
-from the MES message id, so a repeat finds the journal already there instead of doubling it."""
+"""Inventory moved: the MES moves material between warehouses, locations or batches; F&O receives a
+transfer journal, header and line in one `$batch` changeset, and the genealogy records the batch's
+move. The journal number derives from the MES message id, so a repeat finds the journal already
+there instead of doubling it."""
 
 import azure.functions as func
 
@@ -14,6 +15,7 @@ FLOW = Flow(
     name="inventory_moved",
     event=InventoryMoved,
     map=mapping.inventory_moved,
+    lineage=mapping.transferred_edges,
     repeatable=True,
 )
 

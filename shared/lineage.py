@@ -1,8 +1,14 @@
-"""Batch genealogy: which batches a production order consumed and which it produced.
+"""Batch genealogy: which batches a production order consumed and which it produced, and where a
+batch was transferred to (warehouse, location or batch).
 
 Two rows per edge, written with upserts keyed by the MES message id (a redelivery rewrites the
-same rows): one in the order's partition, one in the batch's partition. Upstream and downstream
-questions then read one partition per hop.
+same rows): one in the node's partition (a production order, or a transfer journal), one in the
+batch's partition. Upstream and downstream questions then read one partition per hop.
+
+A transfer is a node like an order: it "consumes" the batch it takes from (with the warehouse it
+left) and "produces" the batch it puts (with the warehouse it went to, and a new batch number when
+the MES re-batched). So a downstream walk from a batch shows where it went, and continues from the
+new batch; an upstream walk from the new batch reaches the orders that made the old one.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from azure.data.tables import TableClient, UpdateMode
 from shared.tables import safe_key, storage_call
 
 Direction = Literal["consumed", "produced"]
+NodeKind = Literal["production", "transfer"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,8 @@ class Edge:
     batch: str
     quantity: float
     message_id: str
+    kind: NodeKind = "production"  # `order` is a production order, or a transfer journal number
+    warehouse: str = ""  # for a transfer: the warehouse the batch left (consumed) or reached (produced)
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,14 @@ def merged(edges: Iterable[Edge]) -> list[Edge]:
     return list(totals.values())
 
 
+def _node_partition(company: str, kind: str, node: str) -> str:
+    return _order_partition(company, node) if kind == "production" else safe_key(f"{kind}|{company.upper()}|{node}")
+
+
+def _kind(row: dict[str, object]) -> str:
+    return str(row.get("Kind") or "production")  # rows written before transfers carry no kind
+
+
 class Lineage:
     def __init__(self, table: TableClient) -> None:
         self._table = table
@@ -69,15 +86,18 @@ class Lineage:
                 "BatchNumber": edge.batch,
                 "Quantity": float(edge.quantity),
                 "MessageId": edge.message_id,
+                "Kind": edge.kind,
+                "Warehouse": edge.warehouse,
             }
+            node = edge.order if edge.kind == "production" else f"{edge.kind}|{edge.order}"
             order_row = {
-                "PartitionKey": _order_partition(edge.company, edge.order),
+                "PartitionKey": _node_partition(edge.company, edge.kind, edge.order),
                 "RowKey": safe_key(f"{edge.direction}|{edge.item}|{edge.batch}|{edge.message_id}"),
                 **common,
             }
             batch_row = {
                 "PartitionKey": _batch_partition(edge.company, edge.item, edge.batch),
-                "RowKey": safe_key(f"{edge.direction}|{edge.order}|{edge.message_id}"),
+                "RowKey": safe_key(f"{edge.direction}|{node}|{edge.message_id}"),
                 **common,
             }
             for row in (order_row, batch_row):
@@ -98,21 +118,32 @@ class Lineage:
             ]
 
     def orders_of_batch(self, company: str, item: str, batch: str, direction: Direction) -> set[str]:
-        return {str(r["ProductionOrder"]) for r in self._rows(_batch_partition(company, item, batch), direction)}
+        """The production orders that consumed or produced `item/batch` (transfers left out)."""
+        return {n for kind, n in self._nodes_of_batch(company, BatchRef(item, batch), direction) if kind == "production"}
 
     def batches_of_order(self, company: str, order: str, direction: Direction) -> dict[BatchRef, float]:
-        totals: dict[BatchRef, float] = {}
-        for row in self._rows(_order_partition(company, order), direction):
+        return {ref: quantity for ref, (quantity, _) in self._batches_of_node(company, "production", order, direction).items()}
+
+    def _nodes_of_batch(self, company: str, ref: BatchRef, direction: Direction) -> set[tuple[str, str]]:
+        rows = self._rows(_batch_partition(company, ref.item, ref.batch), direction)
+        return {(_kind(r), str(r["ProductionOrder"])) for r in rows}
+
+    def _batches_of_node(self, company: str, kind: str, node: str, direction: Direction) -> dict[BatchRef, tuple[float, str]]:
+        totals: dict[BatchRef, tuple[float, str]] = {}
+        for row in self._rows(_node_partition(company, kind, node), direction):
             ref = BatchRef(str(row["ItemNumber"]), str(row["BatchNumber"]))
-            totals[ref] = totals.get(ref, 0.0) + float(str(row["Quantity"]))
+            quantity = totals.get(ref, (0.0, ""))[0] + float(str(row["Quantity"]))
+            totals[ref] = (quantity, str(row.get("Warehouse") or ""))
         return totals
 
     def upstream(self, company: str, item: str, batch: str, depth: int = 5) -> dict[str, object]:
-        """The tree of what went into `item/batch`: orders that produced it and what they consumed."""
+        """The tree of what went into `item/batch`: orders that produced it and what they consumed,
+        and transfers that brought it (with the batch and warehouse it came from)."""
         return self._walk(company, BatchRef(item, batch), depth, "produced", "consumed", set())
 
     def downstream(self, company: str, item: str, batch: str, depth: int = 5) -> dict[str, object]:
-        """The tree of where `item/batch` went: orders that consumed it and what they produced."""
+        """The tree of where `item/batch` went: orders that consumed it and what they produced, and
+        transfers that moved it (with the warehouse and batch it went to)."""
         return self._walk(company, BatchRef(item, batch), depth, "consumed", "produced", set())
 
     def _walk(
@@ -124,16 +155,27 @@ class Lineage:
             return node
         seen = seen | {ref}
         orders = []
-        for order in sorted(self.orders_of_batch(company, ref.item, ref.batch, link)):
-            batches = self.batches_of_order(company, order, follow)
-            orders.append(
+        transfers = []
+        for kind, name in sorted(self._nodes_of_batch(company, ref, link)):
+            found = self._batches_of_node(company, kind, name, follow)
+            children = []
+            for child, (quantity, warehouse) in sorted(found.items(), key=lambda kv: (kv[0].item, kv[0].batch)):
+                # The same batch in another warehouse is shown, not walked again (its orders are this node's).
+                walked = self._walk(company, child, depth - 1, link, follow, seen)
+                children.append({**walked, "quantity": quantity, **({"warehouse": warehouse} if warehouse else {})})
+            if kind == "production":
+                orders.append({"order": name, follow: children})
+                continue
+            sides = {follow: found, link: self._batches_of_node(company, kind, name, link)}
+            transfers.append(
                 {
-                    "order": order,
-                    follow: [
-                        {**self._walk(company, child, depth - 1, link, follow, seen), "quantity": quantity}
-                        for child, quantity in sorted(batches.items(), key=lambda kv: (kv[0].item, kv[0].batch))
-                    ],
+                    "transfer": name,
+                    "from_warehouse": ",".join(sorted({w for _, w in sides["consumed"].values()})),
+                    "to_warehouse": ",".join(sorted({w for _, w in sides["produced"].values()})),
+                    follow: children,
                 }
             )
         node["orders"] = orders
+        if transfers:
+            node["transfers"] = transfers
         return node

@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from shared.fo_client import BatchOperation
-from shared.lineage import Edge
+from shared.lineage import Direction, Edge
 from shared.messages import (
     InventoryMoved,
     MaterialConsumed,
@@ -379,4 +379,23 @@ def produced_edges(event: OutputReported) -> list[Edge]:
             body.good_quantity,
             event.message_id,
         )
+    ]
+
+
+def transferred_edges(event: InventoryMoved) -> list[Edge]:
+    """A batch transfer in the genealogy: the transfer journal takes the batch from one warehouse and
+    puts it (or the batch it becomes) in another, so lineage queries follow the batch across the move."""
+    body = event.body
+    if not body.batch_number:
+        return []
+    journal = transfer_journal_number(event.company, event.message_id)
+
+    def edge(direction: Direction, batch: str, warehouse: str) -> Edge:
+        return Edge(
+            event.company, journal, direction, body.item_number, batch, body.quantity, event.message_id, "transfer", warehouse
+        )
+
+    return [
+        edge("consumed", body.batch_number, body.from_warehouse),
+        edge("produced", body.to_batch_number or body.batch_number, body.to_warehouse),
     ]

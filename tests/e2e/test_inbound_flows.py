@@ -150,6 +150,10 @@ def test_every_flow_takes_effect_exactly_once_when_delivered_three_times(stack):
     }
     downstream = stack.ports.lineage.downstream("USMF", "RM-0001", "B0001-002")
     assert downstream["orders"][0]["produced"][0]["batch"] == "FG-P000011"
+    # The moved batch: its genealogy shows the transfer to warehouse 12, once for three deliveries.
+    [transfer] = stack.ports.lineage.downstream("USMF", "RM-0004", "B0004-001")["transfers"]
+    assert (transfer["from_warehouse"], transfer["to_warehouse"]) == ("11", "12")
+    assert [(b["batch"], b["warehouse"], b["quantity"]) for b in transfer["produced"]] == [("B0004-001", "12", 12.0)]
 
 
 def test_flows_run_through_the_local_host_in_session_order(stack):

@@ -2,8 +2,11 @@
 
 import pytest
 
+from devtools import mes
 from devtools.lineage_bench import generate_year, run
+from shared import mapping
 from shared.lineage import BatchRef, Edge, Lineage
+from shared.messages import InventoryMoved
 from shared.tables import table
 
 pytestmark = pytest.mark.integration
@@ -52,6 +55,58 @@ def test_a_cycle_in_the_data_ends(lineage):
     lineage.record([edge("P1", "consumed", "X", "B1"), edge("P1", "produced", "X", "B1")])
     tree = lineage.upstream("USMF", "X", "B1", depth=10)
     assert tree["orders"][0]["consumed"][0]["orders"] == []  # seen before: not walked again
+
+
+def moved(journal, item, batch, source, target, to_batch=None, quantity=5.0):
+    body = {"item_number": item, "batch_number": batch, "quantity": quantity}
+    body |= {"from_site": "1", "from_warehouse": source, "to_site": "1", "to_warehouse": target}
+    if to_batch:
+        body["to_batch_number"] = to_batch
+    document = mes.event("inventory_moved", None, body, message_id=journal)
+    return mapping.transferred_edges(InventoryMoved.model_validate(document))
+
+
+def test_a_batch_moved_to_another_warehouse_is_still_found_downstream_and_upstream(lineage):
+    lineage.record([edge("P1", "produced", "SUB-1", "S1", 10.0)])
+    lineage.record(moved("move-1", "SUB-1", "S1", "11", "12"))
+    lineage.record(moved("move-1", "SUB-1", "S1", "11", "12"))  # a redelivery writes the same rows
+    lineage.record([edge("P2", "consumed", "SUB-1", "S1", 4.0), edge("P2", "produced", "FG-1", "F1")])
+    journal = mapping.transfer_journal_number("USMF", "move-1")
+
+    down = lineage.downstream("USMF", "SUB-1", "S1")
+    assert [o["order"] for o in down["orders"]] == ["P2"]  # the order that used it in warehouse 12
+    assert down["orders"][0]["produced"][0]["batch"] == "F1"
+    [transfer] = down["transfers"]
+    assert (transfer["transfer"], transfer["from_warehouse"], transfer["to_warehouse"]) == (journal, "11", "12")
+    [there] = transfer["produced"]
+    assert (there["batch"], there["warehouse"], there["quantity"]) == ("S1", "12", 5.0)
+    # Transfers are not production orders: the order-level questions are unchanged.
+    assert lineage.orders_of_batch("USMF", "SUB-1", "S1", "consumed") == {"P2"}
+    assert lineage.upstream("USMF", "FG-1", "F1")["orders"][0]["consumed"][0]["orders"][0]["order"] == "P1"
+
+
+def test_a_batch_to_batch_transfer_links_the_old_batch_and_the_new(lineage):
+    lineage.record([edge("P1", "consumed", "RM-1", "R1", 2.0), edge("P1", "produced", "SUB-1", "S1", 10.0)])
+    lineage.record(moved("rebatch-1", "SUB-1", "S1", "11", "11", to_batch="S2", quantity=3.0))
+    lineage.record([edge("P2", "consumed", "SUB-1", "S2", 3.0), edge("P2", "produced", "FG-1", "F1")])
+    down = lineage.downstream("USMF", "SUB-1", "S1")
+    [new] = down["transfers"][0]["produced"]
+    assert (new["batch"], new["quantity"]) == ("S2", 3.0)
+    assert new["orders"][0]["order"] == "P2" and new["orders"][0]["produced"][0]["batch"] == "F1"
+    up = lineage.upstream("USMF", "FG-1", "F1")
+    s2 = up["orders"][0]["consumed"][0]
+    old = s2["transfers"][0]["consumed"][0]
+    assert old["batch"] == "S1" and old["orders"][0]["order"] == "P1"
+    assert old["orders"][0]["consumed"][0]["batch"] == "R1"
+
+
+def test_a_move_without_a_batch_is_no_genealogy(lineage):
+    document = mes.event(
+        "inventory_moved",
+        None,
+        {"item_number": "RM-1", "quantity": 1.0, "from_site": "1", "from_warehouse": "11", "to_site": "1", "to_warehouse": "12"},
+    )
+    assert mapping.transferred_edges(InventoryMoved.model_validate(document)) == []
 
 
 def test_a_generated_month_of_production_is_answered_and_measured(azurite, capsys):
