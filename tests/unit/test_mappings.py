@@ -231,7 +231,7 @@ def test_inventory_moved_is_one_transfer_journal_line_keyed_by_the_message_id():
                 "LineNumber": 1.0,
                 "ItemNumber": "RM-1",
                 "InventoryQuantity": 5.0,
-                # The MES's own day (23rd in Chicago) as Edm.DateTimeOffset, not a bare date.
+                # The plant's day (the 23rd in Chicago) as Edm.DateTimeOffset, not a bare date.
                 "TransactionDate": "2026-11-23T00:00:00Z",
                 "SourceInventorySiteId": "1",
                 "SourceWarehouseId": "11",
@@ -368,4 +368,4 @@ def test_a_movement_without_its_own_day_is_dated_in_the_plant_zone():
         mes.event("inventory_moved", None, body, occurred_at=AT.astimezone(UTC), message_id="m-2")
     )
     lines = [op.body or {} for op in mapping.inventory_moved(event, OPTIONS).operations[1:]]
-    assert {line["TransactionDate"] for line in lines} == {"2026-11-23"}
+    assert {line["TransactionDate"] for line in lines} == {"2026-11-23T00:00:00Z"}  # the plant's day, as Edm.DateTimeOffset
