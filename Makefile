@@ -51,7 +51,7 @@ chaos: setup
 	$(BIN)/python -m devtools.chaos $(ARGS)
 
 emulator: setup
-	$(BIN)/python -m devtools.fo_emulator
+	$(BIN)/python -m devtools.fo_emulator $(ARGS)
 
 # What one MES message costs in Application Insights, measured on the demo shift (README "Telemetry cost").
 telemetry-volume: setup
