@@ -44,6 +44,12 @@ def resubmit(
         raise OperationError(f"no message {message_id} of {company} in the ledger")
     if entry.state is not State.PARKED:
         raise OperationError(f"message {message_id} is {entry.state.value}; only parked messages can be resubmitted")
+    if entry.extra.get("Conflict") == "message_id":
+        raise OperationError(
+            f"message {message_id} is a changed copy of {entry.extra.get('ConflictsWith')}, which F&O already has: it cannot "
+            "be sent under that id. Cancel it (and correct F&O by hand if this copy was the right one), or have the MES "
+            "send the correction under a new message id"
+        )
     original = ledger.payload(company, message_id) or b""
     body = payload if payload is not None else original
     token = secrets.token_hex(8)
@@ -118,11 +124,39 @@ def describe(entry: LedgerEntry) -> dict[str, Any]:
     }
 
 
+def _payload_text(ledger: Ledger, company: str, message_id: str) -> str:
+    return (ledger.payload(company, message_id) or b"")[:_SHOWN_PAYLOAD].decode("utf-8", errors="replace")
+
+
+_SHOWN_PAYLOAD = 16_384
+
+
+def with_conflict(ledger: Ledger, entry: LedgerEntry) -> dict[str, Any]:
+    """`describe`, and for a conflict both payloads side by side: this message's and the one it
+    conflicts with (None when no message holds what it conflicts with, e.g. a released gap)."""
+    described = describe(entry)
+    if entry.reason != "conflict":
+        return described
+    other_id = str(entry.extra.get("ConflictsWith") or "")
+    other = ledger.get(entry.company, other_id) if other_id else None
+    described["payload"] = _payload_text(ledger, entry.company, entry.message_id)
+    described["conflicts_with"] = (
+        {
+            "message_id": other.message_id,
+            "state": other.state.value,
+            "payload": _payload_text(ledger, other.company, other.message_id),
+        }
+        if other is not None
+        else None
+    )
+    return described
+
+
 def trace(ledger: Ledger, company: str, message_id: str) -> dict[str, Any]:
     entry = ledger.get(company, message_id)
     if entry is None:
         raise OperationError(f"no message {message_id} of {company} in the ledger")
-    return describe(entry)
+    return with_conflict(ledger, entry)
 
 
 def order_story(ledger: Ledger, company: str, order: str) -> list[dict[str, Any]]:
@@ -155,7 +189,7 @@ class ParkedFilter:
 
 def parked(ledger: Ledger, where: ParkedFilter) -> list[dict[str, Any]]:
     entries = ledger.query(company=where.company, state=State.PARKED, flow=where.flow, production_order=where.production_order)
-    return [describe(e) for e in entries if where.matches(e)]
+    return [with_conflict(ledger, e) for e in entries if where.matches(e)]
 
 
 def resubmit_matching(ledger: Ledger, requeue: Requeue, where: ParkedFilter, who: str = "operator") -> list[dict[str, Any]]:

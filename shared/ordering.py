@@ -57,7 +57,23 @@ class Gap:
     missing: int | None
 
 
-Decision = Admit | Wait | Duplicate | Gap
+@dataclass(frozen=True)
+class Conflict:
+    """The message may not go to F&O as it is: its sequence number is already spoken for."""
+
+    detail: str
+    other: str = ""  # the message id that holds the sequence, when one does
+
+
+Decision = Admit | Wait | Duplicate | Gap | Conflict
+
+
+def _released(progress: Progress, sequence: int) -> dict[str, Any] | None:
+    """The operator's release that skipped `sequence`, if one did."""
+    for entry in progress.skipped:
+        if int(entry["sequence"]) <= sequence <= int(entry.get("through", entry["sequence"])):
+            return entry
+    return None
 
 
 def _int(value: Any) -> int:
@@ -147,6 +163,13 @@ class OrderGate:
         if sequence is not None:
             expected = progress.watermark + 1
             if sequence < expected:
+                released = _released(progress, sequence)
+                if released is not None:
+                    # The message the operator gave up on came after all: F&O never had it.
+                    return Conflict(
+                        f"sequence {sequence} of {order} was released as a gap by {released['by']} at {released['at']} "
+                        f"({released['reason']}); this message came after the release and was not sent to F&O"
+                    )
                 return Duplicate(f"sequence {sequence} is at or below the order's watermark {progress.watermark}")
             if sequence == expected:
                 return Admit(progress)

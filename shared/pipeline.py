@@ -46,7 +46,7 @@ from shared.lineage import Edge, Lineage
 from shared.mapping import Changeset, FoCall, MappingOptions, SendMessage, ServiceCall
 from shared.mes_publisher import MesPublisher
 from shared.messages import MAX_SEQUENCE, MES_EVENTS, MesEvent
-from shared.ordering import Decision, Duplicate, Gap, OrderGate, Progress, Wait
+from shared.ordering import Conflict, Decision, Duplicate, Gap, OrderGate, Progress, Wait
 from shared.servicebus import ATTEMPT, ORIGINAL_ID, RESUBMIT, DeadLetters, Delivery, Requeue
 from shared.settings import Settings
 from shared.telemetry import log_outcome
@@ -336,16 +336,18 @@ def _process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
         # The gate decides before the row is written, so a row that says Forwarding always
         # means "about to call F&O": a failure before that point leaves nothing in doubt.
         try:
-            return _enter(delivery, flow, ports, event, fresh, _decide(flow, ports, event, fresh), new=True)
+            return _enter(delivery, flow, ports, event, fresh, _decide(flow, ports, event, fresh, delivery.body), new=True)
         except LostRace:
             existing = ports.ledger.get(identity.company, event.message_id)
             if existing is None:  # deleted between the two calls: let the broker try again
                 raise Transient("ledger row vanished during the claim") from None
+    if _changed_copy(existing, delivery, ports):
+        return _park_changed_copy(delivery, flow, ports, existing, identity)
     settled = _settled_or_held(existing, delivery, flow, ports, event)
     if settled is not None:
         return settled
     try:
-        return _enter(delivery, flow, ports, event, existing, _decide(flow, ports, event, existing), new=False)
+        return _enter(delivery, flow, ports, event, existing, _decide(flow, ports, event, existing, delivery.body), new=False)
     except LostRace:
         return _result(existing, Outcome.DUPLICATE, "duplicate", "another delivery moved it first")
 
@@ -385,7 +387,86 @@ def _settled_or_held(existing: LedgerEntry, delivery: Delivery, flow: Flow, port
     return None
 
 
-def _decide(flow: Flow, ports: Ports, event: MesEvent, entry: LedgerEntry) -> Decision | None:
+def fingerprint(body: bytes) -> str:
+    """What a message says, apart from its own id and how its JSON happens to be written (key order,
+    spacing): two copies with one fingerprint are the same message sent twice."""
+    try:
+        raw = json.loads(body, parse_constant=_refuse)
+        if isinstance(raw, dict):
+            raw = {k: v for k, v in raw.items() if k not in ("message_id", "correlation_id")}
+        return payload_hash(json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
+    except (ValueError, RecursionError):
+        return payload_hash(body)
+
+
+def _changed_copy(existing: LedgerEntry, delivery: Delivery, ports: Ports) -> bool:
+    """True for a copy from the MES (not one the bridge scheduled or resubmitted itself) that says
+    something else than what its message id said first."""
+    if ATTEMPT in delivery.properties or RESUBMIT in delivery.properties:
+        return False
+    if existing.payload_hash == payload_hash(delivery.body):
+        return False
+    stored = ports.ledger.payload(existing.company, existing.message_id)
+    return stored is None or fingerprint(stored) != fingerprint(delivery.body)
+
+
+def _park_changed_copy(delivery: Delivery, flow: Flow, ports: Ports, existing: LedgerEntry, identity: _Identity) -> Result:
+    """Keep a changed copy apart, on a row of its own that names the first: neither replaces the other.
+    Its id derives from its content, so a redelivery of the same copy finds that row."""
+    digest = payload_hash(delivery.body)
+    detail = (
+        f"message id {existing.message_id} arrived before with other content (that copy is {existing.state.value}); "
+        "this copy was kept apart and not sent to F&O"
+    )
+    entry = LedgerEntry(
+        company=existing.company,
+        message_id=f"{existing.message_id}|conflict-{digest[:16]}",
+        state=State.PARKED,
+        flow=flow.name,
+        reason="conflict",
+        detail=detail,
+        production_order=identity.order,
+        sequence=identity.sequence,
+        correlation_id=identity.correlation_id,
+        payload_hash=digest,
+        payload_size=len(delivery.body),
+        extra={"Conflict": "message_id", "ConflictsWith": existing.message_id},
+    )
+    try:
+        created = ports.ledger.create(entry, payload=delivery.body)
+    except LostRace:
+        kept = ports.ledger.get(entry.company, entry.message_id)
+        return _result(kept or entry, Outcome.DUPLICATE, "duplicate", "this conflicting copy was recorded before")
+    return _result(created, Outcome.PARKED, "conflict", detail)
+
+
+def _same_sequence(ports: Ports, entry: LedgerEntry, event: MesEvent, body: bytes, duplicate: Duplicate) -> Decision:
+    """Below the watermark, a message is a duplicate only when the message holding its sequence said
+    the same; other content under a sequence already used is a conflict for an operator."""
+    sequence, order = event.sequence, event.production_order or ""
+    holders = [
+        e
+        for e in ports.ledger.query(company=entry.company, production_order=order)
+        if e.sequence == sequence and e.message_id != entry.message_id and e.reason != "conflict"
+    ]
+    mine = fingerprint(body)
+    for holder in holders:
+        stored = ports.ledger.payload(holder.company, holder.message_id)
+        if stored is not None and fingerprint(stored) == mine:
+            return Duplicate(f"{duplicate.detail}; the same content as {holder.message_id}")
+    if not holders:
+        return Conflict(
+            f"sequence {sequence} is below the watermark of {order} and no message of the order holds it; not sent to F&O"
+        )
+    held = next((h for h in holders if h.state in (State.FORWARDED, State.PROCESSED, State.FAILED)), holders[0])
+    return Conflict(
+        f"sequence {sequence} of {order} is held by message {held.message_id} ({held.state.value}) with other content; "
+        "this message was not sent to F&O",
+        held.message_id,
+    )
+
+
+def _decide(flow: Flow, ports: Ports, event: MesEvent, entry: LedgerEntry, body: bytes) -> Decision | None:
     """The order gate's decision; None for a message outside any production order (no gate)."""
     order = event.production_order
     if not order:
@@ -397,7 +478,10 @@ def _decide(flow: Flow, ports: Ports, event: MesEvent, entry: LedgerEntry) -> De
             for e in ports.ledger.query(company=entry.company, production_order=order)
             if e.message_id != entry.message_id and e.state in (State.WAITING, State.FORWARDING)
         )
-    return ports.gate.decide(entry.company, order, flow.name, event.sequence, later_waiting=waiting)
+    decision = ports.gate.decide(entry.company, order, flow.name, event.sequence, later_waiting=waiting)
+    if isinstance(decision, Duplicate) and event.sequence is not None:
+        return _same_sequence(ports, entry, event, body, decision)
+    return decision
 
 
 def _enter(
@@ -413,6 +497,10 @@ def _enter(
     if isinstance(decision, Duplicate):
         row = write(State.DUPLICATE, reason="below_watermark", detail=decision.detail, lease_until=None)
         return _result(row, Outcome.DUPLICATE, "below_watermark", decision.detail)
+    if isinstance(decision, Conflict):
+        extra = {**entry.extra, "Conflict": "sequence", "ConflictsWith": decision.other}
+        row = write(State.PARKED, reason="conflict", detail=decision.detail, lease_until=None, extra=extra)
+        return _result(row, Outcome.PARKED, "conflict", decision.detail)
     if isinstance(decision, Gap):
         extra = {**entry.extra, "Missing": decision.missing if decision.missing is not None else ""}
         row = write(State.PARKED, reason=decision.reason, detail=decision.detail, lease_until=None, extra=extra)
@@ -552,6 +640,8 @@ def _park_new(delivery: Delivery, flow: Flow, ports: Ports, identity: _Identity,
     except LostRace:
         existing = ports.ledger.get(identity.company, identity.message_id)
         resubmitted = existing is not None and _resubmits(delivery, existing)
+        if existing is not None and not resubmitted and _changed_copy(existing, delivery, ports):
+            return _park_changed_copy(delivery, flow, ports, existing, identity)
         if existing is None or not resubmitted:
             return _result(existing or entry, Outcome.DUPLICATE, "duplicate", "this message was recorded before")
         created = ports.ledger.transition(existing, State.PARKED, reason=reason, detail=detail, payload=delivery.body)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -21,7 +23,7 @@ from tests.e2e.test_order_gate import send_all
 pytestmark = pytest.mark.e2e
 
 
-def consumption(order: str, sequence: object, **fields: object) -> dict[str, object]:
+def consumption(order: str, sequence: object, **fields: object) -> dict[str, Any]:
     document = mes.event(
         "material_consumed", order, {"lines": [{"item_number": "RM-0001", "batch_number": "B0001-001", "quantity": 1.0}]}
     )
@@ -131,3 +133,98 @@ def test_a_movement_day_in_the_future_is_parked_clock_skew(stack):
     entry = stack.ports.ledger.get("USMF", move["message_id"])
     assert entry.state is State.PARKED and entry.reason == "clock_skew", entry
     assert "moved_on" in entry.detail
+
+
+# --- conflicts ----------------------------------------------------------------------------------
+
+
+def conflicts(stack) -> list[dict[str, Any]]:
+    return operations.parked(stack.ports.ledger, operations.ParkedFilter(reason="conflict"))
+
+
+def test_the_same_sequence_with_other_content_is_parked_as_a_conflict(stack):
+    start = mes.event("production_started", "P000005", {}, sequence=1)
+    first = consumption("P000005", 2)
+    other = consumption("P000005", 2, body={"lines": [{"item_number": "RM-0002", "batch_number": "B0002-001", "quantity": 2.5}]})
+    copy = {**first, "message_id": "resent-under-a-new-id", "correlation_id": "resend"}
+    started_fn.production_started(trigger(start))
+    consumed_fn.material_consumed(trigger(first))
+    consumed_fn.material_consumed(trigger(other))  # was: Duplicate, its 2.5 never reached F&O, nobody told
+    consumed_fn.material_consumed(trigger(copy))  # the same content again: a duplicate, as before
+    assert len(stack.emulator.app.messages) == 2
+    assert stack.ports.ledger.get("USMF", copy["message_id"]).state is State.DUPLICATE
+    [row] = conflicts(stack)
+    assert row["message_id"] == other["message_id"] and row["sequence"] == 2
+    assert first["message_id"] in row["detail"]
+    held = row["conflicts_with"]
+    assert held["message_id"] == first["message_id"] and held["state"] == "Forwarded"
+    assert json.loads(held["payload"]) == first and json.loads(row["payload"]) == other
+    # Resubmitted as it is, it is the same conflict again: still parked, still not in F&O.
+    operations.resubmit(stack.ports.ledger, stack.broker, "USMF", other["message_id"])
+    with stack.host:
+        assert stack.host.wait_idle(20)
+    assert [r["message_id"] for r in conflicts(stack)] == [other["message_id"]]
+    assert len(stack.emulator.app.messages) == 2
+
+
+@pytest.mark.parametrize("stack_env", [{**FAST, "GATE_MAX_WAIT_S": "0.3", "GATE_GAP_TIMEOUT_S": "1"}])
+def test_a_sequence_that_arrives_after_its_gap_was_released_is_parked_as_a_conflict(stack):
+    start, late, after = (
+        mes.event("production_started", "P000006", {}, sequence=1),
+        consumption("P000006", 2),
+        consumption("P000006", 3),
+    )
+    send_all(stack, [start, after])
+    with stack.host:
+        deadline = time.monotonic() + 30
+        while (entry := stack.ports.ledger.get("USMF", after["message_id"])) is None or entry.reason != "gap":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        operations.release_gap(stack.ports.gate, stack.ports.ledger, stack.broker, "USMF", "P000006", 2, "lost by the MES")
+        assert stack.host.wait_idle(20)
+        send_all(stack, [late])  # the lost message turns up after all: was Duplicate, out of every list
+        assert stack.host.wait_idle(20)
+    [row] = conflicts(stack)
+    assert row["message_id"] == late["message_id"] and "released" in row["detail"] and "lost by the MES" in row["detail"]
+    assert row["conflicts_with"] is None
+    assert [m.order for m in stack.emulator.app.messages] == ["P000006", "P000006"]
+
+
+def test_a_changed_payload_under_a_known_message_id_is_parked_apart(stack):
+    first = consumption("P000007", None)
+    del first["sequence"]
+    start = mes.event("production_started", "P000007", {})
+    changed = {**first, "body": {"lines": [{"item_number": "RM-0001", "batch_number": "B0001-001", "quantity": 9.0}]}}
+    started_fn.production_started(trigger(start))
+    consumed_fn.material_consumed(trigger(first))
+    consumed_fn.material_consumed(trigger(changed))  # was: dropped with one INFO line
+    consumed_fn.material_consumed(trigger(changed, delivery_count=2))  # its redelivery: no second row
+    # The same content written differently (key order, spacing) is the same message: a duplicate.
+    consumed_fn.material_consumed(trigger(json.dumps(dict(reversed(list(first.items()))), indent=2).encode()))
+    assert len(stack.emulator.app.messages) == 2
+    assert stack.ports.ledger.get("USMF", first["message_id"]).state is State.FORWARDED
+    [row] = conflicts(stack)
+    assert row["message_id"].startswith(first["message_id"] + "|conflict-") and row["production_order"] == "P000007"
+    assert row["conflicts_with"]["message_id"] == first["message_id"]
+    assert json.loads(row["payload"]) == changed and json.loads(row["conflicts_with"]["payload"]) == first
+    # It cannot go to F&O under that id: F&O has the first copy. Resubmitting it is refused with the way out.
+    with pytest.raises(operations.OperationError, match="(?i)cancel"):
+        operations.resubmit(stack.ports.ledger, stack.broker, "USMF", row["message_id"])
+
+
+def test_a_changed_payload_while_the_first_copy_waits_does_not_replace_it(stack):
+    first = consumption("P000008", None)
+    del first["sequence"]
+    changed = {**first, "body": {"lines": [{"item_number": "RM-0001", "batch_number": "B0001-001", "quantity": 9.0}]}}
+    send_all(stack, [first])
+    with stack.host:
+        deadline = time.monotonic() + 20
+        while (entry := stack.ports.ledger.get("USMF", first["message_id"])) is None or entry.state is not State.WAITING:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        send_all(stack, [changed, mes.event("production_started", "P000008", {})])
+        assert stack.host.wait_idle(30)
+    assert stack.emulator.wait_idle(10)
+    consumed = [m for m in stack.emulator.app.messages if m.message_type == "ProdProductionOrderPickingList"]
+    assert len(consumed) == 1 and '"ConsumptionBOMQuantity":1.0' in consumed[0].content
+    assert [r["conflicts_with"]["message_id"] for r in conflicts(stack)] == [first["message_id"]]
