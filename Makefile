@@ -53,6 +53,11 @@ chaos: setup
 emulator: setup
 	$(BIN)/python -m devtools.fo_emulator $(ARGS)
 
+# After `azd up`: health, then one MES message through to F&O and back (README "Smoke test").
+#   make smoke URL=https://<app>.azurewebsites.net ORDER=<released order> [KEY=<function key>] [ARGS="--company DEMF"]
+smoke: setup
+	$(BIN)/python -m devtools.smoke --url "$(URL)" --order "$(ORDER)" $(if $(KEY),--key "$(KEY)") $(ARGS)
+
 # What one MES message costs in Application Insights, measured on the demo shift (README "Telemetry cost").
 telemetry-volume: setup
 	$(BIN)/python -m devtools.telemetry_volume $(ARGS)
