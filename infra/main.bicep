@@ -55,6 +55,9 @@ param foDefaultCompany string = 'USMF'
 @description('Comma-separated legal entities the bridge may write to')
 param foCompanies string = 'USMF'
 
+@description('IANA time zone of the plant (e.g. America/Chicago): its calendar dates every transaction sent to F&O')
+param plantTimeZone string = 'UTC'
+
 @description('Create the Event Grid subscriptions (needs the functions deployed first: azd sets it in postdeploy)')
 param eventSubscriptions bool = false
 
@@ -92,6 +95,7 @@ module resources 'resources.bicep' = {
     traceSamplingRatio: traceSamplingRatio
     foDefaultCompany: foDefaultCompany
     foCompanies: foCompanies
+    plantTimeZone: plantTimeZone
     eventSubscriptions: eventSubscriptions
     alertEmail: alertEmail
     zoneRedundant: zoneRedundant

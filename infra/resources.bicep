@@ -10,6 +10,7 @@ param foClientId string
 param foClientSecret string
 param foDefaultCompany string
 param foCompanies string
+param plantTimeZone string
 param eventSubscriptions bool
 param alertEmail string
 @description('Spread the Function App across availability zones (where the region supports it for Flex Consumption)')
@@ -283,6 +284,7 @@ var appSettings = {
   FO_CLIENT_SECRET: '@Microsoft.KeyVault(SecretUri=${foSecret.properties.secretUri})'
   FO_DEFAULT_COMPANY: foDefaultCompany
   FO_COMPANIES: foCompanies
+  PLANT_TIME_ZONE: plantTimeZone
   FO_CALL_DEADLINE_S: '120'
   FO_INSTANCE_BUDGET_RPS: instanceBudget
   FO_MAX_CONCURRENCY: string(instanceConcurrency)
