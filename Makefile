@@ -4,9 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup test lint scan format demo bench chaos emulator telemetry-volume smoke clean
+.PHONY: setup test lint scan format demo console screenshots bench chaos emulator telemetry-volume smoke clean chromium
 
-setup: $(VENV)/.installed node_modules/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+setup: $(VENV)/.installed node_modules/.installed chromium
+
+# The console's browser tests drive Debian's Chromium (Playwright's own browser download is not needed).
+chromium:
+	@[ -x /usr/bin/chromium ] || command -v chromium >/dev/null || \
+		{ $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +49,14 @@ test: lint scan
 
 demo: setup
 	$(BIN)/python -m devtools.demo $(ARGS)
+
+# The demo shift, then the stack stays up with the operator console; it prints the URL.
+console: setup
+	$(BIN)/python -m devtools.demo --console $(ARGS)
+
+# The console's screenshots in docs/console/, taken by its browser tests.
+screenshots: setup
+	CONSOLE_SCREENSHOTS=docs/console $(BIN)/pytest tests/e2e/test_console.py -q
 
 bench: setup
 	$(BIN)/python -m devtools.bench $(ARGS)

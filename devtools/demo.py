@@ -14,11 +14,13 @@ from typing import Any
 
 import function_app
 from devtools.azurite import Azurite
+from devtools.console_server import ConsoleServer
 from devtools.fo_emulator import EmulatorConfig, FoEmulator
 from devtools.fo_emulator.plant import PlantSpec
 from devtools.local_host import InMemoryBroker, LocalHost
 from devtools.local_host.broker import BrokerMesPublisher
 from devtools.mes import encode
+from devtools.operator_cases import seed
 from devtools.scenario import Shift, ShiftSpec, build_shift
 from functions import INBOUND_FLOWS
 from shared import runtime, tables
@@ -170,7 +172,33 @@ def _run(args: argparse.Namespace, out: Any, say: Any, log_path: Path, settled: 
             _wait_for_verdicts(ports, time.monotonic() + 30)
         elapsed = time.monotonic() - started
         table_ops = tables.TABLE_OPS.count - ops_before
-        return _report(say, shift, emulator, broker, host, ports, sent_at, elapsed, table_ops, log_path)
+        verdict = _report(say, shift, emulator, broker, host, ports, sent_at, elapsed, table_ops, log_path)
+        if args.console:
+            _console(say, args, broker, emulator, ports)
+        return verdict
+
+
+def _console(say: Any, args: argparse.Namespace, broker: InMemoryBroker, emulator: FoEmulator, ports: Ports) -> None:
+    """Keep the stack up with the operator console on a local port, after adding what a night
+    shift finds: a rejected movement, a wrong message, a sequence gap, a consumption in doubt and
+    a dead letter (devtools/operator_cases.py)."""
+    host = LocalHost(function_app.app, broker, max_concurrent_sessions=args.workers)
+    orders = sorted({row["ProductionOrderNumber"] for row in emulator.app.tables["ProductionOrderHeaders"]})
+    with host, ConsoleServer(function_app.app, port=args.console_port) as server:
+        say()
+        say("adding the operator's cases (rejected, invalid, gap, in doubt, dead letter) ...")
+        unused = [o for o in orders if not any(True for _ in ports.ledger.query(production_order=o))]
+        seed(broker, host, emulator, ports, tuple(unused[:3]), applied=False)
+        say()
+        say(f"Operator console: {server.console_url}")
+        say("  sign in with any name (a local stand-in for Entra ID sign-in through App Service authentication)")
+        say(f"  the operations API with the local function key: {server.url}/api/ops/parked?code={server.function_key}")
+        say("  Ctrl-C stops the stack.")
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            say("stopping ...")
 
 
 def send(broker: InMemoryBroker, document: dict[str, Any] | bytes, sent_at: dict[str, float] | None = None) -> None:
@@ -368,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--pace", type=float, default=0.04, help="seconds between MES events (0 = as fast as the MES can send)")
     parser.add_argument("--log", default="demo.log")
+    parser.add_argument("--console", action="store_true", help="then keep the stack up with the operator console (make console)")
+    parser.add_argument("--console-port", type=int, default=7071, help="the console's local port (0 = any free one)")
     return parser
 
 

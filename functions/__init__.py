@@ -5,6 +5,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from functions import (
+    console,
     inventory_moved,
     material_consumed,
     message_processed,
@@ -29,4 +30,4 @@ INBOUND = [
 ]
 INBOUND_FLOWS = {module.FLOW.name: module.FLOW for module in INBOUND}
 OUTBOUND = [order_released, order_status_changed, message_processed]
-BLUEPRINTS: list[func.Blueprint] = [module.bp for module in INBOUND + OUTBOUND] + [operations.bp]
+BLUEPRINTS: list[func.Blueprint] = [module.bp for module in INBOUND + OUTBOUND] + [operations.bp, console.bp]

@@ -4,7 +4,8 @@
     python -m shared.cli order --company USMF --order P000123
     python -m shared.cli parked [--flow F] [--reason R] [--order P1] [--older-than-s 3600] [--max-attempts 2]
     python -m shared.cli resubmit --company USMF --id line3-000123 [--payload fixed.json]
-    python -m shared.cli resubmit-parked [same filters as parked]
+    python -m shared.cli resubmit-parked --reason rejected --dry-run          (a filter is required)
+    python -m shared.cli resubmit-parked --reason rejected --expect 3 [--include-in-doubt]
     python -m shared.cli cancel --company USMF --id line3-000123 --reason "sent twice by the MES"
     python -m shared.cli confirm --company USMF --id line3-000123 --note "Message processor messages: 5531, Processed"
     python -m shared.cli release-gap --company USMF --order P000123 --missing 4 --reason "lost on the line PC"
@@ -48,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name)
         for option in ("company", "flow", "reason", "order", "older-than-s", "max-attempts"):
             command.add_argument(f"--{option}")
+    bulk = commands.choices["resubmit-parked"]
+    bulk.add_argument("--dry-run", action="store_true", help="say what would be resubmitted, change nothing")
+    bulk.add_argument("--expect", type=int, help="the number of messages the dry run counted")
+    bulk.add_argument("--include-in-doubt", action="store_true", help="in-doubt messages too (check F&O first)")
     add("resubmit", "company", "id", "payload")
     add("cancel", "company", "id", "reason")
     add("confirm", "company", "id", "note")
@@ -80,7 +85,10 @@ def run(args: argparse.Namespace, ports: Ports) -> Any:
     if args.command == "parked":
         return operations.parked(ports.ledger, _filter(args))
     if args.command == "resubmit-parked":
-        return operations.resubmit_matching(ports.ledger, ports.requeue, _filter(args), who=who)
+        selection = operations.Selection(where=_filter(args), include_in_doubt=args.include_in_doubt)
+        return operations.bulk(
+            ports.ledger, ports.requeue, selection, "resubmit", dry_run=args.dry_run, expect=args.expect, who=who
+        )
     if args.command == "resubmit":
         payload = Path(args.payload).read_bytes() if args.payload else None
         return operations.describe(

@@ -95,8 +95,14 @@ class CompanionConflict(Exception):
 Companion = tuple[str, dict[str, Any], dict[str, Any]]
 
 
-def _history_entry(state: State, reason: str, detail: str, at: datetime) -> dict[str, str]:
-    return {"at": at.isoformat(timespec="milliseconds"), "state": state.value, "reason": reason, "detail": detail[:500]}
+def _history_entry(state: State, reason: str, detail: str, at: datetime, attempt: int) -> dict[str, str]:
+    return {
+        "at": at.isoformat(timespec="milliseconds"),
+        "state": state.value,
+        "reason": reason,
+        "detail": detail[:500],
+        "attempt": str(attempt),
+    }
 
 
 def _to_entity(entry: LedgerEntry) -> dict[str, Any]:
@@ -192,7 +198,7 @@ class Ledger:
             entry,
             received_at=entry.received_at or now,
             updated_at=now,
-            history=(*entry.history, _history_entry(entry.state, entry.reason, entry.detail, now)),
+            history=(*entry.history, _history_entry(entry.state, entry.reason, entry.detail, now, entry.attempts)),
         )
         entity = _to_entity(entry)
         if payload is not None:
@@ -221,7 +227,8 @@ class Ledger:
         order's progress row: either both change or neither does.
         """
         now = utcnow()
-        history = (*entry.history, _history_entry(state, reason, detail, now))[-_HISTORY_LIMIT:]
+        attempt = int(changes.get("attempts", entry.attempts))
+        history = (*entry.history, _history_entry(state, reason, detail, now, attempt))[-_HISTORY_LIMIT:]
         updated = replace(entry, state=state, reason=reason, detail=detail, updated_at=now, history=history, **changes)
         entity = _to_entity(updated)
         if payload is not None:
@@ -262,10 +269,14 @@ class Ledger:
         state: State | None = None,
         flow: str | None = None,
         production_order: str | None = None,
+        updated_since: datetime | None = None,
     ) -> Iterator[LedgerEntry]:
         """Rows matching every given condition (parameterised: no value can change the query)."""
         clauses: list[str] = []
         parameters: dict[str, Any] = {}
+        if updated_since is not None:
+            clauses.append("UpdatedAt ge @since")
+            parameters["since"] = updated_since
         for name, prop, value in (
             ("pk", "PartitionKey", safe_key(company) if company else None),
             ("state", "State", state.value if state else None),

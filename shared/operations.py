@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import secrets
+from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.ledger import Ledger, LedgerEntry, LostRace, State, utcnow
@@ -51,6 +54,8 @@ def resubmit(
             "send the correction under a new message id"
         )
     original = ledger.payload(company, message_id) or b""
+    if payload is not None and payload != original:
+        _keeps_identity(entry, original, payload)
     body = payload if payload is not None else original
     token = secrets.token_hex(8)
     extra = {**entry.extra, "ResubmitToken": token, "Resubmissions": int(entry.extra.get("Resubmissions", 0)) + 1}
@@ -71,6 +76,36 @@ def resubmit(
         properties={RESUBMIT: token},
     )
     return Resubmitted(updated, queue)
+
+
+_IDENTITY = (("message_id", "message id"), ("company", "company"), ("production_order", "production order"))
+
+
+def _keeps_identity(entry: LedgerEntry, original: bytes, edited: bytes) -> None:
+    """An edit corrects what a message says, never which message it is: the message id names its
+    ledger row, the company its partition and the order its place in the sequence."""
+    try:
+        changed = json.loads(edited)
+    except ValueError as exc:
+        raise OperationError(f"the edited payload is not JSON: {exc}") from None
+    if not isinstance(changed, dict):
+        raise OperationError("the edited payload must be a JSON object")
+    try:
+        before = json.loads(original)
+    except ValueError:
+        before = None
+    if not isinstance(before, dict):
+        # Unreadable when it arrived: the row's identity is all there is (a byte hash for garbage).
+        before = {"message_id": entry.message_id, "company": entry.company, "production_order": entry.production_order}
+    for name, label in _IDENTITY:
+        old, new = before.get(name), changed.get(name)
+        if name == "company" and isinstance(old, str) and isinstance(new, str):
+            old, new = old.upper(), new.upper()
+        if (old or None) != (new or None):
+            raise OperationError(
+                f"an edited resubmission may not change the {label} ({old!r} -> {new!r}); "
+                "cancel this message and have the MES send a new one"
+            )
 
 
 def release_gap(
@@ -175,6 +210,10 @@ class ParkedFilter:
     older_than_s: float | None = None
     max_attempts: int | None = None
 
+    @property
+    def is_empty(self) -> bool:
+        return all(value is None for value in vars(self).values())
+
     def matches(self, entry: LedgerEntry) -> bool:
         if self.reason is not None and entry.reason != self.reason:
             return False
@@ -192,13 +231,117 @@ def parked(ledger: Ledger, where: ParkedFilter) -> list[dict[str, Any]]:
     return [with_conflict(ledger, e) for e in entries if where.matches(e)]
 
 
-def resubmit_matching(ledger: Ledger, requeue: Requeue, where: ParkedFilter, who: str = "operator") -> list[dict[str, Any]]:
-    """Resubmit every parked message the filter selects (all of them with an empty filter)."""
-    done = []
-    for row in parked(ledger, where):
-        result = resubmit(ledger, requeue, row["company"], row["message_id"], who=who, note="resubmitted by filter")
-        done.append(describe(result.entry))
-    return done
+@dataclass(frozen=True)
+class Selection:
+    """What a bulk action acts on: the rows an operator ticked, or every parked row a filter selects.
+
+    An empty filter selects nothing: "everything parked" is never one click (an unfiltered resubmit
+    once sent in-doubt consumptions a second time). In-doubt rows are left out unless
+    `include_in_doubt` names them, since F&O may have applied them already.
+    """
+
+    where: ParkedFilter | None = None
+    ids: tuple[tuple[str, str], ...] = ()
+    include_in_doubt: bool = False
+
+    def rows(self, ledger: Ledger) -> list[LedgerEntry]:
+        if self.ids:
+            found = [ledger.get(company, message_id) for company, message_id in self.ids]
+            missing = [m for (_, m), e in zip(self.ids, found, strict=True) if e is None]
+            if missing:
+                raise OperationError(f"no message {', '.join(missing[:5])} in the ledger")
+            return [e for e in found if e is not None]
+        if self.where is None or self.where.is_empty:
+            raise OperationError(
+                "a bulk action needs the messages it acts on: a list of messages, or a filter "
+                "(company, flow, reason, order, age or attempts); an empty filter selects nothing"
+            )
+        where = self.where
+        entries = ledger.query(
+            company=where.company, state=State.PARKED, flow=where.flow, production_order=where.production_order
+        )
+        return [e for e in entries if where.matches(e)]
+
+
+@dataclass(frozen=True)
+class BulkPlan:
+    action: str
+    chosen: list[LedgerEntry]
+    left_out: list[tuple[LedgerEntry, str]]
+
+    def summary(self, done: bool = False) -> str:
+        past = {"resubmit": "resubmitted", "cancel": "cancelled"}[self.action]
+        verb = past if done else f"will be {past}"
+        flows = Counter(e.flow for e in self.chosen)
+        text = f"{len(self.chosen)} message(s) {verb}" + (
+            " (" + ", ".join(f"{flow} {n}" for flow, n in sorted(flows.items())) + ")" if flows else ""
+        )
+        reasons = Counter(why for _, why in self.left_out)
+        if reasons:
+            text += "; left out: " + ", ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
+        return text
+
+
+def plan_bulk(ledger: Ledger, selection: Selection, action: str) -> BulkPlan:
+    """The dry run of a bulk action: exactly which rows it would touch, and which it leaves out and why."""
+    allowed = (State.PARKED,) if action == "resubmit" else (State.PARKED, State.WAITING)
+    chosen: list[LedgerEntry] = []
+    left_out: list[tuple[LedgerEntry, str]] = []
+    for entry in selection.rows(ledger):
+        if entry.state not in allowed:
+            left_out.append((entry, f"{entry.state.value.lower()} (not {action}able)"))
+        elif entry.reason == "in_doubt" and not selection.include_in_doubt:
+            left_out.append((entry, "in doubt (include_in_doubt not set)"))
+        else:
+            chosen.append(entry)
+    return BulkPlan(action, chosen, left_out)
+
+
+def bulk(
+    ledger: Ledger,
+    requeue: Requeue,
+    selection: Selection,
+    action: str,
+    *,
+    dry_run: bool,
+    expect: int | None = None,
+    reason: str = "",
+    who: str = "operator",
+) -> dict[str, Any]:
+    """Resubmit or cancel every message a selection names. A dry run answers what would happen; the
+    real run must say how many it expects (the dry run's count), so a selection that grew since
+    the operator looked is refused instead of acted on."""
+    if action not in ("resubmit", "cancel"):
+        raise OperationError("a bulk action is resubmit or cancel")
+    if action == "cancel" and not reason.strip():
+        raise OperationError("cancelling needs a reason")
+    plan = plan_bulk(ledger, selection, action)
+    answer: dict[str, Any] = {
+        "action": action,
+        "dry_run": dry_run,
+        "count": len(plan.chosen),
+        "messages": [{"company": e.company, "message_id": e.message_id, "flow": e.flow, "reason": e.reason} for e in plan.chosen],
+        "left_out": [{"company": e.company, "message_id": e.message_id, "why": why} for e, why in plan.left_out],
+        "summary": plan.summary(),
+    }
+    if dry_run:
+        return answer
+    if expect is None:
+        raise OperationError(f"say how many messages you expect to {action} (expect); a dry run counts them")
+    if expect != len(plan.chosen):
+        raise OperationError(f"the selection changed: {len(plan.chosen)} message(s) now, {expect} expected; look again")
+    done: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
+    for entry in plan.chosen:
+        try:
+            if action == "resubmit":
+                result = resubmit(ledger, requeue, entry.company, entry.message_id, who=who, note="bulk resubmit")
+                done.append(describe(result.entry))
+            else:
+                done.append(cancel(ledger, entry.company, entry.message_id, reason, who=who))
+        except (OperationError, LostRace) as exc:
+            failed.append({"company": entry.company, "message_id": entry.message_id, "error": str(exc)})
+    return {**answer, "done": done, "failed": failed, "summary": plan.summary(done=True)}
 
 
 def cancel(ledger: Ledger, company: str, message_id: str, reason: str, who: str = "operator") -> dict[str, Any]:
@@ -281,3 +424,181 @@ def resubmit_dead_lettered(port: DeadLetters, flow: str, sequence_number: int) -
     except LookupError as exc:
         raise OperationError(str(exc)) from None
     return {"flow": flow, "sequence_number": sequence_number, "resubmitted": True}
+
+
+# --- what the console shows -----------------------------------------------------------------------
+
+_STUCK = (State.PARKED, State.WAITING, State.FORWARDING)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+def _forwarded_at(entry: LedgerEntry) -> datetime | None:
+    at = next((h.get("at") for h in reversed(entry.history) if h.get("state") == State.FORWARDED.value), None)
+    if at:
+        return datetime.fromisoformat(str(at))
+    return entry.updated_at if entry.state is State.FORWARDED else None
+
+
+def overview(
+    ledger: Ledger,
+    dead: DeadLetters,
+    *,
+    throttle_pauses_here: int = 0,
+    now: datetime | None = None,
+    window_s: int = 3600,
+    buckets: int = 12,
+) -> dict[str, Any]:
+    """Per flow: what is stuck now (by state, parked by reason, in doubt, dead-lettered), what
+    settled in the last hour, the oldest stuck message, and throughput and F&O latency over time.
+
+    Read from the ledger (the rows stuck now, the rows that changed in the window), so every
+    instance's work counts; only `throttle_pauses_here` is this instance's own counter.
+    """
+    now = now or utcnow()
+    since = now - timedelta(seconds=window_s)
+    step = window_s / buckets
+    flows: dict[str, dict[str, Any]] = {}
+
+    def row(flow: str) -> dict[str, Any]:
+        return flows.setdefault(
+            flow or "unknown",
+            {
+                "flow": flow or "unknown",
+                **dict.fromkeys(("forwarded", "processed", "failed", "duplicate", "cancelled"), 0),
+                **dict.fromkeys(("waiting", "forwarding", "parked", "in_doubt", "dead_lettered"), 0),
+                "parked_by_reason": {},
+            },
+        )
+
+    for flow in INBOUND_QUEUES:
+        row(flow)
+    oldest: LedgerEntry | None = None
+    for state in _STUCK:
+        for entry in ledger.query(state=state):
+            counts = row(entry.flow)
+            if state is State.PARKED and entry.reason == "in_doubt":
+                counts["in_doubt"] += 1
+            elif state is State.PARKED:
+                counts["parked"] += 1
+                counts["parked_by_reason"][entry.reason] = counts["parked_by_reason"].get(entry.reason, 0) + 1
+            else:
+                counts[state.value.lower()] += 1
+            since_when = entry.received_at or entry.updated_at
+            if since_when is not None and (oldest is None or since_when < (oldest.received_at or oldest.updated_at or now)):
+                oldest = entry
+    starts = [(since + timedelta(seconds=step * n)).isoformat() for n in range(buckets)]
+    forwarded = [0] * buckets
+    latencies: list[list[float]] = [[] for _ in range(buckets)]
+    throttled_waits = 0
+    for entry in ledger.query(updated_since=since):
+        if entry.state not in _STUCK:
+            row(entry.flow)[entry.state.value.lower()] += 1
+        throttled_waits += sum(
+            1 for h in entry.history if h.get("reason") == "throttled" and str(h.get("at", "")) >= since.isoformat()
+        )
+        at = _forwarded_at(entry)
+        if at is None or at < since:
+            continue
+        n = min(buckets - 1, int((at - since).total_seconds() // step))
+        forwarded[n] += 1
+        if "FoMs" in entry.extra:
+            latencies[n].append(float(entry.extra["FoMs"]))
+    dead_total = 0
+    for flow, queue in INBOUND_QUEUES.items():
+        count = len(dead.dead_lettered(queue))
+        row(flow)["dead_lettered"] = count
+        dead_total += count
+    all_ms = [ms for bucket in latencies for ms in bucket]
+    return {
+        "at": now.isoformat(),
+        "window_s": window_s,
+        "flows": list(flows.values()),
+        "oldest_stuck": None
+        if oldest is None
+        else {
+            **{k: describe(oldest)[k] for k in ("company", "message_id", "flow", "state", "reason", "production_order")},
+            "age_s": round((now - (oldest.received_at or oldest.updated_at or now)).total_seconds()),
+        },
+        "series": [
+            {"start": start, "forwarded": count, "p50_ms": _percentile(ms, 0.5), "p95_ms": _percentile(ms, 0.95)}
+            for start, count, ms in zip(starts, forwarded, latencies, strict=True)
+        ],
+        "latency_ms": {"p50": _percentile(all_ms, 0.5), "p95": _percentile(all_ms, 0.95), "count": len(all_ms)},
+        "throttled": {"waits_in_ledger": throttled_waits, "pauses_here": throttle_pauses_here},
+        "dead_lettered": dead_total,
+    }
+
+
+def message_detail(ledger: Ledger, company: str, message_id: str) -> dict[str, Any]:
+    """A message's row, its payload as received and what F&O and the MES were told about it."""
+    entry = ledger.get(company, message_id)
+    if entry is None:
+        raise OperationError(f"no message {message_id} of {company} in the ledger")
+    raw = ledger.payload(company, message_id) or b""
+    try:
+        document: Any = json.loads(raw)
+    except ValueError:
+        document = None
+    extra = entry.extra
+    outcome = None
+    if entry.state in (State.PROCESSED, State.FAILED):
+        outcome = {
+            "outcome": "accepted" if entry.state is State.PROCESSED else "rejected",
+            "infolog": entry.infolog,
+            "fo_event_id": extra.get("FoEventId", ""),
+        }
+    return {
+        **describe(entry),
+        "payload": raw.decode("utf-8", errors="replace"),
+        "payload_json": document,
+        "identity_editable": False,
+        "fo": {
+            "message_type": entry.fo_message_type,
+            "reference": extra.get("FoReference", ""),
+            "latency_ms": extra.get("FoMs"),
+            "infolog": entry.infolog,
+            "message_page": extra.get("FoMessagePage", ""),
+            "content_hash": extra.get("ContentHash", ""),
+        },
+        "mes_outcome": outcome,
+        "resubmissions": int(extra.get("Resubmissions", 0)),
+        "edited_by": extra.get("EditedBy", ""),
+    }
+
+
+def order_view(ledger: Ledger, gate: OrderGate, company: str, order: str) -> dict[str, Any]:
+    """The order's sequence ladder across flows: what arrived, what waits, and where the gap is."""
+    story = order_story(ledger, company, order)
+    progress = gate.read(company, order)
+    numbered = {row["sequence"]: row for row in story if row["sequence"] is not None}
+    skipped = {int(s.get("sequence", -1)) for s in progress.skipped if isinstance(s, dict)}
+    top = max([progress.watermark, *numbered, *skipped], default=0)
+    ladder = []
+    for sequence in range(1, min(top, progress.watermark + 200) + 1):
+        found = numbered.get(sequence)
+        if found is not None:
+            ladder.append({"sequence": sequence, "status": found["state"], "row": found})
+        elif sequence in skipped:
+            ladder.append({"sequence": sequence, "status": "skipped", "row": None})
+        else:
+            ladder.append({"sequence": sequence, "status": "missing", "row": None})
+    gaps = [step["sequence"] for step in ladder if step["status"] == "missing" and step["sequence"] > progress.watermark]
+    return {
+        "company": company,
+        "order": order,
+        "watermark": progress.watermark,
+        "started": progress.started,
+        "ended": progress.ended,
+        "waiting_for": progress.waiting_for,
+        "skipped": list(progress.skipped),
+        "ladder": ladder,
+        "gaps": gaps,
+        "unsequenced": [row for row in story if row["sequence"] is None],
+        "messages": story,
+    }

@@ -40,9 +40,19 @@ class EventGridFunction:
 
 
 @dataclass(frozen=True)
+class HttpFunction:
+    name: str
+    route: str
+    methods: tuple[str, ...]
+    auth_level: str  # "function", "anonymous" or "admin"
+    call: Callable[..., Any]
+
+
+@dataclass(frozen=True)
 class Discovered:
     queues: tuple[QueueFunction, ...]
     event_grid: dict[str, EventGridFunction]
+    http: tuple[HttpFunction, ...] = ()
 
 
 _DISCOVERED: dict[int, Discovered] = {}
@@ -55,6 +65,7 @@ def discover(app: func.FunctionApp) -> Discovered:
         if id(app) not in _DISCOVERED:
             queues: list[QueueFunction] = []
             event_grid: dict[str, EventGridFunction] = {}
+            http: list[HttpFunction] = []
             for function in app.get_functions():
                 binding = function.get_trigger()
                 if binding is None:
@@ -69,7 +80,11 @@ def discover(app: func.FunctionApp) -> Discovered:
                     )
                 elif trigger["type"] == "eventGridTrigger":
                     event_grid[name] = EventGridFunction(name, function.get_user_function())
-            _DISCOVERED[id(app)] = Discovered(tuple(queues), event_grid)
+                elif trigger["type"] == "httpTrigger":
+                    methods = tuple(str(getattr(m, "value", m)).upper() for m in trigger.get("methods") or ("GET", "POST"))
+                    level = str(getattr(trigger.get("authLevel"), "value", trigger.get("authLevel") or "function")).lower()
+                    http.append(HttpFunction(name, trigger["route"], methods, level, function.get_user_function()))
+            _DISCOVERED[id(app)] = Discovered(tuple(queues), event_grid, tuple(http))
         return _DISCOVERED[id(app)]
 
 

@@ -14,12 +14,14 @@ from azure.functions.servicebus import ServiceBusMessage
 
 import function_app
 from devtools import mes
+from functions import console
 from functions import inventory_moved as inventory_fn
 from functions import material_consumed as consumed_fn
 from functions import operations as http
 from functions import production_started as started_fn
 from shared import cli
-from shared.ledger import State
+from shared.ledger import LedgerEntry, State
+from shared.principal import OPERATOR_ROLE, encode_principal
 
 pytestmark = pytest.mark.e2e
 
@@ -38,10 +40,19 @@ def trigger(document: dict[str, Any] | bytes) -> ServiceBusMessage:
     )
 
 
-def request(method: str, route: str, params: dict[str, str], body: Any = None) -> func.HttpRequest:
+def request(
+    method: str,
+    route: str,
+    params: dict[str, str],
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    route_params: dict[str, str] | None = None,
+) -> func.HttpRequest:
     raw = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else b"")
+    # A caller may set any header it likes: x-operator must not name the operator in the audit trail.
+    sent = {"x-operator": "mallory", **(headers or {})}
     return func.HttpRequest(
-        method=method, url=f"http://localhost/api/{route}", params=params, body=raw, headers={"x-operator": "tester"}
+        method=method, url=f"http://localhost/api/{route}", params=params, body=raw, headers=sent, route_params=route_params
     )
 
 
@@ -137,7 +148,7 @@ def test_a_fixed_and_resubmitted_message_takes_effect_exactly_once(stack):
     with stack.host:
         assert stack.host.wait_idle(30)
     entry = stack.ports.ledger.get("USMF", move["message_id"])
-    assert entry.state is State.FORWARDED and entry.extra["EditedBy"] == "tester"
+    assert entry.state is State.FORWARDED and entry.extra["EditedBy"] == "function key"  # not x-operator's "mallory"
     assert len(stack.emulator.app.tables["InventoryTransferJournalHeaders"]) == 1
     assert stack.ports.ledger.payload("USMF", move["message_id"]) == mes.encode(move)  # the original is kept for audit
     again = http.resubmit(request("POST", "ops/resubmit", {"company": "USMF", "id": move["message_id"]}))
@@ -154,8 +165,129 @@ def test_resubmit_by_filter_and_cancel_with_a_reason(stack):
     assert json.loads(cancelled.get_body())["state"] == "Cancelled"
     refused = http.cancel(request("POST", "ops/cancel", {"company": "USMF", "id": second["message_id"]}, {}))
     assert refused.status_code == 400 and "reason" in json.loads(refused.get_body())["error"]
-    resubmitted = json.loads(http.resubmit(request("POST", "ops/resubmit", {}, {"reason": "rejected"})).get_body())
-    assert [r["message_id"] for r in resubmitted] == [second["message_id"]]
+    dry = json.loads(http.resubmit(request("POST", "ops/resubmit", {}, {"reason": "rejected", "dry_run": True})).get_body())
+    assert dry["count"] == 1 and [m["message_id"] for m in dry["messages"]] == [second["message_id"]]
+    resubmitted = json.loads(http.resubmit(request("POST", "ops/resubmit", {}, {"reason": "rejected", "expect": 1})).get_body())
+    assert [r["message_id"] for r in resubmitted["done"]] == [second["message_id"]]
+
+
+def park_in_doubt(stack, order: str = "P000043") -> dict[str, Any]:
+    """A consumption parked in doubt, as the pipeline leaves one whose send got no answer."""
+    document = mes.event(
+        "material_consumed",
+        order,
+        {"lines": [{"item_number": "RM-0001", "batch_number": "B0001-003", "quantity": 2.5}]},
+        sequence=2,
+    )
+    entry = LedgerEntry(
+        company="USMF",
+        message_id=document["message_id"],
+        state=State.PARKED,
+        flow="material_consumed",
+        reason="in_doubt",
+        detail="no answer from F&O; check F&O before resubmitting",
+        production_order=order,
+        sequence=2,
+    )
+    stack.ports.ledger.create(entry, payload=mes.encode(document))
+    return document
+
+
+def bulk(route: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    handler = http.resubmit if route == "ops/resubmit" else http.cancel
+    response = handler(request("POST", route, {}, body))
+    return response.status_code, json.loads(response.get_body())
+
+
+def test_a_bulk_action_needs_a_filter_a_dry_run_count_and_a_named_flag_for_in_doubt_rows(stack):
+    doubtful = park_in_doubt(stack)
+    rejected = bad_move()
+    inventory_fn.inventory_moved(trigger(rejected))
+
+    status, empty = bulk("ops/resubmit", {})
+    assert status == 400 and "empty filter selects nothing" in empty["error"]
+    status, empty = bulk("ops/cancel", {"cancel_reason": "clean up"})
+    assert status == 400 and "empty filter selects nothing" in empty["error"]
+
+    status, dry = bulk("ops/resubmit", {"company": "USMF", "dry_run": True})
+    assert status == 202 and dry["count"] == 1 and dry["messages"][0]["message_id"] == rejected["message_id"]
+    assert dry["left_out"] == [
+        {"company": "USMF", "message_id": doubtful["message_id"], "why": "in doubt (include_in_doubt not set)"}
+    ]
+    assert "1 message(s) will be resubmitted (inventory_moved 1)" in dry["summary"]
+    status, blind = bulk("ops/resubmit", {"company": "USMF"})
+    assert status == 400 and "expect" in blind["error"]
+    status, stale = bulk("ops/resubmit", {"company": "USMF", "expect": 2})
+    assert status == 400 and "the selection changed: 1 message(s) now, 2 expected" in stale["error"]
+    assert stack.ports.ledger.get("USMF", doubtful["message_id"]).extra.get("Resubmissions") is None  # nothing moved yet
+
+    status, named = bulk("ops/resubmit", {"reason": "in_doubt", "dry_run": True, "include_in_doubt": True})
+    assert named["count"] == 1 and named["messages"][0]["message_id"] == doubtful["message_id"]
+    status, done = bulk("ops/resubmit", {"company": "USMF", "expect": 1})
+    assert status == 202 and [d["message_id"] for d in done["done"]] == [rejected["message_id"]]
+    assert stack.ports.ledger.get("USMF", doubtful["message_id"]).extra.get("Resubmissions") is None
+
+    ids = [{"company": "USMF", "message_id": doubtful["message_id"]}]
+    status, ticked = bulk("ops/cancel", {"ids": ids, "cancel_reason": "F&O has it twice", "dry_run": True})
+    assert ticked["count"] == 0 and ticked["left_out"][0]["why"] == "in doubt (include_in_doubt not set)"
+    status, ticked = bulk("ops/cancel", {"ids": ids, "cancel_reason": "F&O has it twice", "include_in_doubt": True, "expect": 1})
+    assert status == 200 and ticked["done"][0]["state"] == "Cancelled"
+    assert "F&O has it twice" in ticked["done"][0]["detail"]
+
+
+def test_an_edited_resubmission_may_not_change_message_id_company_or_order(stack):
+    parked = park_in_doubt(stack, order="P000044")
+    params = {"company": "USMF", "id": parked["message_id"]}
+    fixed_line = {"lines": [{"item_number": "RM-0001", "batch_number": "B0001-003", "quantity": 2.0}]}
+    for field, value in (("message_id", "someone-else-1"), ("company", "DEMF"), ("production_order", "P000045")):
+        edited = {**parked, field: value, "body": fixed_line}
+        response = http.resubmit(request("POST", "ops/resubmit", params, mes.encode(edited)))
+        assert response.status_code == 400, field
+        assert "may not change the" in json.loads(response.get_body())["error"]
+    assert stack.ports.ledger.get("USMF", parked["message_id"]).extra.get("Resubmissions") is None
+    same_company_in_lower_case = {**parked, "company": "usmf", "body": fixed_line}
+    response = http.resubmit(request("POST", "ops/resubmit", params, mes.encode(same_company_in_lower_case)))
+    assert response.status_code == 202
+    assert stack.ports.ledger.get("USMF", parked["message_id"]).extra["EditedBy"] == "function key"
+
+
+def test_the_operator_is_the_principal_app_service_validated_never_a_header(stack, monkeypatch):
+    move = bad_move()
+    inventory_fn.inventory_moved(trigger(move))
+    signed_in = {"x-ms-client-principal": encode_principal("ada@contoso.com", [OPERATOR_ROLE])}
+    # Without App Service authentication in front, a principal header is just another header anyone can send.
+    monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
+    cancel_params = {"company": "USMF", "id": move["message_id"]}
+    refused = console.console_api(
+        request("GET", "console-api/overview", {}, headers=signed_in, route_params={"action": "overview"})
+    )
+    assert refused.status_code == 401
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "true")
+    assert console.console_api(request("GET", "console-api/overview", {}, route_params={"action": "overview"})).status_code == 401
+    no_role = {"x-ms-client-principal": encode_principal("eve@contoso.com", [])}
+    forbidden = console.console_api(
+        request("POST", "console-api/cancel", cancel_params, {"reason": "x"}, headers=no_role, route_params={"action": "cancel"})
+    )
+    assert forbidden.status_code == 403 and "MesBridge.Operator" in json.loads(forbidden.get_body())["error"]
+    forged = console.console_api(
+        request(
+            "POST", "console-api/cancel", cancel_params, {"reason": "x"}, headers=signed_in, route_params={"action": "cancel"}
+        )
+    )
+    assert forged.status_code == 403  # no x-requested-with: a cross-site form post
+    done = console.console_api(
+        request(
+            "POST",
+            "console-api/cancel",
+            cancel_params,
+            {"reason": "sent by mistake"},
+            headers={**signed_in, "x-requested-with": "mes-bridge-console"},
+            route_params={"action": "cancel"},
+        )
+    )
+    assert done.status_code == 200, done.get_body()
+    assert json.loads(done.get_body())["detail"] == "cancelled by ada@contoso.com: sent by mistake"
+    assert "default-src 'none'" in done.headers["Content-Security-Policy"]
 
 
 def test_health_reports_every_check(stack):
@@ -168,14 +300,17 @@ def test_health_reports_every_check(stack):
     assert not broken["ok"] and not next(c for c in broken["checks"] if c["name"] == "fo")["ok"]
 
 
-def test_every_operation_needs_a_function_key():
+def test_every_operation_needs_a_function_key_and_only_the_console_is_anonymous():
     from devtools.local_host.host import discover
 
     discover(function_app.app)  # indexes the app once
     triggers: list[Any] = [builder._function._trigger for builder in function_app.app._function_builders]
-    http_triggers = [t for t in triggers if t is not None and t.type == "httpTrigger"]
-    assert len(http_triggers) == 11
-    assert all(t.auth_level == func.AuthLevel.FUNCTION for t in http_triggers)  # the host then refuses calls without a key
+    http_triggers = {t.route: t for t in triggers if t is not None and t.type == "httpTrigger"}
+    ops = {route for route in http_triggers if route.startswith("ops/")}
+    assert ops == {f"ops/{name}" for name in http.ACTIONS}
+    assert all(http_triggers[r].auth_level == func.AuthLevel.FUNCTION for r in ops)  # the host refuses calls without a key
+    # The console sits behind App Service authentication and checks the operator role itself.
+    assert set(http_triggers) - ops == {"console/{*path}", "console-api/{*action}"}
 
 
 def test_dead_lettered_messages_are_listed_and_resubmitted(stack):

@@ -1,0 +1,183 @@
+"""What a night shift finds in the console: a finished order with its genealogy, a movement F&O
+rejected, a message the MES got wrong, an order waiting on a sequence gap, a consumption in doubt
+and a dead letter. Each one is made the way it happens, through the real functions (local host,
+F&O emulator, Azurite); only the broker's giving up is done by hand, as it would after ten
+deliveries. Used by `make console` and the browser tests.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from devtools import mes
+from devtools.fo_emulator import FoEmulator
+from devtools.local_host import InMemoryBroker, LocalHost
+from functions import INBOUND_FLOWS
+from shared.ledger import State
+from shared.pipeline import Ports
+
+
+@dataclass(frozen=True)
+class Cases:
+    finished_order: str
+    finished_item: str
+    finished_batch: str
+    rejected_move: dict[str, Any]
+    invalid: dict[str, Any]
+    gap_order: str
+    in_doubt: dict[str, Any]
+    in_doubt_others: list[dict[str, Any]]
+    dead_lettered: dict[str, Any]
+
+
+def send(broker: InMemoryBroker, document: dict[str, Any] | bytes, flow: str | None = None) -> None:
+    kind = flow or (document["type"] if isinstance(document, dict) else "material_consumed")
+    session = (document.get("production_order") if isinstance(document, dict) else None) or kind
+    broker.send(INBOUND_FLOWS[kind].queue, mes.encode(document) if isinstance(document, dict) else document, session_id=session)
+
+
+def _settle(host: LocalHost, emulator: FoEmulator) -> None:
+    host.wait_idle(30)
+    emulator.wait_idle(30)
+
+
+def _wait_for(ports: Ports, company: str, message_id: str, states: set[State], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        entry = ports.ledger.get(company, message_id)
+        if entry is not None and entry.state in states:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{message_id} did not become {' or '.join(sorted(states))}: {entry}")
+
+
+def seed(
+    broker: InMemoryBroker,
+    host: LocalHost,
+    emulator: FoEmulator,
+    ports: Ports,
+    orders: tuple[str, ...] = (),
+    *,
+    applied: bool = True,
+) -> Cases:
+    """Make every case; the host must be running. `orders`: three released orders (default
+    P000011-13); `applied`: whether F&O has the in-doubt consumption (see below)."""
+    finished, gap, doubtful = orders or ("P000011", "P000012", "P000013")
+    header = emulator.app.find("ProductionOrderHeaders", dataAreaId="usmf", ProductionOrderNumber=finished)
+    if header is None:
+        raise LookupError(f"the emulator's plant has no production order {finished}")
+    item, quantity = header["ItemNumber"], header["ProductionQuantity"]
+    batch = f"FG-{finished}"
+    lifecycle = [
+        mes.event("production_started", finished, {"started_quantity": quantity}, sequence=1),
+        mes.event(
+            "material_consumed",
+            finished,
+            {
+                "lines": [
+                    {"item_number": "RM-0001", "batch_number": "B0001-002", "quantity": 2.5},
+                    {"item_number": "RM-0002", "batch_number": "B0002-001", "quantity": 1.0},
+                ]
+            },
+            sequence=2,
+        ),
+        mes.event(
+            "output_reported",
+            finished,
+            {"item_number": item, "batch_number": batch, "good_quantity": quantity, "end_job": True},
+            sequence=3,
+        ),
+        mes.event("production_ended", finished, {}, sequence=4),
+    ]
+    for document in lifecycle:
+        send(broker, document)
+    rejected = mes.event(
+        "inventory_moved",
+        None,
+        {
+            "item_number": "RM-0004",
+            "quantity": 3.0,
+            "from_site": "1",
+            "from_warehouse": "99",
+            "to_site": "1",
+            "to_warehouse": "12",
+        },
+    )
+    send(broker, rejected)
+    invalid = mes.event("material_consumed", doubtful, {"lines": [{"item_number": "RM-0003", "quantity": -4}]}, sequence=9)
+    send(broker, invalid)
+    send(broker, mes.event("production_started", gap, {}, sequence=1))
+    send(
+        broker,
+        mes.event(
+            "material_consumed",
+            gap,
+            {"lines": [{"item_number": "RM-0001", "batch_number": "B0001-003", "quantity": 1.5}]},
+            sequence=3,
+        ),
+    )
+    start = mes.event("production_started", doubtful, {}, sequence=1)
+    send(broker, start)
+    _settle(host, emulator)
+    _wait_for(ports, "USMF", start["message_id"], {State.FORWARDED, State.PROCESSED})
+
+    # F&O closes every connection without an answer while a consumption is sent: no one can tell
+    # whether it was applied, so it is parked in doubt. The emulator drops half of them before
+    # and half after doing the work; `applied` picks one F&O has (what an operator confirms)
+    # or one it has not (what an operator resubmits). F&O's processed event settles an applied
+    # one by itself when the business event is active.
+    in_doubt: dict[str, Any] = {}
+    others: list[dict[str, Any]] = []
+    emulator.set_faults(drop_rate=1.0)
+    try:
+        for n in range(1, 13):
+            candidate = mes.event(
+                "material_consumed",
+                doubtful,
+                {"lines": [{"item_number": "RM-0001", "batch_number": "B0001-004", "quantity": float(n)}]},
+            )
+            sent_before = emulator.app.send_message_calls
+            send(broker, candidate)
+            _wait_for(ports, "USMF", candidate["message_id"], {State.PARKED})
+            if (emulator.app.send_message_calls > sent_before) == applied:
+                in_doubt = candidate
+                break
+            others.append(candidate)
+    finally:
+        emulator.set_faults(drop_rate=0.0)
+    if not in_doubt:
+        raise RuntimeError("no in-doubt consumption of the wanted kind in 12 sends")
+
+    # A message whose function crashes on every delivery: after ten the broker dead-letters it.
+    dead = mes.event(
+        "quality_result",
+        None,
+        {
+            "item_number": "RM-0003",
+            "batch_number": "B0003-001",
+            "test_group": "CHEM",
+            "outcome": "pass",
+            "tests": [{"test_id": "PH", "value": 7.0, "outcome": "pass"}],
+        },
+    )
+    marker = dead["message_id"].encode()
+    previous = host.before_invoke
+
+    def crash(function: Any, lease: Any) -> None:
+        if marker in lease.message.body:
+            raise RuntimeError("worker crashed (simulated) while handling this message")
+        if previous is not None:
+            previous(function, lease)
+
+    host.before_invoke = crash
+    try:
+        send(broker, dead)
+        deadline = time.monotonic() + 30
+        while not broker.dead_letters(INBOUND_FLOWS["quality_result"].queue) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        host.before_invoke = previous
+    _settle(host, emulator)
+    return Cases(finished, item, batch, rejected, invalid, gap, in_doubt, others, dead)
