@@ -183,12 +183,14 @@ def _console(say: Any, args: argparse.Namespace, broker: InMemoryBroker, emulato
     shift finds: a rejected movement, a wrong message, a sequence gap, a consumption in doubt and
     a dead letter (devtools/operator_cases.py)."""
     host = LocalHost(function_app.app, broker, max_concurrent_sessions=args.workers)
-    orders = sorted({row["ProductionOrderNumber"] for row in emulator.app.tables["ProductionOrderHeaders"]})
+    orders = sorted({r["ProductionOrderNumber"] for r in emulator.app.tables["ProductionOrderHeaders"] if r["dataAreaId"] == "usmf"})
     with host, ConsoleServer(function_app.app, port=args.console_port) as server:
         say()
         say("adding the operator's cases (rejected, invalid, gap, in doubt, dead letter) ...")
-        unused = [o for o in orders if not any(True for _ in ports.ledger.query(production_order=o))]
-        seed(broker, host, emulator, ports, tuple(unused[:3]), applied=False)
+        unused = [o for o in orders if not any(True for _ in ports.ledger.query(production_order=o))][:3]
+        for order in unused:  # the planner releases them in F&O
+            emulator.app.release_order("usmf", order)
+        seed(broker, host, emulator, ports, tuple(unused), applied=False)
         say()
         say(f"Operator console: {server.console_url}")
         say("  sign in with any name (a local stand-in for Entra ID sign-in through App Service authentication)")

@@ -38,11 +38,6 @@ def send(broker: InMemoryBroker, document: dict[str, Any] | bytes, flow: str | N
     broker.send(INBOUND_FLOWS[kind].queue, mes.encode(document) if isinstance(document, dict) else document, session_id=session)
 
 
-def _settle(host: LocalHost, emulator: FoEmulator) -> None:
-    host.wait_idle(30)
-    emulator.wait_idle(30)
-
-
 def _wait_for(ports: Ports, company: str, message_id: str, states: set[State], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -108,20 +103,22 @@ def seed(
     send(broker, rejected)
     invalid = mes.event("material_consumed", doubtful, {"lines": [{"item_number": "RM-0003", "quantity": -4}]}, sequence=9)
     send(broker, invalid)
-    send(broker, mes.event("production_started", gap, {}, sequence=1))
-    send(
-        broker,
-        mes.event(
-            "material_consumed",
-            gap,
-            {"lines": [{"item_number": "RM-0001", "batch_number": "B0001-003", "quantity": 1.5}]},
-            sequence=3,
-        ),
+    gap_start = mes.event("production_started", gap, {}, sequence=1)
+    gap_consume = mes.event(
+        "material_consumed",
+        gap,
+        {"lines": [{"item_number": "RM-0001", "batch_number": "B0001-003", "quantity": 1.5}]},
+        sequence=3,
     )
     start = mes.event("production_started", doubtful, {}, sequence=1)
-    send(broker, start)
-    _settle(host, emulator)
-    _wait_for(ports, "USMF", start["message_id"], {State.FORWARDED, State.PROCESSED})
+    for document in (gap_start, gap_consume, start):
+        send(broker, document)
+    done = {State.FORWARDED, State.PROCESSED}
+    for document in [*lifecycle, gap_start, start]:
+        _wait_for(ports, "USMF", document["message_id"], done)
+    for document in (rejected, invalid):
+        _wait_for(ports, "USMF", document["message_id"], {State.PARKED})
+    _wait_for(ports, "USMF", gap_consume["message_id"], {State.WAITING, State.PARKED})
 
     # F&O closes every connection without an answer while a consumption is sent: no one can tell
     # whether it was applied, so it is parked in doubt. The emulator drops half of them before
@@ -179,5 +176,4 @@ def seed(
             time.sleep(0.05)
     finally:
         host.before_invoke = previous
-    _settle(host, emulator)
     return Cases(finished, item, batch, rejected, invalid, gap, in_doubt, others, dead)
