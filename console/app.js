@@ -202,7 +202,7 @@ async function overviewPage() {
       h("dt", {}, "Dead-lettered"), h("dd", {}, h("a", { href: "#/parked" }, `${v.dead_lettered}`)),
       h("dt", {}, "Waiting"), h("dd", {}, `${totals.waiting}`),
       h("dt", {}, "F&O latency (1 h)"), h("dd", {}, v.latency_ms.count ? `p50 ${v.latency_ms.p50} ms, p95 ${v.latency_ms.p95} ms (${v.latency_ms.count} calls)` : "no calls"),
-      h("dt", {}, "F&O 429s (1 h)"), h("dd", {}, `${v.throttled.waits_in_ledger} waits recorded; ${v.throttled.pauses_here} pauses on this instance`),
+      h("dt", {}, "F&O 429s (1 h)"), h("dd", {}, `${v.throttled.waits_in_ledger} waits recorded; ${v.throttled.answered_429_here} answered to this instance since it started`),
     ),
   );
   const rows = v.flows.map((f) =>

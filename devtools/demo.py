@@ -183,7 +183,9 @@ def _console(say: Any, args: argparse.Namespace, broker: InMemoryBroker, emulato
     shift finds: a rejected movement, a wrong message, a sequence gap, a consumption in doubt and
     a dead letter (devtools/operator_cases.py)."""
     host = LocalHost(function_app.app, broker, max_concurrent_sessions=args.workers)
-    orders = sorted({r["ProductionOrderNumber"] for r in emulator.app.tables["ProductionOrderHeaders"] if r["dataAreaId"] == "usmf"})
+    orders = sorted(
+        {r["ProductionOrderNumber"] for r in emulator.app.tables["ProductionOrderHeaders"] if r["dataAreaId"] == "usmf"}
+    )
     with host, ConsoleServer(function_app.app, port=args.console_port) as server:
         say()
         say("adding the operator's cases (rejected, invalid, gap, in doubt, dead letter) ...")

@@ -27,6 +27,7 @@ class Cases:
     rejected_move: dict[str, Any]
     invalid: dict[str, Any]
     gap_order: str
+    gap_message: dict[str, Any]
     in_doubt: dict[str, Any]
     in_doubt_others: list[dict[str, Any]]
     dead_lettered: dict[str, Any]
@@ -38,7 +39,7 @@ def send(broker: InMemoryBroker, document: dict[str, Any] | bytes, flow: str | N
     broker.send(INBOUND_FLOWS[kind].queue, mes.encode(document) if isinstance(document, dict) else document, session_id=session)
 
 
-def _wait_for(ports: Ports, company: str, message_id: str, states: set[State], timeout: float = 30) -> None:
+def wait_for(ports: Ports, company: str, message_id: str, states: set[State], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         entry = ports.ledger.get(company, message_id)
@@ -63,7 +64,7 @@ def seed(
     header = emulator.app.find("ProductionOrderHeaders", dataAreaId="usmf", ProductionOrderNumber=finished)
     if header is None:
         raise LookupError(f"the emulator's plant has no production order {finished}")
-    item, quantity = header["ItemNumber"], header["ProductionQuantity"]
+    item, quantity = header["ItemNumber"], header["ScheduledQuantity"]
     batch = f"FG-{finished}"
     lifecycle = [
         mes.event("production_started", finished, {"started_quantity": quantity}, sequence=1),
@@ -115,10 +116,10 @@ def seed(
         send(broker, document)
     done = {State.FORWARDED, State.PROCESSED}
     for document in [*lifecycle, gap_start, start]:
-        _wait_for(ports, "USMF", document["message_id"], done)
+        wait_for(ports, "USMF", document["message_id"], done)
     for document in (rejected, invalid):
-        _wait_for(ports, "USMF", document["message_id"], {State.PARKED})
-    _wait_for(ports, "USMF", gap_consume["message_id"], {State.WAITING, State.PARKED})
+        wait_for(ports, "USMF", document["message_id"], {State.PARKED})
+    wait_for(ports, "USMF", gap_consume["message_id"], {State.WAITING, State.PARKED})
 
     # F&O closes every connection without an answer while a consumption is sent: no one can tell
     # whether it was applied, so it is parked in doubt. The emulator drops half of them before
@@ -137,7 +138,7 @@ def seed(
             )
             sent_before = emulator.app.send_message_calls
             send(broker, candidate)
-            _wait_for(ports, "USMF", candidate["message_id"], {State.PARKED})
+            wait_for(ports, "USMF", candidate["message_id"], {State.PARKED})
             if (emulator.app.send_message_calls > sent_before) == applied:
                 in_doubt = candidate
                 break
@@ -176,4 +177,4 @@ def seed(
             time.sleep(0.05)
     finally:
         host.before_invoke = previous
-    return Cases(finished, item, batch, rejected, invalid, gap, in_doubt, others, dead)
+    return Cases(finished, item, batch, rejected, invalid, gap, gap_consume, in_doubt, others, dead)

@@ -251,7 +251,7 @@ def _health(_: Call) -> Any:
 
 def _overview(_: Call) -> Any:
     ports = runtime.ports()
-    return operations.overview(ports.ledger, ports.dead_letters, throttle_pauses_here=ports.fo.gate.pauses)
+    return operations.overview(ports.ledger, ports.dead_letters, answered_429_here=ports.fo.stats.throttled)
 
 
 ACTIONS: dict[str, Action] = {

@@ -449,7 +449,7 @@ def overview(
     ledger: Ledger,
     dead: DeadLetters,
     *,
-    throttle_pauses_here: int = 0,
+    answered_429_here: int = 0,
     now: datetime | None = None,
     window_s: int = 3600,
     buckets: int = 12,
@@ -458,7 +458,7 @@ def overview(
     settled in the last hour, the oldest stuck message, and throughput and F&O latency over time.
 
     Read from the ledger (the rows stuck now, the rows that changed in the window), so every
-    instance's work counts; only `throttle_pauses_here` is this instance's own counter.
+    instance's work counts; only `answered_429_here` (F&O's 429s to this instance since it started) is per instance.
     """
     now = now or utcnow()
     since = now - timedelta(seconds=window_s)
@@ -530,7 +530,7 @@ def overview(
             for start, count, ms in zip(starts, forwarded, latencies, strict=True)
         ],
         "latency_ms": {"p50": _percentile(all_ms, 0.5), "p95": _percentile(all_ms, 0.95), "count": len(all_ms)},
-        "throttled": {"waits_in_ledger": throttled_waits, "pauses_here": throttle_pauses_here},
+        "throttled": {"waits_in_ledger": throttled_waits, "answered_429_here": answered_429_here},
         "dead_lettered": dead_total,
     }
 

@@ -17,7 +17,7 @@ import pytest
 
 import function_app
 from devtools.console_server import ConsoleServer
-from devtools.operator_cases import Cases, seed
+from devtools.operator_cases import Cases, seed, wait_for
 from shared.ledger import State
 
 pytestmark = pytest.mark.e2e
@@ -55,6 +55,8 @@ def console(stack) -> Iterator[tuple[ConsoleServer, Cases]]:
     # in-doubt message F&O applied then waits for the operator to confirm it.
     with stack.host, ConsoleServer(function_app.app) as server:
         cases = seed(stack.broker, stack.host, stack.emulator, stack.ports, applied=True)
+        # The order gate parks the message behind the gap after GATE_GAP_TIMEOUT_S (3 s here).
+        wait_for(stack.ports, "USMF", cases.gap_message["message_id"], {State.PARKED})
         yield server, cases
 
 
@@ -121,4 +123,4 @@ def test_overview_then_parked_then_edit_and_resubmit_a_rejected_message_until_it
     expect(page.locator(".lead .badge").first).to_have_text("Forwarded", timeout=30_000)
     entry = stack.ports.ledger.get("USMF", cases.rejected_move["message_id"])
     assert entry.state is State.FORWARDED and entry.extra["EditedBy"] == "Ada Night-Shift"  # the signed-in operator
-    assert len(stack.emulator.app.tables["InventoryMovementJournalHeaders"]) == 1
+    assert len(stack.emulator.app.tables["InventoryTransferJournalHeaders"]) == 1
