@@ -448,7 +448,7 @@ async function editor(m) {
     h("h2", { id: "h-edit" }, "Edit and resubmit"),
     h("p", {}, "The message id, company and order say which message this is and cannot be edited; the original payload stays in the ledger."),
     identity,
-    field(`Payload (checked against schemas/mes/${m.flow}.schema.json as you type)`, text),
+    field(`Payload (checked against the ${m.flow} MES schema as you type, schemas/mes/${m.flow}.schema.json)`, text),
     problems, h("div", { class: "actions" }, send));
   check();
   return box;

@@ -1,5 +1,6 @@
 """The operator console, served by the function app itself: its static pages (console/), the MES
-schemas the page validates an edit against (schemas/mes/), and its data API over the operations.
+schemas the page validates an edit against (from the same models as schemas/mes/, which a test
+keeps in step), and its data API over the operations.
 
 Anonymous at the Functions host, because App Service authentication (Entra ID) stands in front
 and a browser has no function key: every data call is authorized here, from the principal the
@@ -14,12 +15,12 @@ from pathlib import Path
 import azure.functions as func
 
 from functions.operations import ACTIONS, answer
+from shared.messages import MES_EVENTS
 from shared.principal import OPERATOR_ROLE, operator_of, platform_auth_enabled
 from shared.topology import INBOUND_QUEUES
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "console"
-SCHEMAS = ROOT / "schemas" / "mes"
 
 #: Nothing external, no inline script or style, no framing: the console talks to its own origin only.
 CSP = (
@@ -43,20 +44,28 @@ def _refuse(status: int, message: str) -> func.HttpResponse:
 
 
 def _asset(path: str) -> Path | None:
-    """A file under console/ (or a MES schema), never a path that climbs out of it."""
-    if path.startswith("schemas/"):
-        base, name = SCHEMAS, path.removeprefix("schemas/")
-    else:
-        base, name = STATIC, path or "index.html"
-    candidate = (base / name).resolve()
-    if not candidate.is_relative_to(base) or not candidate.is_file():
+    """A file under console/, never a path that climbs out of it."""
+    candidate = (STATIC / (path or "index.html")).resolve()
+    if not candidate.is_relative_to(STATIC) or not candidate.is_file():
         return None
     return candidate
+
+
+def _schema(path: str) -> bytes | None:
+    """`schemas/<type>.schema.json`: the JSON schema the pipeline validates that MES event with."""
+    kind = path.removeprefix("schemas/").removesuffix(".schema.json")
+    model = MES_EVENTS.get(kind)
+    return json.dumps(model.model_json_schema()).encode() if model is not None else None
 
 
 @bp.route(route="console/{*path}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def console_page(req: func.HttpRequest) -> func.HttpResponse:
     path = req.route_params.get("path") or ""
+    if path.startswith("schemas/"):
+        schema = _schema(path)
+        if schema is None:
+            return func.HttpResponse("no such MES event type", status_code=404, headers=SECURITY_HEADERS)
+        return func.HttpResponse(schema, headers={**SECURITY_HEADERS, "Content-Type": "application/schema+json"})
     found = _asset(path)
     if found is None:
         # The console is one page: its own paths (#/message/...) are routed in the browser.

@@ -72,6 +72,8 @@ def test_the_package_holds_the_app_and_nothing_else(checkout, capsys):
         for p in (checkout / folder).rglob("*")
         if p.is_file() and p.suffix in (".py", ".json") and "__pycache__" not in p.parts
     }
+    # The operator console's static files, served by functions/console.py.
+    code |= {p.relative_to(checkout).as_posix() for p in (checkout / "console").rglob("*") if p.is_file()}
     assert set(packed) == app | code
     assert "shared/topology.json" in packed  # read at run time by shared/topology.py
     assert not set(LOCAL_STATE) & set(packed)
