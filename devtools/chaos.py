@@ -262,6 +262,7 @@ def shift_spec(events: int, seed: int) -> ShiftSpec:
         orders=orders,
         quality_samples=max(2, orders // 8),
         inventory_moves=max(2, orders // 10),
+        inventory_adjustments=max(1, orders // 20),
         duplicate_rate=0.05,
         malformed=4,
     )
@@ -521,7 +522,7 @@ def _verdict(shift: Shift, emulator: FoEmulator, ports: Ports, entries: list[Any
         parked = entry is not None and entry.state is State.PARKED
         if document["type"] == "quality_result":
             applied = quality[document["message_id"]]
-        elif document["type"] == "inventory_moved":
+        elif document["type"] in ("inventory_moved", "inventory_adjusted"):
             lines = sum(1 for op in getattr(call, "operations", []) if op.path.endswith("JournalEntries"))
             applied = lines_per_journal[getattr(call, "natural_key", "")] // max(1, lines)
         else:

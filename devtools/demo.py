@@ -117,6 +117,7 @@ def _run(args: argparse.Namespace, out: Any, say: Any, log_path: Path, settled: 
         duplicate_rate=args.duplicate_rate,
         malformed=args.malformed,
         inventory_moves=args.moves,
+        inventory_adjustments=args.adjustments,
         quality_samples=args.quality,
     )
     config = EmulatorConfig(plant=PlantSpec(seed=args.seed, orders=max(args.orders, 60), released=False), seed=args.seed)
@@ -292,9 +293,10 @@ def _report(
             say(f"  - {problem}")
         say(f"log: {log_path}")
         return 1
+    transfers = sum(1 for j in shift.expected.journals.values() if j["JournalType"] == "Transfer")
     say(
         f"Check against F&O: OK. {len(shift.orders)} orders ended; every consumption and output took effect exactly once; "
-        f"{len(shift.expected.quality_results)} quality results; {len(shift.expected.journals)} transfer journals; "
+        f"{len(shift.expected.quality_results)} quality results; {transfers} transfer and {len(shift.expected.journals) - transfers} movement journals; "
         f"nothing lost, nothing doubled."
     )
     say(f"Every message's story is in the ledger (Table Storage). Log: {log_path}")
@@ -316,7 +318,8 @@ def _genealogy(say: Any, shift: Shift, ports: Ports) -> None:
 
 
 def _journal_problems(snapshot: dict[str, Any], expected: dict[str, dict[str, Any]]) -> list[str]:
-    """Each MES move is one transfer journal with one line that moves what the MES moved; nothing else."""
+    """Each MES move is one transfer journal, each adjustment one movement journal, each with one line
+    that holds what the MES sent; nothing else."""
     problems: list[str] = []
     headers = {j["JournalNumber"]: j for j in snapshot["journals"]}
     lines: dict[str, list[dict[str, Any]]] = {}
@@ -330,8 +333,10 @@ def _journal_problems(snapshot: dict[str, Any], expected: dict[str, dict[str, An
         header = headers.get(number)
         if header is None:
             continue
-        if header["JournalType"] != "Transfer":
-            problems.append(f"journal {number} is a {header['JournalType']} journal, expected a Transfer journal")
+        wanted = dict(wanted)
+        kind = wanted.pop("JournalType")
+        if header["JournalType"] != kind:
+            problems.append(f"journal {number} is a {header['JournalType']} journal, expected a {kind} journal")
         got = lines.get(number, [])
         if len(got) != 1:
             problems.append(f"journal {number} has {len(got)} lines, expected 1")
@@ -391,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--duplicate-rate", type=float, default=0.05, help="share of events the MES sends twice")
     parser.add_argument("--malformed", type=int, default=4)
-    parser.add_argument("--moves", type=int, default=10, help="inventory moves")
+    parser.add_argument("--moves", type=int, default=10, help="inventory moves (transfer journals)")
+    parser.add_argument("--adjustments", type=int, default=3, help="inventory adjustments (movement journals)")
     parser.add_argument("--quality", type=int, default=12, help="quality samples")
     parser.add_argument("--throttle-burst", type=float, default=3.0, help="seconds of F&O throttling mid-shift (0 = none)")
     parser.add_argument("--burst-rps", type=float, default=5.0, help="F&O's budget during the burst, requests/s")

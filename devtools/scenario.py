@@ -11,7 +11,7 @@ from typing import Any
 
 from devtools import mes
 from devtools.fo_emulator.plant import Row
-from shared.mapping import transfer_journal_number
+from shared.mapping import movement_journal_number, transfer_journal_number
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class ShiftSpec:
     consumptions_per_order: int = 2
     quality_samples: int = 12
     inventory_moves: int = 10
+    inventory_adjustments: int = 3  # stock found or lost, posted against an offset account
     duplicate_rate: float = 0.05  # share of events the MES sends twice
     malformed: int = 4  # broken messages sprinkled in
     sequenced: bool = True
@@ -35,7 +36,7 @@ class Expected:
     reported_good: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
     final_status: dict[str, str] = field(default_factory=dict)
     quality_results: set[str] = field(default_factory=set)
-    # transfer journal number -> its one line as F&O should hold it (item, batches, warehouses, quantity)
+    # journal number -> its type and its one line as F&O should hold it (item, batches, warehouses, quantity)
     journals: dict[str, dict[str, Any]] = field(default_factory=dict)
     fo_messages: int = 0
     malformed_ids: list[str] = field(default_factory=list)
@@ -156,12 +157,42 @@ def build_shift(spec: ShiftSpec, production_orders: list[Row], batches: list[Row
         extras.append(document)
         body = document["body"]
         expected.journals[transfer_journal_number("USMF", document["message_id"])] = {
+            "JournalType": "Transfer",
             "ItemNumber": body["item_number"],
             "SourceItemBatchNumber": body["batch_number"],
             "DestinationItemBatchNumber": body["batch_number"],
             "SourceWarehouseId": body["from_warehouse"],
             "DestinationWarehouseId": body["to_warehouse"],
             "InventoryQuantity": body["quantity"],
+        }
+    counts = random.Random(spec.seed * 31 + 5)  # its own stream: the rest of the shift stays as it was
+    for n in range(spec.inventory_adjustments):
+        counted = counts.choice(sorted(raw_batches))
+        lot = counts.choice(raw_batches[counted])
+        quantity = float(counts.choice([-3, -1, 2]))  # a count difference: mostly lost, sometimes found
+        document = mes.event(
+            "inventory_adjusted",
+            None,
+            {
+                "item_number": counted,
+                "batch_number": lot,
+                "quantity": quantity,
+                "site": "1",
+                "warehouse": "11",
+                "offset_account": "600140",
+                "reason": "cycle count",
+            },
+            message_id=f"ADJUST-{spec.seed}-{n:04d}",
+            occurred_at=shift_start + timedelta(minutes=45 * n % 960),
+        )
+        extras.append(document)
+        expected.journals[movement_journal_number("USMF", document["message_id"])] = {
+            "JournalType": "Movement",
+            "ItemNumber": counted,
+            "ItemBatchNumber": lot,
+            "InventoryWarehouseId": "11",
+            "InventoryQuantity": quantity,
+            "OffsetMainAccountIdDisplayValue": "600140",
         }
 
     # The MES sends orders interleaved as the lines run them; one order's events stay in order.

@@ -62,6 +62,15 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "to_site": "1",
         "to_warehouse": "12",
     },
+    "inventory_adjusted": {
+        "item_number": "RM-0001",
+        "batch_number": "B0001-002",
+        "quantity": -2.5,
+        "site": "1",
+        "warehouse": "11",
+        "offset_account": "600140",
+        "reason": "spilled at the mixer",
+    },
 }
 
 
@@ -76,7 +85,7 @@ def example(kind: str) -> dict[str, Any]:
         "correlation_id": "shift-2026-11-23-A",
         "body": EXAMPLES[kind],
     }
-    if kind not in ("quality_result", "inventory_moved"):
+    if kind not in ("quality_result", "inventory_moved", "inventory_adjusted"):
         document["production_order"] = "P000123"
         document["sequence"] = list(EXAMPLES).index(kind) + 1
     return document

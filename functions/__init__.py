@@ -6,6 +6,7 @@ import azure.functions as func
 
 from functions import (
     console,
+    inventory_adjusted,
     inventory_moved,
     material_consumed,
     message_processed,
@@ -27,6 +28,7 @@ INBOUND = [
     production_ended,
     quality_result,
     inventory_moved,
+    inventory_adjusted,
 ]
 INBOUND_FLOWS = {module.FLOW.name: module.FLOW for module in INBOUND}
 OUTBOUND = [order_released, order_status_changed, message_processed]

@@ -44,6 +44,7 @@ var inboundFlows = [
   'production_ended'
   'quality_result'
   'inventory_moved'
+  'inventory_adjusted'
 ]
 var eventFunctions = ['order_released', 'order_status_changed', 'message_processed']
 // The Service Bus function of each inbound flow (functions/<flow>.py registers it under the flow's name).

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from shared.fo_client import BatchOperation
 from shared.lineage import Direction, Edge
 from shared.messages import (
+    InventoryAdjusted,
     InventoryMoved,
     MaterialConsumed,
     MesEvent,
@@ -62,6 +63,7 @@ class MappingOptions:
     transfer_journal_name: str = "ITrf"
     transfer_quantity_sign: float = 1.0
     movement_journal_name: str = "IMov"
+    adjustment_offset_account: str = ""
     picking_list_journal: str = ""
     route_card_journal: str = ""
     report_finished_journal: str = ""
@@ -95,6 +97,7 @@ class MappingOptions:
             transfer_journal_name=settings.fo_transfer_journal_name,
             transfer_quantity_sign=-1.0 if settings.fo_transfer_quantity_sign == "negative" else 1.0,
             movement_journal_name=settings.fo_movement_journal_name,
+            adjustment_offset_account=settings.fo_adjustment_offset_account,
             picking_list_journal=settings.fo_picking_list_journal_name,
             route_card_journal=settings.fo_route_card_journal_name,
             report_finished_journal=settings.fo_report_finished_journal_name,
@@ -338,6 +341,48 @@ def inventory_moved(event: InventoryMoved, options: MappingOptions) -> Changeset
     operations = (
         BatchOperation("POST", "InventoryTransferJournalHeaders", header),
         BatchOperation("POST", "InventoryTransferJournalEntries", line),
+    )
+    return Changeset(operations, natural_key=journal)
+
+
+# A movement journal line (InventoryMovementJournalEntries, same $metadata source as above): one
+# InventorySiteId/InventoryWarehouseId/WarehouseLocationId/ItemBatchNumber, a signed InventoryQuantity
+# (Edm.Decimal), TransactionDate (Edm.DateTimeOffset) and OffsetMainAccountIdDisplayValue (Edm.String),
+# the general ledger offset account Microsoft Learn says a movement journal needs.
+
+
+def inventory_adjusted(event: InventoryAdjusted, options: MappingOptions) -> Changeset:
+    body = event.body
+    company = event.company.lower()
+    journal = movement_journal_number(event.company, event.message_id)
+    day = body.adjusted_on.isoformat() if body.adjusted_on else _day(event, options)
+    description = f"MES {event.message_id}" + (f": {body.reason}" if body.reason else "")
+    header = {
+        "dataAreaId": company,
+        "JournalNumber": journal,
+        "JournalNameId": options.movement_journal_name,
+        "Description": description[:60],
+    }
+    line = _drop_none(
+        {
+            "dataAreaId": company,
+            "JournalNumber": journal,
+            "LineNumber": 1.0,
+            "ItemNumber": body.item_number,
+            "InventoryQuantity": body.quantity,
+            "TransactionDate": edm_date_time_offset(day),
+            "InventorySiteId": body.site,
+            "InventoryWarehouseId": body.warehouse,
+            "WarehouseLocationId": body.location,
+            "ItemBatchNumber": body.batch_number,
+            # Without an account from the MES or the setting the line goes without one, and F&O's
+            # refusal parks the message with its infolog.
+            "OffsetMainAccountIdDisplayValue": body.offset_account or options.adjustment_offset_account or None,
+        }
+    )
+    operations = (
+        BatchOperation("POST", "InventoryMovementJournalHeaders", header),
+        BatchOperation("POST", "InventoryMovementJournalEntries", line),
     )
     return Changeset(operations, natural_key=journal)
 

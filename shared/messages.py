@@ -169,6 +169,31 @@ class InventoryMovedBody(Strict):
         return self
 
 
+class InventoryAdjustedBody(Strict):
+    """A quantity found or lost in one place (a count difference, a spill, a sample taken): F&O posts
+    it against a general ledger offset account in a movement journal."""
+
+    item_number: ItemNumber
+    batch_number: BatchNumber | None = None
+    quantity: Annotated[float, Field(ge=-1e9, le=1e9, allow_inf_nan=False)] = Field(
+        description="positive: found (a receipt); negative: lost (an issue); never zero"
+    )
+    site: SiteId
+    warehouse: WarehouseId
+    location: LocationId | None = None
+    offset_account: (
+        Annotated[str, StringConstraints(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")] | None
+    ) = Field(None, description="the main account the difference posts against; defaults to FO_ADJUSTMENT_OFFSET_ACCOUNT")
+    reason: Text | None = None
+    adjusted_on: Day | None = Field(None, description="defaults to the plant's day of occurred_at")
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> InventoryAdjustedBody:
+        if self.quantity == 0:
+            raise ValueError("quantity must not be zero: an adjustment adds or removes stock")
+        return self
+
+
 # --- envelope -------------------------------------------------------------------------------
 
 
@@ -233,6 +258,11 @@ class InventoryMoved(MesEvent):
     body: InventoryMovedBody
 
 
+class InventoryAdjusted(MesEvent):
+    type: Literal["inventory_adjusted"]
+    body: InventoryAdjustedBody
+
+
 MES_EVENTS: dict[str, type[MesEvent]] = {
     "production_started": ProductionStarted,
     "material_consumed": MaterialConsumed,
@@ -241,4 +271,5 @@ MES_EVENTS: dict[str, type[MesEvent]] = {
     "production_ended": ProductionEnded,
     "quality_result": QualityResult,
     "inventory_moved": InventoryMoved,
+    "inventory_adjusted": InventoryAdjusted,
 }

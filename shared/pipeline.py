@@ -232,10 +232,11 @@ def _ahead_of_the_clock(event: MesEvent, settings: Settings) -> str:
     if event.occurred_at > latest:
         ahead = (event.occurred_at - latest + skew).total_seconds()
         return f"occurred_at {event.occurred_at.isoformat()} lies {ahead:.0f} s ahead of the bridge's clock; {window}"
-    moved_on = getattr(event.body, "moved_on", None)
-    # UTC+14 is the earliest calendar on earth: no plant has reached a later day.
-    if isinstance(moved_on, date) and moved_on > (latest + timedelta(hours=14)).date():
-        return f"moved_on {moved_on.isoformat()} is a day no plant has reached yet; {window}"
+    for name in ("moved_on", "adjusted_on"):  # the bodies that carry their own business day
+        day = getattr(event.body, name, None)
+        # UTC+14 is the earliest calendar on earth: no plant has reached a later day.
+        if isinstance(day, date) and day > (latest + timedelta(hours=14)).date():
+            return f"{name} {day.isoformat()} is a day no plant has reached yet; {window}"
     return ""
 
 

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     # transfer journal, an adjustment with an offset account in a movement journal (README, "Journals").
     fo_transfer_journal_name: str = Field("ITrf", min_length=1)
     fo_movement_journal_name: str = Field("IMov", min_length=1)
+    #: The main account an inventory adjustment posts against when the MES names none ("" = the MES must).
+    fo_adjustment_offset_account: str = ""
     #: The sign F&O expects on a transfer line's quantity: UNCONFIRMED (the form shows the issue side).
     fo_transfer_quantity_sign: Literal["positive", "negative"] = "positive"
     fo_picking_list_journal_name: str = ""

@@ -77,14 +77,15 @@ def test_the_journal_check_wants_one_transfer_line_per_move():
     wanted = {"ItemNumber": "RM-1", "SourceWarehouseId": "11", "DestinationWarehouseId": "12", "InventoryQuantity": 5.0}
     line = {"JournalNumber": "T1", **wanted}
     right = {"journals": [{"JournalNumber": "T1", "JournalType": "Transfer"}], "journal_lines": [line]}
-    assert demo._journal_problems(right, {"T1": wanted}) == []
+    wanted_transfer = {"JournalType": "Transfer", **wanted}
+    assert demo._journal_problems(right, {"T1": wanted_transfer}) == []
     # The old shape: a movement journal with a minus and a plus line is what the check must refuse.
     movement = {
         "journals": [{"JournalNumber": "T1", "JournalType": "Movement"}],
         "journal_lines": [{**line, "InventoryQuantity": -5.0}, line],
     }
-    problems = demo._journal_problems(movement, {"T1": wanted})
+    problems = demo._journal_problems(movement, {"T1": wanted_transfer})
     assert any("Movement journal" in p for p in problems) and any("2 lines" in p for p in problems)
     moved_elsewhere = {**right, "journal_lines": [{**line, "DestinationWarehouseId": "13"}]}
-    assert "DestinationWarehouseId" in demo._journal_problems(moved_elsewhere, {"T1": wanted})[0]
-    assert demo._journal_problems(right, {"T2": wanted}) == ["journals differ: missing ['T2'], unexpected ['T1']"]
+    assert "DestinationWarehouseId" in demo._journal_problems(moved_elsewhere, {"T1": wanted_transfer})[0]
+    assert demo._journal_problems(right, {"T2": wanted_transfer}) == ["journals differ: missing ['T2'], unexpected ['T1']"]

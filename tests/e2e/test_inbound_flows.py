@@ -13,6 +13,7 @@ from azure.functions.servicebus import ServiceBusMessage
 
 from devtools import mes
 from functions import INBOUND_FLOWS
+from functions import inventory_adjusted as adjusted_fn
 from functions import inventory_moved as inventory_fn
 from functions import material_consumed as consumed_fn
 from functions import operation_reported as operation_fn
@@ -33,6 +34,7 @@ FUNCTIONS = {
     "production_ended": ended_fn.production_ended,
     "quality_result": quality_fn.quality_result,
     "inventory_moved": inventory_fn.inventory_moved,
+    "inventory_adjusted": adjusted_fn.inventory_adjusted,
 }
 
 
@@ -154,6 +156,27 @@ def test_every_flow_takes_effect_exactly_once_when_delivered_three_times(stack):
     [transfer] = stack.ports.lineage.downstream("USMF", "RM-0004", "B0004-001")["transfers"]
     assert (transfer["from_warehouse"], transfer["to_warehouse"]) == ("11", "12")
     assert [(b["batch"], b["warehouse"], b["quantity"]) for b in transfer["produced"]] == [("B0004-001", "12", 12.0)]
+
+
+def test_an_adjustment_posts_once_against_its_offset_account_and_without_one_is_parked(stack):
+    emulator = stack.emulator
+    body = {"item_number": "RM-0004", "batch_number": "B0004-001", "quantity": -3.0, "site": "1", "warehouse": "11"}
+    adjustment = mes.event("inventory_adjusted", None, {**body, "offset_account": "600140"})
+    for count in (1, 2, 3):
+        FUNCTIONS["inventory_adjusted"](trigger(adjustment, delivery_count=count))
+    [header] = emulator.app.tables["InventoryMovementJournalHeaders"]
+    [line] = emulator.app.tables["InventoryMovementJournalEntries"]
+    assert header["JournalNameId"] == "IMov" and header["JournalNumber"] == line["JournalNumber"]
+    assert (line["InventoryQuantity"], line["OffsetMainAccountIdDisplayValue"]) == (-3.0, "600140")
+    assert emulator.app.tables["InventoryTransferJournalHeaders"] == []
+    assert stack.ports.ledger.get("USMF", adjustment["message_id"]).state is State.FORWARDED
+
+    no_account = mes.event("inventory_adjusted", None, body)
+    FUNCTIONS["inventory_adjusted"](trigger(no_account))
+    entry = stack.ports.ledger.get("USMF", no_account["message_id"])
+    assert entry.state is State.PARKED and entry.reason == "rejected"
+    assert "OffsetMainAccountIdDisplayValue" in entry.infolog
+    assert len(emulator.app.tables["InventoryMovementJournalHeaders"]) == 1  # the changeset was rolled back
 
 
 def test_flows_run_through_the_local_host_in_session_order(stack):

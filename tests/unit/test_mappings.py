@@ -369,3 +369,47 @@ def test_a_movement_without_its_own_day_is_dated_in_the_plant_zone():
     )
     lines = [op.body or {} for op in mapping.inventory_moved(event, OPTIONS).operations[1:]]
     assert {line["TransactionDate"] for line in lines} == {"2026-11-23T00:00:00Z"}  # the plant's day, as Edm.DateTimeOffset
+
+
+def test_an_adjustment_is_one_movement_journal_line_against_its_offset_account():
+    body = {"item_number": "RM-1", "batch_number": "B1", "quantity": -2.5, "site": "1", "warehouse": "11"}
+    body |= {"offset_account": "600140", "reason": "spilled"}
+    event = parse("inventory_adjusted", None, body)
+    call = mapping.inventory_adjusted(event, OPTIONS)
+    journal = mapping.movement_journal_number("USMF", "m-1")
+    assert call.natural_key == journal and journal.startswith("M")
+    assert call.operations == (
+        BatchOperation(
+            "POST",
+            "InventoryMovementJournalHeaders",
+            {"dataAreaId": "usmf", "JournalNumber": journal, "JournalNameId": "IMov", "Description": "MES m-1: spilled"},
+        ),
+        BatchOperation(
+            "POST",
+            "InventoryMovementJournalEntries",
+            {
+                "dataAreaId": "usmf",
+                "JournalNumber": journal,
+                "LineNumber": 1.0,
+                "ItemNumber": "RM-1",
+                "InventoryQuantity": -2.5,
+                "TransactionDate": "2026-11-23T00:00:00Z",
+                "InventorySiteId": "1",
+                "InventoryWarehouseId": "11",
+                "ItemBatchNumber": "B1",
+                "OffsetMainAccountIdDisplayValue": "600140",
+            },
+        ),
+    )
+    del body["offset_account"]
+    bare = parse("inventory_adjusted", None, body)
+    [line] = [dict(op.body or {}) for op in mapping.inventory_adjusted(bare, OPTIONS).operations[1:]]
+    assert "OffsetMainAccountIdDisplayValue" not in line  # F&O refuses it; the message is parked with the infolog
+    configured = mapping.MappingOptions(adjustment_offset_account="600150")
+    [line] = [dict(op.body or {}) for op in mapping.inventory_adjusted(bare, configured).operations[1:]]
+    assert line["OffsetMainAccountIdDisplayValue"] == "600150"
+
+
+def test_an_adjustment_of_nothing_is_refused():
+    with pytest.raises(ValueError, match="quantity must not be zero"):
+        parse("inventory_adjusted", None, {"item_number": "RM-1", "quantity": 0, "site": "1", "warehouse": "11"})
