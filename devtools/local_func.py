@@ -71,7 +71,7 @@ _SUBSCRIPTION = {
 
 
 def emulator_config() -> dict[str, Any]:
-    """The Service Bus emulator's Config.json: the seven session queues, the MES topic and its subscription."""
+    """The Service Bus emulator's Config.json: the inbound session queues, the MES topic and its subscription."""
     return {
         "UserConfig": {
             "Namespaces": [
