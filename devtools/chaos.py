@@ -14,23 +14,33 @@ Faults, each alone (`--faults drops`) or all together (the default):
     crash_after_send       the worker dies after F&O answered, before the ledger records it
     crash_before_complete  the worker dies after the ledger, before the broker completes the message
     storage_restart        Table Storage (Azurite) goes away and comes back mid-run
+    mes_send_failures      the MES topic refuses a send (F&O -> MES: work order, status, outcome)
+    event_grid_duplicates  Event Grid delivers a business event twice
+    event_grid_reorder     Event Grid delivers business events out of order
+    crash_after_publish    the worker dies after publishing to MES, before recording it
+
+F&O 5xx, slow answers, drops and throttling hit the OData reads of a release as much as the MES
+messages' calls: the orders are released while the faults are on.
 
 At the end an operator does what the README says for what is left (an in-doubt message F&O
 does not have is resubmitted; the messages that waited behind it are resubmitted after it), and
 the run checks: every event took effect exactly once or is parked with a reason, none is lost,
-no quantity is doubled, the genealogy is complete. It exits 1 when anything differs.
+no quantity is doubled, the genealogy is complete; and on the MES side, every released order gave
+exactly one work order, every MES message F&O processed or failed exactly one final outcome,
+every status change was delivered once or superseded with a reason. It exits 1 when anything differs.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import random
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,6 +59,7 @@ from functions import INBOUND_FLOWS
 from shared import operations, runtime
 from shared.fo_client import FoClient
 from shared.ledger import State
+from shared.mes_publisher import Envelope, MesPublisher
 from shared.messages import MES_EVENTS
 from shared.pipeline import Ports, content_hash
 from shared.settings import load_settings
@@ -66,7 +77,12 @@ FAULTS = (
     "crash_after_send",
     "crash_before_complete",
     "storage_restart",
+    "mes_send_failures",
+    "event_grid_duplicates",
+    "event_grid_reorder",
+    "crash_after_publish",
 )
+REORDER_WINDOW = 8  # Event Grid takes any of the next 8 events first
 
 # Short clocks, so that a lease, a retry or a gap runs out within the run; their order matters:
 # the call deadline fits in the lease, an in-doubt message is settled well before a gap parks.
@@ -97,6 +113,9 @@ class Rates:
     duplicates: float = 0.03
     lock_loss: float = 0.01
     crash: float = 0.005  # at each of the three steps
+    mes_send_failures: float = 0.05
+    event_grid_duplicates: float = 0.05
+    crash_after_publish: float = 0.01
     storm_every_s: float = 25.0
     storm_s: float = 3.0
     storm_rps: float = 4.0
@@ -104,7 +123,17 @@ class Rates:
 
     def scaled(self, intensity: float) -> Rates:
         """Faults `intensity` times as often (a short run still meets every kind)."""
-        chances = ("fo_5xx", "slow", "drops", "duplicates", "lock_loss", "crash")
+        chances = (
+            "fo_5xx",
+            "slow",
+            "drops",
+            "duplicates",
+            "lock_loss",
+            "crash",
+            "mes_send_failures",
+            "event_grid_duplicates",
+            "crash_after_publish",
+        )
         return replace(
             self,
             **{name: min(0.5, getattr(self, name) * intensity) for name in chances},
@@ -173,6 +202,24 @@ class Chaos:
         if self._roll("crash_after_send", self.rates.crash):
             raise SimulatedCrash("died after F&O answered, before the ledger recorded it")
         return answer
+
+
+class MesTopicRefused(RuntimeError):
+    """The MES topic refused the send (a ServiceBusError in Azure)."""
+
+
+class FaultyMesTopic:
+    """The MES publisher, with the topic refusing sends and the worker dying right after one."""
+
+    def __init__(self, publisher: MesPublisher, chaos: Chaos) -> None:
+        self._publisher, self._chaos = publisher, chaos
+
+    def publish(self, message: Envelope) -> None:
+        if self._chaos._roll("mes_send_failures", self._chaos.rates.mes_send_failures):
+            raise MesTopicRefused(f"the MES topic refused {message.message_id}")
+        self._publisher.publish(message)
+        if self._chaos._roll("crash_after_publish", self._chaos.rates.crash_after_publish):
+            raise SimulatedCrash(f"died after publishing {message.message_id}, before recording it")
 
 
 class CrashingFo:
@@ -247,12 +294,39 @@ class Weather:
 
 
 @dataclass
+class MesVerdict:
+    """What MES received, against what F&O did."""
+
+    released: int = 0
+    work_orders_lost: list[str] = field(default_factory=list)
+    work_orders_doubled: list[str] = field(default_factory=list)
+    final_in_fo: int = 0  # MES messages F&O processed or failed
+    outcomes_lost: list[str] = field(default_factory=list)
+    outcomes_doubled: list[str] = field(default_factory=list)
+    outcomes_wrong: list[str] = field(default_factory=list)
+    status_changes: int = 0
+    status_delivered: int = 0
+    status_superseded: int = 0
+    status_lost: list[str] = field(default_factory=list)
+    status_doubled: list[str] = field(default_factory=list)
+
+    @property
+    def lost(self) -> list[str]:
+        return [*self.work_orders_lost, *self.outcomes_lost, *self.status_lost]
+
+    @property
+    def doubled(self) -> list[str]:
+        return [*self.work_orders_doubled, *self.outcomes_doubled, *self.status_doubled]
+
+
+@dataclass
 class Verdict:
     problems: list[str]
     lost: list[str]
     doubled: list[str]
     genealogy_orders: int
     genealogy_missing: list[str]
+    mes: MesVerdict = field(default_factory=MesVerdict)
 
 
 def shift_spec(events: int, seed: int) -> ShiftSpec:
@@ -308,16 +382,21 @@ def execute(args: argparse.Namespace, out: Any = sys.stdout) -> ChaosReport:
 
 
 class _Outcomes(logging.Handler):
-    """How often the pipeline forwarded, waited, retried and parked (from its outcome log lines)."""
+    """How often the pipeline forwarded, waited, retried and parked (from its outcome log lines),
+    and what each Event Grid function said of each business event (superseded, with its reason)."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.counts: Counter[str] = Counter()
+        self.business_events: dict[str, set[str]] = defaultdict(set)
 
     def emit(self, record: logging.LogRecord) -> None:
         outcome = getattr(record, "outcome", None)
         if outcome:
             self.counts[str(outcome)] += 1
+            event_id = getattr(record, "fo_event_id", None)
+            if event_id:
+                self.business_events[str(event_id)].add(str(outcome))
 
 
 def _run(
@@ -344,10 +423,16 @@ def _run(
             }
         )
         broker = InMemoryBroker()
-        broker.declare(MES_TOPIC, requires_session=True)
+        # As infra/resources.bicep declares the MES topic: sessions, duplicate detection for an hour.
+        broker.declare(MES_TOPIC, requires_session=True, duplicate_window_s=3600)
         chaos = Chaos(faults, rates, broker, args.seed)
         ports = runtime.build(settings, requeue=broker, publisher=BrokerMesPublisher(broker, MES_TOPIC), dead_letters=broker)
         ports.fo = cast(FoClient, CrashingFo(ports.fo, chaos))
+        ports.publisher = FaultyMesTopic(ports.publisher, chaos)
+        if "event_grid_duplicates" in faults:
+            emulator.app.events.duplicate_rate = rates.event_grid_duplicates
+        if "event_grid_reorder" in faults:
+            emulator.app.events.reorder_window = REORDER_WINDOW
         runtime.install(ports)
         host = LocalHost(
             function_app.app,
@@ -384,11 +469,13 @@ def _run(
             # The storm is over: the operator cleans up what is left.
             chaos.faults = set()
             emulator.set_faults(error_5xx_rate=0.0, slow_rate=0.0, drop_rate=0.0)
+            emulator.app.events.duplicate_rate, emulator.app.events.reorder_window = 0.0, 0
             parked_before = Counter(e.reason for e in ports.ledger.query(state=State.PARKED))
             resolved = _operator(ports, broker, host, emulator, say, args.timeout)
         elapsed = time.monotonic() - started
         entries = list(ports.ledger.query())
         verdict = _verdict(shift, emulator, ports, entries)
+        verdict.mes = _mes_verdict(shift, emulator, broker, entries, outcomes)
         code = _report(
             say,
             shift,
@@ -413,6 +500,8 @@ def _run(
             "drops": stats.dropped,
             "throttle_storms": stats.throttled,
             "token_expiry": stats.unauthorized,
+            "event_grid_duplicates": emulator.app.events.doubled,
+            "event_grid_reorder": emulator.app.events.reordered,
         }
         return ChaosReport(code, {k: n for k, n in injected.items() if k in faults}, verdict, resolved)
 
@@ -542,6 +631,76 @@ def _verdict(shift: Shift, emulator: FoEmulator, ports: Ports, entries: list[Any
     return Verdict(problems, lost, doubled, len(shift.orders), missing)
 
 
+def _mes_verdict(
+    shift: Shift, emulator: FoEmulator, broker: InMemoryBroker, entries: list[Any], outcomes: _Outcomes
+) -> MesVerdict:
+    """The MES topic against F&O: one work order per released order, one final outcome per MES
+    message F&O processed or failed, each status change delivered once or superseded with a reason."""
+    verdict = MesVerdict()
+    published = [json.loads(m.body) for m in broker.queue(MES_TOPIC).active]
+    parked = {e.production_order for e in entries if e.state is State.PARKED and e.flow == "order_released"}
+    work_orders = Counter(m["production_order"] for m in published if m["type"] == "work_order")
+    verdict.released = len(shift.orders)
+    for order in shift.orders:
+        if work_orders[order] == 0 and order not in parked:
+            verdict.work_orders_lost.append(f"released order {order} has no work order in MES")
+        if work_orders[order] > 1:
+            verdict.work_orders_doubled.append(f"released order {order} has {work_orders[order]} work orders in MES")
+    # Outcomes: F&O's final messages by content, the MES messages the ledger settled with that content.
+    received: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for message in published:
+        if message["type"] == "message_outcome":
+            received[message["mes_message_id"]].append(message)
+    final_in_fo = Counter(
+        hashlib.sha256(m["MessageContent"].encode()).hexdigest()
+        for m in emulator.app.snapshot()["messages"]
+        if m["MessageState"] in ("Processed", "Failed")
+    )
+    verdict.final_in_fo = sum(final_in_fo.values())
+    settled: dict[str, list[Any]] = defaultdict(list)
+    for entry in entries:
+        if entry.state in (State.PROCESSED, State.FAILED) and entry.extra.get("ContentHash"):
+            settled[entry.extra["ContentHash"]].append(entry)
+    for content, n in final_in_fo.items():
+        told = [e for e in settled[content] if received[e.message_id]]
+        if len(told) < n:
+            verdict.outcomes_lost.append(
+                f"{n - len(told)} MES message(s) F&O finished (content {content[:12]}) have no outcome in MES"
+            )
+    by_id = {e.message_id: e for e in entries}
+    for message_id, messages in received.items():
+        kinds = Counter(m["outcome"] for m in messages)
+        if any(n > 1 for n in kinds.values()):
+            verdict.outcomes_doubled.append(f"{message_id}: {dict(kinds)} outcomes in MES")
+        if kinds["accepted"] and kinds["rejected"] and not any(m.get("supersedes") == "rejected" for m in messages):
+            verdict.outcomes_wrong.append(f"{message_id}: accepted and rejected, and neither supersedes the other")
+        final = "accepted" if kinds["accepted"] else "rejected"
+        entry = by_id.get(message_id)
+        wanted = {State.PROCESSED: "accepted", State.FAILED: "rejected"}.get(entry.state) if entry else None
+        if wanted != final:
+            verdict.outcomes_wrong.append(
+                f"{message_id}: MES's final outcome is {final}, the ledger says {entry.state if entry else 'nothing'}"
+            )
+    # Status changes, by (order, ControlNumber): delivered once, or superseded with a logged reason.
+    statuses = Counter((m["production_order"], m["fo_control_number"]) for m in published if m["type"] == "order_status_changed")
+    for event in emulator.app.events.raised:
+        if event["BusinessEventId"] != "ProductionOrderStatusChangedBusinessEvent":
+            continue
+        verdict.status_changes += 1
+        key = (event["ProductionOrderNumber"], event["ControlNumber"])
+        if statuses[key] > 1:
+            verdict.status_doubled.append(f"{key[0]} status {event['ProductionOrderStatus']} reached MES {statuses[key]} times")
+        if statuses[key]:
+            verdict.status_delivered += 1
+        elif "superseded" in outcomes.business_events.get(event["EventId"], set()):
+            verdict.status_superseded += 1
+        else:
+            verdict.status_lost.append(
+                f"{key[0]} status {event['ProductionOrderStatus']} (ControlNumber {key[1]}) neither delivered nor superseded"
+            )
+    return verdict
+
+
 def _report(
     say: Callable[[str], None],
     shift: Shift,
@@ -572,6 +731,10 @@ def _report(
         "crash_after_send": f"{injected.counts['crash_after_send']} crashes",
         "crash_before_complete": f"{injected.counts['crash_before_complete']} crashes",
         "storage_restart": f"{injected.counts['storage_restart']} restart of Table Storage",
+        "mes_send_failures": f"{injected.counts['mes_send_failures']} sends refused by the MES topic",
+        "event_grid_duplicates": f"{emulator.app.events.doubled} business events delivered twice",
+        "event_grid_reorder": f"{emulator.app.events.reordered} business events delivered ahead of earlier ones",
+        "crash_after_publish": f"{injected.counts['crash_after_publish']} crashes",
     }
     events_in = len(shift.events)
     say("")
@@ -594,21 +757,32 @@ def _report(
     )
     final_parked = Counter(e.reason for e in ports.ledger.query(state=State.PARKED))
     say("  parked at the end: " + ", ".join(f"{r} {n}" for r, n in sorted(final_parked.items())))
-    say(f"  lost = {len(verdict.lost)}, doubled = {len(verdict.doubled)}")
+    mes = verdict.mes
+    say(f"  F&O side: lost = {len(verdict.lost)}, doubled = {len(verdict.doubled)}")
+    say(
+        f"  MES side: lost = {len(mes.lost)}, doubled = {len(mes.doubled)}, wrong outcome = {len(mes.outcomes_wrong)}"
+        f"  (work orders for {mes.released - len(mes.work_orders_lost)} of {mes.released} released orders; "
+        f"final outcomes for {mes.final_in_fo - len(mes.outcomes_lost)} of {mes.final_in_fo} messages F&O processed or failed; "
+        f"{mes.status_changes} status changes: {mes.status_delivered} delivered, {mes.status_superseded} superseded with a reason)"
+    )
     say(
         f"  genealogy complete for {verdict.genealogy_orders - len(verdict.genealogy_missing)} of {verdict.genealogy_orders} orders"
     )
-    failed = verdict.problems or verdict.lost or verdict.doubled or verdict.genealogy_missing
+    failed = (
+        verdict.problems or verdict.lost or verdict.doubled or verdict.genealogy_missing or mes.lost or mes.doubled
+    ) or mes.outcomes_wrong
     if failed:
         say("CHAOS CHECK FAILED:")
-        for line in [*verdict.lost[:10], *verdict.doubled[:10], *verdict.problems[:20]]:
+        mes_lines = [*mes.lost[:10], *mes.doubled[:10], *mes.outcomes_wrong[:10]]
+        for line in [*verdict.lost[:10], *verdict.doubled[:10], *verdict.problems[:20], *mes_lines]:
             say(f"  - {line}")
         if verdict.genealogy_missing:
             say(f"  - genealogy incomplete for {verdict.genealogy_missing[:10]}")
         say(f"log: {log_path}")
         return 1
     say(
-        "Check against F&O: OK. Every event took effect exactly once or is parked with its reason; nothing lost, nothing doubled."
+        "Check against F&O and MES: OK. Every event took effect exactly once or is parked with its reason; "
+        "MES got one work order per release, one final outcome per processed message; nothing lost, nothing doubled."
     )
     return 0
 

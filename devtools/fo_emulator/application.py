@@ -128,7 +128,11 @@ class EventDelivery:
     rng: random.Random = field(default_factory=lambda: random.Random(11))
     delivered: list[dict[str, Any]] = field(default_factory=list)
     dead_lettered: list[dict[str, Any]] = field(default_factory=list)
+    #: every business event F&O raised, in raising order (what a check counts against)
+    raised: list[dict[str, Any]] = field(default_factory=list)
     retries: int = 0
+    doubled: int = 0  # events delivered twice
+    reordered: int = 0  # events delivered ahead of earlier ones
     _queue: collections.deque[dict[str, Any]] = field(default_factory=collections.deque)
     _later: list[tuple[float, int, dict[str, Any], EventSink, int]] = field(default_factory=list)
     _order: itertools.count[int] = field(default_factory=itertools.count)
@@ -138,6 +142,7 @@ class EventDelivery:
 
     def enqueue(self, event: dict[str, Any]) -> None:
         with self._cv:
+            self.raised.append(event)
             self._queue.append(event)
             self._cv.notify_all()
 
@@ -157,6 +162,7 @@ class EventDelivery:
                 return None
             if self.reorder_window > 1 and len(self._queue) > 1:
                 index = self.rng.randrange(min(self.reorder_window, len(self._queue)))
+                self.reordered += index > 0
                 self._queue.rotate(-index)
                 event = self._queue.popleft()
                 self._queue.rotate(index)
@@ -165,6 +171,7 @@ class EventDelivery:
             self._busy += 1
             envelope = self.envelope(event)
             copies = 2 if self.rng.random() < self.duplicate_rate else 1
+            self.doubled += copies - 1
             return envelope, [(sink, 0) for sink in list(self.sinks) for _ in range(copies)]
 
     def run(self) -> None:
