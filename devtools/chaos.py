@@ -55,8 +55,8 @@ from devtools.local_host import InMemoryBroker, LocalHost
 from devtools.local_host.broker import BrokerMesPublisher, Lease
 from devtools.local_host.host import QueueFunction
 from devtools.scenario import Shift, ShiftSpec, build_shift
-from functions import INBOUND_FLOWS
 from shared import operations, runtime
+from shared.flows import INBOUND_FLOWS
 from shared.fo_client import FoClient
 from shared.ledger import State
 from shared.mes_publisher import Envelope, MesPublisher

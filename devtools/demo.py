@@ -22,8 +22,8 @@ from devtools.local_host.broker import BrokerMesPublisher
 from devtools.mes import encode
 from devtools.operator_cases import seed
 from devtools.scenario import Shift, ShiftSpec, build_shift
-from functions import INBOUND_FLOWS
 from shared import runtime, tables
+from shared.flows import INBOUND_FLOWS
 from shared.ledger import State
 from shared.pipeline import Ports
 from shared.settings import load_settings

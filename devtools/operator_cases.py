@@ -14,7 +14,7 @@ from typing import Any
 from devtools import mes
 from devtools.fo_emulator import FoEmulator
 from devtools.local_host import InMemoryBroker, LocalHost
-from functions import INBOUND_FLOWS
+from shared.flows import INBOUND_FLOWS
 from shared.ledger import State
 from shared.pipeline import Ports
 

@@ -30,6 +30,5 @@ INBOUND = [
     inventory_moved,
     inventory_adjusted,
 ]
-INBOUND_FLOWS = {module.FLOW.name: module.FLOW for module in INBOUND}
 OUTBOUND = [order_released, order_status_changed, message_processed]
 BLUEPRINTS: list[func.Blueprint] = [module.bp for module in INBOUND + OUTBOUND] + [operations.bp, console.bp]

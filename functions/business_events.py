@@ -1,14 +1,21 @@
-"""What every Event Grid function does with its event."""
+"""What every Event Grid function does with its event (the handlers load on the first event,
+as in functions/inbound.py)."""
+
+from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from shared import runtime
-from shared.fo_events import Handled, receive
+if TYPE_CHECKING:
+    from shared.fo_events import Handled
 
 
 def deliver(consumer: str, event: func.EventGridEvent) -> Handled:
+    from shared import runtime
+    from shared.fo_events import receive
+
     # OpenTelemetry mode does not trace Event Grid triggers: log the event id explicitly.
     logging.getLogger("mesbridge").info(
         "%s received Event Grid event %s", consumer, event.id, extra={"flow": consumer, "event_grid_id": event.id}

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import azure.functions as func
 
-from functions.operations import ACTIONS, answer
-from shared.messages import MES_EVENTS
 from shared.principal import OPERATOR_ROLE, operator_of, platform_auth_enabled
 from shared.topology import INBOUND_QUEUES
 
@@ -53,6 +51,8 @@ def _asset(path: str) -> Path | None:
 
 def _schema(path: str) -> bytes | None:
     """`schemas/<type>.schema.json`: the JSON schema the pipeline validates that MES event with."""
+    from shared.messages import MES_EVENTS  # the message models load on first use, not at a cold start
+
     kind = path.removeprefix("schemas/").removesuffix(".schema.json")
     model = MES_EVENTS.get(kind)
     return json.dumps(model.model_json_schema()).encode() if model is not None else None
@@ -98,6 +98,8 @@ def console_api(req: func.HttpRequest) -> func.HttpResponse:
         )
     if not operator.may_operate:
         return _refuse(403, f"{operator.name} does not have the {OPERATOR_ROLE} app role")
+    from functions.operations_actions import ACTIONS, answer  # loads on first use, as in functions/operations.py
+
     action = ACTIONS.get(name)
     if action is None:
         return _refuse(404, f"no operation {name!r}")

@@ -1,13 +1,28 @@
-"""What every inbound flow function does with its Service Bus message."""
+"""What every inbound flow function does with its Service Bus message.
+
+The pipeline, its adapters and the message models are imported on the first message, not when the
+host indexes the functions: registering the triggers needs none of them, and a cold start that
+imports msal, requests, azure-core and pydantic-settings costs the host several times a bare
+`import azure.functions` before it may pull the first message.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from shared import runtime
-from shared.pipeline import Flow, Result, process
-from shared.servicebus import Delivery
+if TYPE_CHECKING:
+    from shared.pipeline import Result
 
 
-def deliver(flow: Flow, message: func.ServiceBusMessage) -> Result:
+def deliver(flow_name: str, message: func.ServiceBusMessage) -> Result:
+    from shared import runtime
+    from shared.flows import INBOUND_FLOWS
+    from shared.pipeline import process
+    from shared.servicebus import Delivery
+
+    flow = INBOUND_FLOWS[flow_name]
     # Returning completes the message; an exception abandons it for redelivery. Everything the
     # pipeline can decide (park, wait, retry later) it records and then returns.
     return process(Delivery.from_trigger(message, flow.queue), flow, runtime.ports())

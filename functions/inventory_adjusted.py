@@ -5,24 +5,17 @@ The journal number derives from the MES message id, so a repeat finds it already
 import azure.functions as func
 
 from functions.inbound import deliver
-from shared import mapping
-from shared.messages import InventoryAdjusted
-from shared.pipeline import Flow
-from shared.topology import SERVICEBUS_CONNECTION
-
-FLOW = Flow(
-    name="inventory_adjusted",
-    event=InventoryAdjusted,
-    map=mapping.inventory_adjusted,
-    repeatable=True,
-)
+from shared.topology import INBOUND_QUEUES, SERVICEBUS_CONNECTION
 
 bp = func.Blueprint()
 
 
 @bp.function_name("inventory_adjusted")
 @bp.service_bus_queue_trigger(
-    arg_name="message", queue_name=FLOW.queue, connection=SERVICEBUS_CONNECTION, is_sessions_enabled=True
+    arg_name="message",
+    queue_name=INBOUND_QUEUES["inventory_adjusted"],
+    connection=SERVICEBUS_CONNECTION,
+    is_sessions_enabled=True,
 )
 def inventory_adjusted(message: func.ServiceBusMessage) -> None:
-    deliver(FLOW, message)
+    deliver("inventory_adjusted", message)

@@ -6,25 +6,17 @@ there instead of doubling it."""
 import azure.functions as func
 
 from functions.inbound import deliver
-from shared import mapping
-from shared.messages import InventoryMoved
-from shared.pipeline import Flow
-from shared.topology import SERVICEBUS_CONNECTION
-
-FLOW = Flow(
-    name="inventory_moved",
-    event=InventoryMoved,
-    map=mapping.inventory_moved,
-    lineage=mapping.transferred_edges,
-    repeatable=True,
-)
+from shared.topology import INBOUND_QUEUES, SERVICEBUS_CONNECTION
 
 bp = func.Blueprint()
 
 
 @bp.function_name("inventory_moved")
 @bp.service_bus_queue_trigger(
-    arg_name="message", queue_name=FLOW.queue, connection=SERVICEBUS_CONNECTION, is_sessions_enabled=True
+    arg_name="message",
+    queue_name=INBOUND_QUEUES["inventory_moved"],
+    connection=SERVICEBUS_CONNECTION,
+    is_sessions_enabled=True,
 )
 def inventory_moved(message: func.ServiceBusMessage) -> None:
-    deliver(FLOW, message)
+    deliver("inventory_moved", message)

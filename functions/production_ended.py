@@ -4,24 +4,17 @@ The order gate makes sure it overtakes nothing still waiting for the order."""
 import azure.functions as func
 
 from functions.inbound import deliver
-from shared import mapping
-from shared.messages import ProductionEnded
-from shared.pipeline import Flow
-from shared.topology import SERVICEBUS_CONNECTION
-
-FLOW = Flow(
-    name="production_ended",
-    event=ProductionEnded,
-    map=mapping.production_ended,
-    repeatable=False,
-)
+from shared.topology import INBOUND_QUEUES, SERVICEBUS_CONNECTION
 
 bp = func.Blueprint()
 
 
 @bp.function_name("production_ended")
 @bp.service_bus_queue_trigger(
-    arg_name="message", queue_name=FLOW.queue, connection=SERVICEBUS_CONNECTION, is_sessions_enabled=True
+    arg_name="message",
+    queue_name=INBOUND_QUEUES["production_ended"],
+    connection=SERVICEBUS_CONNECTION,
+    is_sessions_enabled=True,
 )
 def production_ended(message: func.ServiceBusMessage) -> None:
-    deliver(FLOW, message)
+    deliver("production_ended", message)

@@ -5,24 +5,17 @@ consume what flushes at start), so a start in doubt is parked until F&O says it 
 import azure.functions as func
 
 from functions.inbound import deliver
-from shared import mapping
-from shared.messages import ProductionStarted
-from shared.pipeline import Flow
-from shared.topology import SERVICEBUS_CONNECTION
-
-FLOW = Flow(
-    name="production_started",
-    event=ProductionStarted,
-    map=mapping.production_started,
-    repeatable=False,
-)
+from shared.topology import INBOUND_QUEUES, SERVICEBUS_CONNECTION
 
 bp = func.Blueprint()
 
 
 @bp.function_name("production_started")
 @bp.service_bus_queue_trigger(
-    arg_name="message", queue_name=FLOW.queue, connection=SERVICEBUS_CONNECTION, is_sessions_enabled=True
+    arg_name="message",
+    queue_name=INBOUND_QUEUES["production_started"],
+    connection=SERVICEBUS_CONNECTION,
+    is_sessions_enabled=True,
 )
 def production_started(message: func.ServiceBusMessage) -> None:
-    deliver(FLOW, message)
+    deliver("production_started", message)

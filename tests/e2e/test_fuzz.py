@@ -22,7 +22,7 @@ from shared.messages import MES_EVENTS
 
 pytestmark = pytest.mark.e2e
 
-FUNCTIONS = {module.FLOW.name: getattr(module, module.FLOW.name) for module in INBOUND}
+FUNCTIONS = {name: getattr(module, name) for module in INBOUND for name in [module.__name__.rpartition(".")[2]]}
 SETTLED = {"forwarded", "duplicate", "parked", "waiting", "retrying"}
 
 NASTY_TEXT = [

@@ -12,7 +12,6 @@ import pytest
 from azure.functions.servicebus import ServiceBusMessage
 
 from devtools import mes
-from functions import INBOUND_FLOWS
 from functions import inventory_adjusted as adjusted_fn
 from functions import inventory_moved as inventory_fn
 from functions import material_consumed as consumed_fn
@@ -21,6 +20,7 @@ from functions import output_reported as output_fn
 from functions import production_ended as ended_fn
 from functions import production_started as started_fn
 from functions import quality_result as quality_fn
+from shared.flows import INBOUND_FLOWS
 from shared.ledger import State
 from tests.e2e.conftest import failures_other_than_storage_hiccups
 

@@ -19,6 +19,7 @@ from functions import inventory_moved as inventory_fn
 from functions import material_consumed as consumed_fn
 from functions import operations as http
 from functions import production_started as started_fn
+from functions.operations_actions import ACTIONS
 from shared import cli
 from shared.ledger import LedgerEntry, State
 from shared.principal import OPERATOR_ROLE, encode_principal
@@ -307,7 +308,7 @@ def test_every_operation_needs_a_function_key_and_only_the_console_is_anonymous(
     triggers: list[Any] = [builder._function._trigger for builder in function_app.app._function_builders]
     http_triggers = {t.route: t for t in triggers if t is not None and t.type == "httpTrigger"}
     ops = {route for route in http_triggers if route.startswith("ops/")}
-    assert ops == {f"ops/{name}" for name in http.ACTIONS}
+    assert ops == {f"ops/{name}" for name in ACTIONS}
     assert all(http_triggers[r].auth_level == func.AuthLevel.FUNCTION for r in ops)  # the host refuses calls without a key
     # The console sits behind App Service authentication and checks the operator role itself.
     assert set(http_triggers) - ops == {"console/{*path}", "console-api/{*action}"}

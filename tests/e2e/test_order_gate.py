@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from devtools import mes
-from functions import INBOUND_FLOWS
 from shared import operations
+from shared.flows import INBOUND_FLOWS
 from shared.ledger import State
+from shared.mapping import FoCall, SendMessage
 from tests.conftest import small_plant
 from tests.e2e.conftest import (
     FAST,
@@ -70,6 +71,11 @@ def send_all(stack, documents):
         stack.broker.send(flow.queue, mes.encode(document), session_id=document.get("production_order") or "no-order")
 
 
+def _content(call: FoCall) -> dict[str, Any]:
+    assert isinstance(call, SendMessage), "the gated flows send MES messages"
+    return call.content
+
+
 def received_by_order(emulator) -> dict[str, list[str]]:
     by_order: dict[str, list[str]] = defaultdict(list)
     for message in emulator.app.messages:
@@ -97,7 +103,7 @@ def test_shuffled_cross_flow_deliveries_reach_fo_in_mes_sequence(stack):
         wanted = [d for d in documents if d["production_order"] == order]
         mapped = [
             json.dumps(
-                INBOUND_FLOWS[w["type"]].map(INBOUND_FLOWS[w["type"]].event.model_validate(w), stack.ports.options).content,
+                _content(INBOUND_FLOWS[w["type"]].map(INBOUND_FLOWS[w["type"]].event.model_validate(w), stack.ports.options)),
                 separators=(",", ":"),
                 ensure_ascii=False,
             )

@@ -1,0 +1,54 @@
+"""The inbound flows: each MES event type's message model, its F&O mapping, and what a repeat of
+its call would do. The functions look a flow up by name on their first message, so registering
+the triggers at start-up needs none of this."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from shared import mapping
+from shared.messages import (
+    InventoryAdjusted,
+    InventoryMoved,
+    MaterialConsumed,
+    OperationReported,
+    OutputReported,
+    ProductionEnded,
+    ProductionStarted,
+    QualityResult,
+)
+from shared.pipeline import Flow
+
+_FLOWS = [
+    Flow(name="production_started", event=ProductionStarted, map=mapping.production_started, repeatable=False),
+    Flow(
+        name="material_consumed",
+        event=MaterialConsumed,
+        map=mapping.material_consumed,
+        repeatable=False,
+        lineage=mapping.consumed_edges,
+    ),
+    Flow(name="operation_reported", event=OperationReported, map=mapping.operation_reported, repeatable=False),
+    Flow(
+        name="output_reported",
+        event=OutputReported,
+        map=mapping.output_reported,
+        repeatable=False,
+        lineage=mapping.produced_edges,
+    ),
+    Flow(name="production_ended", event=ProductionEnded, map=mapping.production_ended, repeatable=False),
+    # A quality result goes to a custom service that dedupes on the MES message id.
+    Flow(name="quality_result", event=QualityResult, map=mapping.quality_result, repeatable=True),
+    # A transfer journal is keyed by the MES message id: a repeat finds its own journal.
+    Flow(
+        name="inventory_moved",
+        event=InventoryMoved,
+        map=mapping.inventory_moved,
+        lineage=mapping.transferred_edges,
+        repeatable=True,
+    ),
+    # So is a movement journal.
+    Flow(name="inventory_adjusted", event=InventoryAdjusted, map=mapping.inventory_adjusted, repeatable=True),
+]
+
+INBOUND_FLOWS: Final[dict[str, Flow]] = {flow.name: flow for flow in _FLOWS}
