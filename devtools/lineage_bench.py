@@ -11,11 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from azure.data.tables import TableServiceClient
-
 from devtools.azurite import Azurite
 from shared.lineage import Edge, Lineage
-from shared.tables import table
+from shared.tables import connect, table
 
 
 def generate_year(days: int, orders_per_day: int, seed: int) -> tuple[list[Edge], list[tuple[str, str]], list[tuple[str, str]]]:
@@ -55,7 +53,7 @@ def measure(queries: list[Callable[[], dict[str, Any]]], key: str) -> tuple[floa
 
 
 def run(days: int, orders_per_day: int, samples: int, seed: int, connection_string: str) -> str:
-    lineage = Lineage(table(TableServiceClient.from_connection_string(connection_string), f"lineage{seed}x{days}"))
+    lineage = Lineage(table(connect(connection_string), f"lineage{seed}x{days}"))
     edges, finished, raw = generate_year(days, orders_per_day, seed)
     started = time.perf_counter()
     lineage.record(edges)

@@ -76,3 +76,10 @@ class InvalidMessage(BridgeError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class EntityTooLarge(BridgeError):
+    """A Table Storage entity over Azure's limits (1 MiB, 252 properties, 64 KiB a property). Azurite
+    accepts such an entity, Azure refuses it: the store refuses it first, so local runs find it too."""
+
+    reason = "entity_too_large"

@@ -37,6 +37,10 @@ from shared.mes_publisher import envelope
 from shared.outbound import BomLine, MessageOutcome, OrderStatusChanged, RouteOperation, WorkOrder
 from shared.pipeline import Ports, catch_up
 from shared.production_order import read_released_order
+from shared.tables import cut_text
+
+#: F&O's infolog in a MES message: 32K UTF-16 units (at most 128 KB of UTF-8).
+MES_INFOLOG_UNITS = 32 * 1024
 
 #: How long a processed message may go unmatched before the bridge decides it was not its own.
 MATCH_GRACE = timedelta(minutes=10)
@@ -232,7 +236,8 @@ def _settle(entry: LedgerEntry, event: BusinessEvent, state: str, ports: Ports, 
         outcome="accepted" if new_state is State.PROCESSED else "rejected",
         supersedes="rejected" if reprocessed else None,
         fo_message_type=event.text("MessageType") or entry.fo_message_type,
-        infolog=infolog,
+        # The ledger keeps it whole; a MES message stays well inside Service Bus's 256 KB.
+        infolog=cut_text(infolog, MES_INFOLOG_UNITS, "the MES message (the ledger row holds it whole)"),
         correlation_id=entry.correlation_id or None,
     )
     # Publish before the row moves: should the publish fail, the row is still open and Event

@@ -26,11 +26,28 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableTransactionError, UpdateMode
 
-from shared.tables import safe_key, storage_call
+from shared.tables import (
+    ENTITY_BYTES,
+    entity_size,
+    get_text,
+    json_size,
+    put_text,
+    safe_key,
+    storage_call,
+    text_parts,
+    text_properties,
+    utf16_prefix,
+    utf16_units,
+    wire_size,
+)
 
 _CHUNK = 60 * 1024  # binary properties hold at most 64 KiB
-_MAX_CHUNKS = 14  # an entity holds at most 1 MiB in all
+_MAX_CHUNKS = 10  # the payload keeps 600 KiB of the entity's 1 MiB; the rest is for the texts below
 _HISTORY_LIMIT = 40
+_HISTORY_UNITS = 16_000  # History's JSON, in UTF-16 code units: one string property, a bounded share
+_HISTORY_DETAIL_UNITS = 500
+_TEXTS = ("Detail", "Infolog", "History", "Extra", "HistoryUnreadable", "ExtraUnreadable")
+_MARGIN = 4096  # bytes kept free for the properties a transaction's merge adds (Timestamp, odata)
 
 
 class State(StrEnum):
@@ -56,6 +73,15 @@ def payload_hash(payload: bytes) -> str:
 
 
 @dataclass(frozen=True)
+class Unreadable:
+    """A stored text that does not parse: which property, why, and the text itself."""
+
+    name: str
+    error: str
+    raw: str = field(repr=False, default="")
+
+
+@dataclass(frozen=True)
 class LedgerEntry:
     company: str
     message_id: str
@@ -77,6 +103,11 @@ class LedgerEntry:
     history: tuple[Mapping[str, str], ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
     etag: str = ""
+    #: Stored texts this process could not parse (a row written by an older version, or damaged):
+    #: the row is still listed and shown, with these named, and the raw text is kept on every rewrite.
+    unreadable: tuple[Unreadable, ...] = ()
+    #: How many string properties each stored text occupies now (a shorter rewrite blanks the rest).
+    stored_parts: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def lease_active(self) -> bool:
@@ -100,12 +131,79 @@ def _history_entry(state: State, reason: str, detail: str, at: datetime, attempt
         "at": at.isoformat(timespec="milliseconds"),
         "state": state.value,
         "reason": reason,
-        "detail": detail[:500],
+        "detail": utf16_prefix(detail, _HISTORY_DETAIL_UNITS),
         "attempt": str(attempt),
     }
 
 
-def _to_entity(entry: LedgerEntry) -> dict[str, Any]:
+def compact_history(history: tuple[Mapping[str, str], ...]) -> tuple[Mapping[str, str], ...]:
+    """History within `_HISTORY_LIMIT` entries and `_HISTORY_UNITS`: the first entry and the newest
+    are kept, what lies between becomes one "compacted" entry counting them (a long outage of retries
+    must not outgrow the row)."""
+
+    def size(entries: tuple[Mapping[str, str], ...]) -> int:
+        return utf16_units(json.dumps(list(entries)))
+
+    if len(history) <= _HISTORY_LIMIT and size(history) <= _HISTORY_UNITS:
+        return history
+    first, rest = history[0], list(history[1:])
+    dropped = 0
+    if rest and rest[0].get("reason") == "compacted":
+        dropped = int(str(rest[0].get("detail", "0")).split(" ", 1)[0] or 0)
+        rest = rest[1:]
+    while rest:
+        marker = {"at": str(rest[0].get("at", "")), "state": "", "reason": "compacted", "detail": f"{dropped} entries"}
+        candidate = (first, marker, *rest)
+        if len(candidate) <= _HISTORY_LIMIT and size(candidate) <= _HISTORY_UNITS:
+            return candidate
+        rest = rest[1:]
+        dropped += 1
+    return (first,)
+
+
+def _payload_reserve(size: int) -> int:
+    """Bytes the payload's properties take in the entity (they stay as written when a merge updates the row)."""
+    chunks = max(1, min(_MAX_CHUNKS, -(-size // _CHUNK)))
+    names = sum(8 + 2 * len(f"Payload{n}") + 4 for n in range(chunks))
+    return names + min(size, _CHUNK * _MAX_CHUNKS) + (8 + 2 * len("PayloadChunks") + 4) + (8 + 2 * len("PayloadTruncated") + 1)
+
+
+def _fit(texts: tuple[str, str], azure_bytes: int, wire_bytes: int) -> tuple[str, str]:
+    """The texts whole when both fit, else each cut to a share (the shorter first, its unused share to
+    the other), with a note saying how long it was."""
+    costs = [(2 * utf16_units(t), json_size(t)) for t in texts]
+    if sum(a for a, _ in costs) <= azure_bytes and sum(w for _, w in costs) <= wire_bytes:
+        return texts
+    fitted = list(texts)
+    order = sorted(range(len(texts)), key=lambda i: costs[i][1])
+    for left, i in zip(range(len(texts), 0, -1), order, strict=True):
+        azure_share, wire_share = max(0, azure_bytes // left), max(0, wire_bytes // left)
+        fitted[i] = _cut(texts[i], azure_share // 2, wire_share)
+        azure_bytes -= 2 * utf16_units(fitted[i])
+        wire_bytes -= json_size(fitted[i])
+    return fitted[0], fitted[1]
+
+
+def _cut(text: str, units: int, wire: int) -> str:
+    """The longest prefix of `text` within `units` UTF-16 units and `wire` JSON bytes, and a note."""
+    if utf16_units(text) <= units and json_size(text) <= wire:
+        return text
+    note = f" [... cut: {utf16_units(text)} UTF-16 units did not fit in the ledger row's 1 MiB]"
+    low, high = 0, len(text)
+    while low < high:  # the longest prefix that fits both measures with the note
+        middle = (low + high + 1) // 2
+        prefix = text[:middle]
+        if utf16_units(prefix) + len(note) <= units and json_size(prefix) + len(note) <= wire:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low] + note if units > len(note) and wire > len(note) else ""
+
+
+def _to_entity(entry: LedgerEntry, payload: bytes | None = None) -> dict[str, Any]:
+    """The row as stored. Structured data (Extra, History) is stored whole, in as many string
+    properties as it needs; the free texts (Detail, F&O's Infolog) too, unless the row would pass
+    Azure's 1 MiB: then they share what is left, each cut with a note saying so."""
     entity: dict[str, Any] = {
         "PartitionKey": safe_key(entry.company),
         "RowKey": safe_key(entry.message_id),
@@ -114,51 +212,108 @@ def _to_entity(entry: LedgerEntry) -> dict[str, Any]:
         "State": entry.state.value,
         "Flow": entry.flow,
         "Reason": entry.reason,
-        "Detail": entry.detail[:30000],
         "Attempts": entry.attempts,
         "ProductionOrder": entry.production_order,
         "CorrelationId": entry.correlation_id,
         "FoMessageType": entry.fo_message_type,
         "PayloadHash": entry.payload_hash,
         "PayloadSize": entry.payload_size,
-        "Infolog": entry.infolog[:30000],
-        "History": json.dumps(list(entry.history))[:60000],
     }
     if entry.sequence is not None:
         entity["Sequence"] = EntityProperty(entry.sequence, EdmType.INT64)
     for name, value in (("ReceivedAt", entry.received_at), ("UpdatedAt", entry.updated_at), ("LeaseUntil", entry.lease_until)):
         if value is not None:
             entity[name] = value
-    entity["Extra"] = json.dumps(dict(entry.extra), default=str)[:30000]
+    parts = entry.stored_parts
+
+    def put(name: str, text: str) -> None:
+        put_text(entity, name, text, stored_parts=parts.get(name, 1))
+
+    put("Extra", json.dumps(dict(entry.extra), default=str))
+    put("History", json.dumps(list(compact_history(entry.history))))
+    for kept in entry.unreadable:
+        if kept.raw and kept.name in ("History", "Extra"):  # kept as evidence, beside the fresh value
+            put(f"{kept.name}Unreadable", kept.raw)
+    # Two measures, both within 1 MiB: the entity as Azure counts it (the payload written at creation
+    # stays in it) and the request's JSON as Azurite counts it (non-ASCII escaped: up to 6 bytes a unit).
+    stored = max(entry.payload_size, len(payload) if payload is not None else 0)
+    azure_free = ENTITY_BYTES - _MARGIN - _payload_reserve(stored) - entity_size(entity)
+    wire_free = (
+        ENTITY_BYTES - _MARGIN - wire_size(entity) - (4 * -(-min(len(payload), _CHUNK * _MAX_CHUNKS) // 3) if payload else 0)
+    )
+    detail, infolog = _fit((entry.detail, entry.infolog), azure_free - 400, wire_free - 400)  # 400: the parts' names
+    put("Detail", detail)
+    put("Infolog", infolog)
     return entity
 
 
+def _json_text(entity: Mapping[str, Any], name: str, default: Any, kind: type) -> tuple[Any, Unreadable | None]:
+    raw = get_text(entity, name)
+    if not raw:
+        return default, None
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        return default, Unreadable(name, f"{name} is not valid JSON ({type(exc).__name__}: {str(exc)[:120]})", raw)
+    if not isinstance(value, kind):
+        return default, Unreadable(name, f"{name} is not a JSON {kind.__name__}", raw)
+    return value, None
+
+
 def _from_entity(entity: Mapping[str, Any]) -> LedgerEntry:
-    sequence = entity.get("Sequence")
-    if isinstance(sequence, EntityProperty):
-        sequence = int(sequence.value)
-    history = tuple(json.loads(entity.get("History") or "[]"))
+    """A stored row; never raises for what a row holds: what cannot be read is named in `unreadable`."""
+    problems: list[Unreadable] = []
+    history, problem = _json_text(entity, "History", [], list)
+    problems += [problem] if problem else []
+    extra, problem = _json_text(entity, "Extra", {}, dict)
+    problems += [problem] if problem else []
+    for name in ("History", "Extra"):
+        kept = get_text(entity, f"{name}Unreadable")
+        if kept and not any(p.name == name for p in problems):
+            problems.append(Unreadable(name, f"an earlier {name} could not be read; its text is kept", kept))
+    try:
+        state = State(str(entity.get("State")))
+    except ValueError:
+        state = State.PARKED  # parked: nothing acts on it but an operator
+        problems.append(Unreadable("State", f"State {str(entity.get('State'))[:40]!r} is not a ledger state"))
+
+    def number(name: str) -> int | None:
+        value = entity.get(name)
+        if isinstance(value, EntityProperty):
+            value = value.value
+        try:
+            return int(value) if value is not None else None
+        except (TypeError, ValueError):
+            problems.append(Unreadable(name, f"{name} {str(value)[:40]!r} is not a number"))
+            return None
+
+    def when(name: str) -> datetime | None:
+        value = entity.get(name)
+        return value if isinstance(value, datetime) else None
+
     return LedgerEntry(
-        company=str(entity["Company"]),
-        message_id=str(entity["MessageId"]),
-        state=State(entity["State"]),
+        company=str(entity.get("Company", "")),
+        message_id=str(entity.get("MessageId", "")),
+        state=state,
         flow=str(entity.get("Flow", "")),
         reason=str(entity.get("Reason", "")),
-        detail=str(entity.get("Detail", "")),
-        attempts=int(entity.get("Attempts", 0)),
+        detail=get_text(entity, "Detail"),
+        attempts=number("Attempts") or 0,
         production_order=str(entity.get("ProductionOrder", "")),
-        sequence=int(sequence) if sequence is not None else None,
+        sequence=number("Sequence"),
         correlation_id=str(entity.get("CorrelationId", "")),
         fo_message_type=str(entity.get("FoMessageType", "")),
         payload_hash=str(entity.get("PayloadHash", "")),
-        payload_size=int(entity.get("PayloadSize", 0)),
-        received_at=entity.get("ReceivedAt"),
-        updated_at=entity.get("UpdatedAt"),
-        lease_until=entity.get("LeaseUntil"),
-        infolog=str(entity.get("Infolog", "")),
-        history=history,
-        extra=json.loads(entity.get("Extra") or "{}"),
+        payload_size=number("PayloadSize") or 0,
+        received_at=when("ReceivedAt"),
+        updated_at=when("UpdatedAt"),
+        lease_until=when("LeaseUntil"),
+        infolog=get_text(entity, "Infolog"),
+        history=tuple(h for h in history if isinstance(h, dict)),
+        extra=extra,
         etag=str(entity.metadata.get("etag", "")) if hasattr(entity, "metadata") else "",
+        unreadable=tuple(problems),
+        stored_parts={name: text_parts(entity, name) for name in _TEXTS},
     )
 
 
@@ -183,7 +338,7 @@ class Ledger:
         return _from_entity(entity)
 
     def payload(self, company: str, message_id: str) -> bytes | None:
-        """The original payload as received (truncated past about 840 KiB, as `PayloadTruncated` says)."""
+        """The original payload as received (truncated past 600 KiB, as `PayloadTruncated` says)."""
         with storage_call("ledger payload read"):
             try:
                 entity = self._table.get_entity(safe_key(company), safe_key(message_id))
@@ -198,9 +353,11 @@ class Ledger:
             entry,
             received_at=entry.received_at or now,
             updated_at=now,
-            history=(*entry.history, _history_entry(entry.state, entry.reason, entry.detail, now, entry.attempts)),
+            history=compact_history(
+                (*entry.history, _history_entry(entry.state, entry.reason, entry.detail, now, entry.attempts))
+            ),
         )
-        entity = _to_entity(entry)
+        entity = _to_entity(entry, payload)
         if payload is not None:
             entity.update(_payload_properties(payload))
         with storage_call("ledger create"):
@@ -208,7 +365,7 @@ class Ledger:
                 metadata = self._table.create_entity(entity)
             except ResourceExistsError:
                 raise LostRace(entry.message_id) from None
-        return replace(entry, etag=str(metadata.get("etag", "")))
+        return replace(entry, etag=str(metadata.get("etag", "")), stored_parts=_parts_of(entity))
 
     def transition(
         self,
@@ -228,9 +385,9 @@ class Ledger:
         """
         now = utcnow()
         attempt = int(changes.get("attempts", entry.attempts))
-        history = (*entry.history, _history_entry(state, reason, detail, now, attempt))[-_HISTORY_LIMIT:]
+        history = compact_history((*entry.history, _history_entry(state, reason, detail, now, attempt)))
         updated = replace(entry, state=state, reason=reason, detail=detail, updated_at=now, history=history, **changes)
-        entity = _to_entity(updated)
+        entity = _to_entity(updated, payload)
         if payload is not None:
             entity.update(_payload_properties(payload))
         guard: dict[str, Any] = {"mode": UpdateMode.MERGE, "etag": entry.etag, "match_condition": MatchConditions.IfNotModified}
@@ -247,7 +404,7 @@ class Ledger:
                 raise CompanionConflict(str(exc.message)) from None
             except (ResourceModifiedError, ResourceNotFoundError):
                 raise LostRace(entry.message_id) from None
-        return replace(updated, etag=str(metadata.get("etag", "")))
+        return replace(updated, etag=str(metadata.get("etag", "")), stored_parts=_parts_of(entity))
 
     @property
     def table(self) -> TableClient:
@@ -294,7 +451,6 @@ class Ledger:
             "State",
             "Flow",
             "Reason",
-            "Detail",
             "Attempts",
             "ProductionOrder",
             "Sequence",
@@ -305,9 +461,7 @@ class Ledger:
             "ReceivedAt",
             "UpdatedAt",
             "LeaseUntil",
-            "Infolog",
-            "History",
-            "Extra",
+            *(name for text in _TEXTS for name in text_properties(text)),
         ]
         clauses.append("RowKey lt @progress")
         parameters["progress"] = "~"  # progress rows share the partition; their keys start with "~"
@@ -318,6 +472,10 @@ class Ledger:
                 rows = self._table.list_entities(select=select)
             for entity in rows:
                 yield _from_entity(entity)
+
+
+def _parts_of(entity: Mapping[str, Any]) -> dict[str, int]:
+    return {name: text_parts(entity, name) for name in _TEXTS if name in entity}
 
 
 def lease(seconds: float) -> datetime:

@@ -55,9 +55,9 @@ def _order_partition(company: str, order: str) -> str:
 def merged(edges: Iterable[Edge]) -> list[Edge]:
     """One edge per (order, direction, item, batch, message), quantities summed: a message that names
     the same batch on two lines is one fact of genealogy, and a transaction may hold a row only once."""
-    totals: dict[tuple[str, str, str, str, str, str], Edge] = {}
+    totals: dict[tuple[str, ...], Edge] = {}
     for edge in edges:
-        key = (edge.company.upper(), edge.order, edge.direction, edge.item, edge.batch, edge.message_id)
+        key = (edge.company.upper(), edge.kind, edge.order, edge.direction, edge.item, edge.batch, edge.message_id)
         known = totals.get(key)
         totals[key] = edge if known is None else replace(known, quantity=known.quantity + edge.quantity)
     return list(totals.values())

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from shared.fo_client import BatchOperation
 from shared.lineage import Direction, Edge
 from shared.messages import (
+    MES_EVENTS,
     InventoryAdjusted,
     InventoryMoved,
     MaterialConsumed,
@@ -444,3 +445,21 @@ def transferred_edges(event: InventoryMoved) -> list[Edge]:
         edge("consumed", body.batch_number, body.from_warehouse),
         edge("produced", body.to_batch_number or body.batch_number, body.to_warehouse),
     ]
+
+
+#: What each flow's events say about genealogy, by flow name (the flows name the same functions).
+LINEAGE: dict[str, Callable[[Any], list[Edge]]] = {
+    "material_consumed": consumed_edges,
+    "output_reported": produced_edges,
+    "inventory_moved": transferred_edges,
+}
+
+
+def lineage_of_payload(flow: str, payload: bytes) -> list[Edge]:
+    """The genealogy a stored payload states (for a row whose kept genealogy cannot be read);
+    `ValueError` when the payload is not a valid event of the flow."""
+    edges = LINEAGE.get(flow)
+    model = MES_EVENTS.get(flow)
+    if edges is None or model is None:
+        return []
+    return edges(model.model_validate_json(payload))

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import secrets
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared import mapping
 from shared.ledger import Ledger, LedgerEntry, LostRace, State, utcnow
 from shared.lineage import Lineage
 from shared.ordering import OrderGate, Progress
@@ -156,6 +157,8 @@ def describe(entry: LedgerEntry) -> dict[str, Any]:
         "updated_at": entry.updated_at.isoformat() if entry.updated_at else None,
         "payload_size": entry.payload_size,
         "history": list(entry.history),
+        # What this row holds that cannot be read (damaged, or written by an older version): shown, not hidden.
+        "unreadable": [{"property": u.name, "error": u.error} for u in entry.unreadable],
     }
 
 
@@ -372,6 +375,17 @@ def confirm_applied(
         raise OperationError(f"no message {message_id} of {company} in the ledger")
     if entry.state is not State.PARKED or entry.reason != "in_doubt":
         raise OperationError(f"message {message_id} is {entry.state.value} {entry.reason}; only in-doubt messages are confirmed")
+    damaged = [u.error for u in entry.unreadable if u.name == "Extra"]
+    if damaged:
+        # The genealogy the row kept cannot be read: the stored payload states it again.
+        try:
+            edges = mapping.lineage_of_payload(entry.flow, ledger.payload(company, message_id) or b"")
+        except ValueError:
+            raise OperationError(
+                f"message {message_id}: neither its kept genealogy ({damaged[0]}) nor its stored payload can be read; "
+                "confirming would record it without its genealogy"
+            ) from None
+        entry = replace(entry, extra={**entry.extra, "Lineage": [asdict(edge) for edge in edges]})
     catch_up(gate, tree, entry)
     try:
         confirmed = ledger.transition(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from azure.core.exceptions import (
@@ -16,13 +20,206 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.data.tables import TableClient, TableServiceClient
+from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient
 
-from shared.errors import Transient
+from shared.errors import EntityTooLarge, Transient
 from shared.settings import Settings
 
 _ENCODED = set("/\\#?%~") | {chr(c) for c in range(0x20)} | {chr(c) for c in range(0x7F, 0xA0)}
-_MAX_KEY_CHARS = 400
+_MAX_KEY_UNITS = 400  # a key holds 1 KiB = 512 UTF-16 code units; the rest is margin
+
+# Azure's limits, which Azurite does not enforce (it takes a 1.8 MiB entity): every write is measured
+# against them before it leaves the process. Sizes as Azure counts them: strings in UTF-16 (2 bytes a
+# code unit), https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model
+# and https://learn.microsoft.com/archive/blogs/avkashchauhan/how-the-size-of-an-entity-is-caclulated-in-windows-azure-table-storage
+ENTITY_BYTES = 1024 * 1024
+STRING_UNITS = 32 * 1024  # 64 KiB of UTF-16 (Azurite agrees: 32,768 units pass, 32,769 fail)
+BINARY_BYTES = 64 * 1024
+MAX_PROPERTIES = 252  # 255 with PartitionKey, RowKey and Timestamp
+
+
+def utf16_units(text: str) -> int:
+    """The length Table Storage counts: UTF-16 code units (an emoji is two, a lone surrogate one)."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def utf16_prefix(text: str, units: int) -> str:
+    """The longest prefix of `text` within `units` UTF-16 code units, never half a surrogate pair."""
+    if units <= 0:
+        return ""
+    if len(text) <= units // 2:  # fast path: even all-astral text fits
+        return text
+    raw = text.encode("utf-16-le", "surrogatepass")[: units * 2]
+    if len(raw) >= 2 and 0xD8 <= raw[-1] <= 0xDB:  # ends on a high surrogate: its pair did not fit
+        raw = raw[:-2]
+    return raw.decode("utf-16-le", "surrogatepass")
+
+
+def cut_text(text: str, units: int, where: str) -> str:
+    """`text` within `units` UTF-16 code units, saying how long it was when it had to be cut."""
+    if utf16_units(text) <= units:
+        return text
+    note = f" [... cut: {utf16_units(text)} UTF-16 units did not fit in {where}]"
+    return utf16_prefix(text, max(0, units - len(note))) + note
+
+
+def utf16_parts(text: str, units: int = STRING_UNITS) -> list[str]:
+    """`text` cut into strings of at most `units` UTF-16 code units each (one "" for an empty text)."""
+    parts: list[str] = []
+    while True:
+        part = utf16_prefix(text, units) or text[:1]  # a pair in a one-unit part: it cannot be split
+        parts.append(part)
+        text = text[len(part) :]
+        if not text:
+            return parts
+
+
+def put_text(entity: dict[str, Any], name: str, text: str, *, stored_parts: int = 1) -> None:
+    """Store `text` whole as `name`, `name`1, `name`2... (`name`Parts says how many), each within the
+    64 KiB a string property holds. `stored_parts` blanks the parts of a longer text written before
+    (a merge keeps properties it is not given)."""
+    parts = utf16_parts(text)
+    for n, part in enumerate(parts):
+        entity[name if n == 0 else f"{name}{n}"] = part
+    for n in range(len(parts), stored_parts):
+        entity[f"{name}{n}"] = ""
+    if len(parts) > 1 or stored_parts > 1:
+        entity[f"{name}Parts"] = len(parts)
+
+
+def get_text(entity: Mapping[str, Any], name: str) -> str:
+    """A text `put_text` stored (or a plain string property)."""
+    count = int(entity.get(f"{name}Parts") or 1)
+    return "".join(str(entity.get(name if n == 0 else f"{name}{n}") or "") for n in range(count))
+
+
+def text_parts(entity: Mapping[str, Any], name: str) -> int:
+    return int(entity.get(f"{name}Parts") or 1)
+
+
+def text_properties(name: str) -> list[str]:
+    """Every property a text may occupy (for a `select`)."""
+    return [name, f"{name}Parts", *(f"{name}{n}" for n in range(1, ENTITY_BYTES // (STRING_UNITS * 2)))]
+
+
+_FIXED_SIZES = {"Edm.Boolean": 1, "Edm.DateTime": 8, "Edm.Double": 8, "Edm.Guid": 16, "Edm.Int32": 4, "Edm.Int64": 8}
+
+
+def _value_size(value: Any) -> tuple[int, str]:
+    """(bytes Azure counts, the EDM type) for a property value as the SDK is given it."""
+    if isinstance(value, EntityProperty):
+        edm = str(value.edm_type.value if hasattr(value.edm_type, "value") else value.edm_type)
+        inner = value.value
+        if edm == "Edm.String":
+            return 4 + 2 * utf16_units(str(inner)), edm
+        if edm == "Edm.Binary":
+            return 4 + len(inner if isinstance(inner, bytes) else str(inner).encode()), edm
+        return _FIXED_SIZES.get(edm, 8), edm
+    if isinstance(value, str):
+        return 4 + 2 * utf16_units(value), "Edm.String"
+    if isinstance(value, (bytes, bytearray)):
+        return 4 + len(value), "Edm.Binary"
+    if isinstance(value, bool):
+        return 1, "Edm.Boolean"
+    if isinstance(value, int):
+        return (4, "Edm.Int32") if -(2**31) <= value < 2**31 else (8, "Edm.Int64")
+    if isinstance(value, float):
+        return 8, "Edm.Double"
+    if isinstance(value, datetime):
+        return 8, "Edm.DateTime"
+    if isinstance(value, uuid.UUID):
+        return 16, "Edm.Guid"
+    return 4 + 2 * utf16_units(str(value)), "Edm.String"
+
+
+def entity_size(entity: Mapping[str, Any]) -> int:
+    """The entity's size as Azure counts it toward its 1 MiB."""
+    size = 4 + 2 * (utf16_units(str(entity.get("PartitionKey", ""))) + utf16_units(str(entity.get("RowKey", ""))))
+    for name, value in entity.items():
+        if name in ("PartitionKey", "RowKey", "Timestamp") or value is None:
+            continue
+        size += 8 + 2 * utf16_units(name) + _value_size(value)[0]
+    return size
+
+
+def json_size(text: str) -> int:
+    """Bytes of `text` in the SDK's request JSON (non-ASCII escaped: 6 bytes a UTF-16 unit)."""
+    return len(json.dumps(text))
+
+
+def wire_size(entity: Mapping[str, Any]) -> int:
+    """About the bytes of the entity's request JSON, names and type annotations included."""
+    size = 2
+    for name, value in entity.items():
+        if value is None:
+            continue
+        if isinstance(value, EntityProperty):
+            value = value.value
+        if isinstance(value, (bytes, bytearray)):
+            encoded = 2 + 4 * -(-len(value) // 3)
+        elif isinstance(value, str):
+            encoded = json_size(value)
+        else:
+            encoded = 40
+        size += 2 * json_size(name) + encoded + 32  # "Name": value, "Name@odata.type": "Edm.String",
+    return size
+
+
+def check_entity(entity: Mapping[str, Any]) -> None:
+    """`EntityTooLarge` naming what is over Azure's limits; nothing when the entity fits."""
+    where = f"entity {entity.get('PartitionKey')!s:.60}/{entity.get('RowKey')!s:.60}"
+    for key in ("PartitionKey", "RowKey"):
+        if utf16_units(str(entity.get(key, ""))) > 512:
+            raise EntityTooLarge(f"{where}: the {key} is over 1 KiB")
+    properties = [n for n, v in entity.items() if n not in ("PartitionKey", "RowKey", "Timestamp") and v is not None]
+    if len(properties) > MAX_PROPERTIES:
+        raise EntityTooLarge(f"{where}: {len(properties)} properties; Table Storage holds {MAX_PROPERTIES}")
+    for name in properties:
+        size, edm = _value_size(entity[name])
+        limit = 4 + (2 * STRING_UNITS if edm == "Edm.String" else BINARY_BYTES)
+        if edm in ("Edm.String", "Edm.Binary") and size > limit:
+            raise EntityTooLarge(f"{where}: property {name} is {size - 4} bytes; a property holds 64 KiB")
+    size = entity_size(entity)
+    if size > ENTITY_BYTES:
+        biggest = sorted(properties, key=lambda n: -_value_size(entity[n])[0])[:3]
+        raise EntityTooLarge(f"{where}: {size} bytes; an entity holds 1 MiB (largest: {', '.join(biggest)})")
+
+
+def _wire_entity(document: Mapping[str, Any]) -> dict[str, Any]:
+    """An entity as the SDK serialised it (JSON with `@odata.type` annotations), typed again."""
+    entity: dict[str, Any] = {}
+    for name, value in document.items():
+        if "@odata." in name or name.startswith("odata."):
+            continue
+        edm = document.get(f"{name}@odata.type")
+        if edm == "Edm.Binary":
+            entity[name] = base64.b64decode(str(value))
+        elif edm in _FIXED_SIZES:
+            entity[name] = EntityProperty(value, EdmType(edm))
+        else:
+            entity[name] = value
+    return entity
+
+
+def check_request(request: Any) -> None:
+    """azure-core request hook: every entity a request writes (one, or each of a transaction's) is
+    checked against Azure's limits before it is sent. One place for every table the bridge writes."""
+    http = request.http_request
+    if http.method not in ("POST", "PUT", "PATCH", "MERGE") or not http.body:
+        return
+    body = http.body.decode("utf-8", "surrogatepass") if isinstance(http.body, (bytes, bytearray)) else str(http.body)
+    lines = [body] if body.lstrip().startswith("{") else [line for line in body.split("\r\n") if line.startswith("{")]
+    for line in lines:
+        try:
+            document = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(document, dict) and "PartitionKey" in document:
+            check_entity(_wire_entity(document))
+            if len(line.encode("utf-8", "surrogatepass")) > ENTITY_BYTES:
+                # Azurite measures the request's JSON (non-ASCII escaped) against the 1 MiB.
+                where = f"{str(document.get('PartitionKey'))[:60]}/{str(document.get('RowKey'))[:60]}"
+                raise EntityTooLarge(f"entity {where}: its JSON is {len(line)} bytes; Azurite refuses one over 1 MiB")
 
 
 def safe_key(value: str) -> str:
@@ -34,9 +231,9 @@ def safe_key(value: str) -> str:
     encoded = "".join("".join(f"%{b:02X}" for b in ch.encode()) if ch in _ENCODED else ch for ch in value)
     if not encoded:
         return "~empty"
-    if len(encoded) > _MAX_KEY_CHARS:
-        digest = hashlib.sha256(value.encode()).hexdigest()
-        encoded = encoded[: _MAX_KEY_CHARS - 65] + "~" + digest
+    if utf16_units(encoded) > _MAX_KEY_UNITS:
+        digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+        encoded = utf16_prefix(encoded, _MAX_KEY_UNITS - 65) + "~" + digest
     return encoded
 
 
@@ -90,18 +287,23 @@ def _transport(pool_size: int) -> Any:
     return RequestsTransport(session=session, session_owner=False)
 
 
+def connect(connection_string: str, **options: Any) -> TableServiceClient:
+    """A service client from a connection string, every write checked against Azure's limits."""
+    return TableServiceClient.from_connection_string(connection_string, raw_request_hook=check_request, **options)
+
+
 def service_client(settings: Settings) -> TableServiceClient:
     transport = _transport(max(16, settings.fo_max_concurrency * 2))
     if settings.tables_connection_string:
-        return TableServiceClient.from_connection_string(
-            settings.tables_connection_string.get_secret_value(), transport=transport
-        )
+        return connect(settings.tables_connection_string.get_secret_value(), transport=transport)
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
     credential: Any = (
         ManagedIdentityCredential(client_id=settings.tables_client_id) if settings.tables_client_id else DefaultAzureCredential()
     )
-    return TableServiceClient(endpoint=settings.tables_endpoint, credential=credential, transport=transport)
+    return TableServiceClient(
+        endpoint=settings.tables_endpoint, credential=credential, transport=transport, raw_request_hook=check_request
+    )
 
 
 def table(service: TableServiceClient, name: str) -> TableClient:

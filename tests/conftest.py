@@ -15,6 +15,7 @@ from shared.fo_auth import MsalTokenProvider
 from shared.fo_client import FoClient
 from shared.http import PinnedTrustSession
 from shared.settings import Settings, load_settings
+from shared.tables import connect
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +26,7 @@ def azurite() -> Iterator[Azurite]:
 
 @pytest.fixture
 def table_service(azurite: Azurite) -> TableServiceClient:
-    return TableServiceClient.from_connection_string(azurite.connection_string)
+    return connect(azurite.connection_string)
 
 
 @pytest.fixture
