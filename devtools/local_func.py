@@ -117,6 +117,10 @@ def local_settings(sample: Mapping[str, Any], emulator_values: Mapping[str, str]
             f"{SERVICEBUS_CONNECTION}__clientId": "",
             "APPLICATIONINSIGHTS_CONNECTION_STRING": "",
             "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "false",
+            # host.json keeps "Function" at Warning for Azure's bill; on a laptop the console should
+            # show the bridge's INFO outcome lines (an app setting overrides host.json:
+            # learn.microsoft.com/azure/azure-functions/functions-host-json#override-hostjson-values).
+            "AzureFunctionsJobHost__logging__logLevel__Function": "Information",
         }
     )
     return {"IsEncrypted": False, "Values": values}

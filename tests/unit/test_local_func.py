@@ -105,6 +105,10 @@ def test_local_settings_point_the_bridge_at_the_emulators_and_load(tmp_path):
     assert values["ServiceBusConnection"] == EMULATOR_CONNECTION and "UseDevelopmentEmulator=true" in EMULATOR_CONNECTION
     assert values["AzureWebJobsStorage"] == values["TABLES_CONNECTION_STRING"] == "UseDevelopmentStorage=true"
     assert values["FUNCTIONS_WORKER_RUNTIME"] == "python"
+    # The console shows the outcome lines although host.json keeps "Function" at Warning for Azure.
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["logging"]["logLevel"]["Function"] == "Warning"
+    assert values["AzureFunctionsJobHost__logging__logLevel__Function"] == "Information"
     settings = load_settings(values)
     assert settings.fo_base_url == "https://localhost:8443" and settings.fo_ca_bundle == ca
     assert settings.servicebus_namespace == ""  # the identity settings are empty, so unset
