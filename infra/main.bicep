@@ -24,7 +24,8 @@ param foClientId string
 @description('Client secret of that app; stored in Key Vault, never in app settings')
 param foClientSecret string
 
-@description('When the client secret expires (ISO 8601, as the app registration shows it, e.g. 2027-11-01T00:00:00Z)')
+@minLength(10)
+@description('When the client secret expires (ISO 8601, as the app registration shows it, e.g. 2027-11-01T00:00:00Z): azd env set FO_CLIENT_SECRET_EXPIRES_ON')
 param foClientSecretExpiresOn string
 
 @description('Key Vault purge protection (irreversible; the vault name stays taken 90 days after azd down): on in production')

@@ -15,6 +15,7 @@ param eventSubscriptions bool
 param alertEmail string
 @description('Spread the Function App across availability zones (where the region supports it for Flex Consumption)')
 param zoneRedundant bool = false
+@minLength(10)
 @description('When the Entra client secret expires (ISO 8601, from the app registration): the Key Vault secret carries it and an alert fires 30 days before')
 param foClientSecretExpiresOn string
 @description('Purge protection on the Key Vault: irreversible, and a purged-protected vault keeps its name for 90 days after azd down; production turns it on')

@@ -344,3 +344,11 @@ def test_sampling_is_configured_where_open_telemetry_mode_applies_it(tree, main)
     # host's own per-invocation lines can stay off without losing any of them.
     assert settings["PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"] == "true"
     assert host["logging"]["logLevel"]["Function"] == "Warning"
+
+
+def test_an_unset_secret_expiry_stops_the_deployment_before_anything_is_created(main):
+    # azd passes "" for an unset FO_CLIENT_SECRET_EXPIRES_ON; dateTimeToEpoch("") would fail mid-deployment.
+    decorators = {d["type"]: d.get("argument") for d in main["parameters"]["foClientSecretExpiresOn"]["decorators"]}
+    assert decorators["min_length"] >= len("2027-11-01")
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["foClientSecretExpiresOn"]["value"] == "${FO_CLIENT_SECRET_EXPIRES_ON}"
