@@ -14,7 +14,8 @@ Row = dict[str, Any]
 #: Data Model definitions of the F&O entities (github.com/MicrosoftDocs/common-data-model-and-service,
 #: common-data-model/schema/core/operationsCommon/Entities/SupplyChain/ProductionControl/
 #: ProdProductionOrderHeaderEntity.md, ProdProductionOrderBillOfMaterialsLineEntity.md,
-#: ProdProductionOrderRouteOperationEntity.md; dataAreaId is OData's company key). Nothing else:
+#: ProdProductionOrderRouteOperationEntity.md, and ProductInformationManagement/
+#: EcoResReleasedProductV2Entity.md for ReleasedProductsV2; dataAreaId is OData's company key). Nothing else:
 #: a `$select` or `$filter` on another name is answered 400, as F&O does for a field its entity lacks.
 DOCUMENTED_FIELDS: dict[str, frozenset[str]] = {
     "ProductionOrderHeaders": frozenset(
@@ -57,6 +58,9 @@ DOCUMENTED_FIELDS: dict[str, frozenset[str]] = {
             "ProcessTime",
             "ProcessQuantity",
         }
+    ),
+    "ReleasedProductsV2": frozenset(
+        {"dataAreaId", "ItemNumber", "SearchName", "InventoryUnitSymbol", "TrackingDimensionGroupName", "ProductType"}
     ),
 }
 

@@ -287,6 +287,7 @@ def test_queries_refuse_what_fo_refuses(http, emulator):
         ("ProductionOrderBillOfMaterialLines", "BOMUnitSymbol"),
         ("ProductionOrderBillOfMaterialLines", "OperationNumber"),
         ("ProductionOrderRouteOperations", "OperationResourceId"),
+        ("ReleasedProductsV2", "UnitSymbol"),
     ],
 )
 def test_production_entities_serve_only_documented_fields(http, emulator, entity_set, invented):
