@@ -6,6 +6,8 @@
     python -m devtools.local_func send              one MES event onto its queue in the Service Bus emulator
     python -m devtools.local_func relay             Event Grid for the local host: fan F&O's business events
                                                     out to /runtime/webhooks/eventgrid?functionName=<each>
+    python -m devtools.local_func post FILE         post the Event Grid events in FILE (a JSON array, or one
+                                                    event) to the local host's webhook, like relay does
 
 README "Running on Azure Functions Core Tools" walks through them. The Service Bus emulator's
 config is generated from shared/topology.json (names) and mirrors infra/ (sessions, duplicate
@@ -191,11 +193,17 @@ def relay_server(port: int, deliver: Callable[[list[dict[str, Any]]], None]) -> 
     return ThreadingHTTPServer(("127.0.0.1", port), Handler)
 
 
-def forward_to(host: str, session: requests.Session | None = None, say: Callable[[str], None] = print) -> Callable[..., None]:
+def forward_to(
+    host: str,
+    session: requests.Session | None = None,
+    say: Callable[[str], None] = print,
+    functions: Iterable[str] = EVENT_FUNCTIONS,
+) -> Callable[..., None]:
     http = session or requests.Session()
+    names = tuple(functions)
 
     def deliver(events: list[dict[str, Any]]) -> None:
-        for url, headers, body in webhook_requests(events, host):
+        for url, headers, body in webhook_requests(events, host, names):
             response = http.post(url, data=body, headers=headers, timeout=30)
             say(f"{response.status_code} {url.rsplit('=', 1)[-1]}: {', '.join(str(e.get('eventType')) for e in events)}")
             response.raise_for_status()
@@ -217,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     sending.add_argument("--order", default="P000001", help="a released order of the F&O emulator (P000001..)")
     sending.add_argument("--company", default="USMF")
     sending.add_argument("--connection", default=EMULATOR_CONNECTION)
+    posting = commands.add_parser("post", help="post Event Grid events from a file to the local host")
+    posting.add_argument("file", type=Path, help="a JSON array of Event Grid events, or one event")
+    posting.add_argument("--function", action="append", choices=EVENT_FUNCTIONS, help="only these (default: all three)")
+    posting.add_argument("--host", default="http://localhost:7071")
     relay = commands.add_parser("relay", help="fan the F&O emulator's business events out to the local host")
     relay.add_argument("--port", type=int, default=7072)
     relay.add_argument("--host", default="http://localhost:7071", help="the func start host")
@@ -235,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out}: F&O emulator, Azurite, Service Bus emulator")
     elif args.command == "send":
         print(send(args.connection, args.flow, args.order, args.company))
+    elif args.command == "post":
+        events = json.loads(args.file.read_text())
+        forward_to(args.host, functions=args.function or EVENT_FUNCTIONS)(events if isinstance(events, list) else [events])
     else:
         server = relay_server(args.port, forward_to(args.host))
         print(

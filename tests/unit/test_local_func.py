@@ -22,6 +22,7 @@ from devtools.local_func import (
     emulator_config,
     forward_to,
     local_settings,
+    main,
     mes_event,
     relay_server,
     render_config,
@@ -150,6 +151,7 @@ class _Recorder(BaseHTTPRequestHandler):
 
 
 def test_the_relay_fans_the_emulator_s_events_out_to_the_local_host():
+    _Recorder.seen.clear()
     host = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     threading.Thread(target=host.serve_forever, daemon=True).start()
     said: list[str] = []
@@ -166,3 +168,19 @@ def test_the_relay_fans_the_emulator_s_events_out_to_the_local_host():
     finally:
         relay.shutdown()
         host.shutdown()
+
+
+def test_post_sends_a_file_of_events_to_the_chosen_functions(tmp_path):
+    host = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    _Recorder.seen.clear()
+    event_file = tmp_path / "released.json"
+    released = {"id": "e2", "eventType": "ProductionOrderReleasedBusinessEvent", "data": "{}"}
+    event_file.write_text(json.dumps(released))
+    try:
+        main(["post", str(event_file), "--function", "order_released", "--host", f"http://127.0.0.1:{host.server_port}"])
+    finally:
+        host.shutdown()
+    assert [(path.split("=")[-1], kind, body) for path, kind, body in _Recorder.seen] == [
+        ("order_released", "Notification", [released])
+    ]
