@@ -58,6 +58,14 @@ def resubmit(
     if payload is not None and payload != original:
         _keeps_identity(entry, original, payload)
     body = payload if payload is not None else original
+    kind, real_id = _type_and_id(body)
+    if entry.reason == "wrong_queue":
+        return _reroute(ledger, requeue, entry, body, kind, real_id, who)
+    if payload is not None and kind in INBOUND_QUEUES and kind != entry.flow:
+        raise OperationError(
+            f"an edited resubmission may not change the event type ({entry.flow!r} -> {kind!r}); "
+            "cancel this message and have the MES send a new one"
+        )
     token = secrets.token_hex(8)
     extra = {**entry.extra, "ResubmitToken": token, "Resubmissions": int(entry.extra.get("Resubmissions", 0)) + 1}
     if payload is not None and payload != original:
@@ -77,6 +85,44 @@ def resubmit(
         properties={RESUBMIT: token},
     )
     return Resubmitted(updated, queue)
+
+
+def _type_and_id(body: bytes) -> tuple[str, str]:
+    """The event type and MES message id a payload states ("" where it does not)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return "", ""
+    if not isinstance(document, dict):
+        return "", ""
+    kind, message_id = document.get("type"), document.get("message_id")
+    return (kind if isinstance(kind, str) else ""), (message_id if isinstance(message_id, str) else "")
+
+
+def _reroute(ledger: Ledger, requeue: Requeue, entry: LedgerEntry, body: bytes, kind: str, real_id: str, who: str) -> Resubmitted:
+    """A copy that arrived on another flow's queue goes to the queue of its event type, where it is the
+    message its id names (new, or a duplicate of the real copy: never sent twice). Its own row closes."""
+    queue = INBOUND_QUEUES.get(kind)
+    if queue is None or kind == entry.flow or not real_id:
+        raise OperationError(
+            f"message {entry.message_id}: its payload names no other inbound flow (type {kind!r}); edit it or cancel it"
+        )
+    # Sent first, then the row closes: should the close fail, a second resubmission is a duplicate
+    # on the right queue, whereas a closed row whose copy was never sent would be a lost message.
+    requeue.schedule(
+        queue,
+        body,
+        message_id=f"{real_id}|reroute-{secrets.token_hex(8)}",
+        session_id=entry.production_order or "no-order",
+        delay_s=0,
+        correlation_id=entry.correlation_id or None,
+    )
+    detail = f"resubmitted by {who} to {queue}, the queue of {kind} events, as message {real_id}"
+    try:
+        closed = ledger.transition(entry, State.CANCELLED, reason="rerouted", detail=detail)
+    except LostRace:
+        raise OperationError(f"message {entry.message_id} changed meanwhile; look again") from None
+    return Resubmitted(closed, queue)
 
 
 _IDENTITY = (("message_id", "message id"), ("company", "company"), ("production_order", "production order"))

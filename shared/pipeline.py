@@ -179,6 +179,11 @@ def _out_of_range(sequence: Any) -> bool:
     return number and not 1 <= sequence <= MAX_SEQUENCE
 
 
+def misrouted_id(message_id: str, queue_flow: str) -> str:
+    """The ledger id of a copy that arrived on another flow's queue."""
+    return f"{message_id}|wrong-queue|{queue_flow}"
+
+
 def decode(delivery: Delivery, flow: Flow, settings: Settings) -> tuple[_Identity, MesEvent]:
     """Parse and validate; raises `_Parked` (before the body is read) or `_ParkedAs` (with what it says of itself)."""
     if len(delivery.body) > settings.max_message_bytes:
@@ -197,7 +202,11 @@ def decode(delivery: Delivery, flow: Flow, settings: Settings) -> tuple[_Identit
     kind = raw.get("type")
     if kind != flow.name:
         if isinstance(kind, str) and kind in MES_EVENTS:
-            raise _ParkedAs(identity, "wrong_queue", f"a {kind} event arrived on the {flow.name} queue ({flow.queue})")
+            # Parked under its own id: the real message, on its own queue, keeps its id (and its
+            # place in the order) whichever copy comes first; a resubmission sends this one there.
+            misrouted = replace(identity, message_id=misrouted_id(identity.message_id, flow.name))
+            detail = f"a {kind} event arrived on the {flow.name} queue ({flow.queue}); resubmitting sends it to its own queue"
+            raise _ParkedAs(misrouted, "wrong_queue", detail)
         raise _ParkedAs(identity, "unknown_type", f"unknown event type {str(kind)[:60]!r}; expected {flow.name!r}")
     sequence = raw.get("sequence")
     if _out_of_range(sequence):

@@ -21,7 +21,7 @@ from functions import production_started as started_fn
 from shared import operations
 from shared.ledger import State
 from shared.lineage import BatchRef
-from shared.topology import MES_TOPIC
+from shared.topology import INBOUND_QUEUES, MES_TOPIC
 
 pytestmark = pytest.mark.e2e
 
@@ -190,3 +190,40 @@ def test_a_40k_emoji_infolog_on_a_processed_event_is_kept_whole_and_told_to_mes(
     [outcome] = [json.loads(m.body) for m in stack.broker.queue(MES_TOPIC).active if b'"message_outcome"' in m.body]
     assert outcome["infolog"].startswith(infolog[:1000]) and "50000 UTF-16 units did not fit" in outcome["infolog"]
     assert len(outcome["infolog"].encode()) < 128 * 1024
+
+
+@pytest.mark.parametrize("wrong_first", [True, False])
+def test_a_misrouted_copy_never_blocks_the_real_message_whichever_arrives_first(stack, wrong_first):
+    start = mes.event("production_started", "P000030", {})
+    deliveries = [
+        lambda: consumed_fn.material_consumed(trigger(start)),  # a copy on the wrong queue
+        lambda: started_fn.production_started(trigger(start)),
+    ]
+    for deliver in deliveries if wrong_first else deliveries[::-1]:
+        deliver()
+    ledger = stack.ports.ledger
+    assert ledger.get("USMF", start["message_id"]).state is State.FORWARDED
+    [misrouted] = [e for e in ledger.query(company="USMF", state=State.PARKED) if e.reason == "wrong_queue"]
+    assert misrouted.message_id != start["message_id"] and start["message_id"] in misrouted.message_id
+    assert "production_started event arrived on the material_consumed queue" in misrouted.detail
+    assert stack.emulator.app.send_message_calls == 1
+
+
+def test_resubmitting_a_misrouted_copy_sends_it_to_its_own_queue_once(stack):
+    start = mes.event("production_started", "P000031", {})
+    consumed_fn.material_consumed(trigger(start))  # only the wrong queue ever saw it
+    ledger = stack.ports.ledger
+    assert ledger.get("USMF", start["message_id"]) is None  # the real id stays free for the real message
+    [misrouted] = [e for e in ledger.query(company="USMF", state=State.PARKED) if e.reason == "wrong_queue"]
+    done = operations.resubmit(ledger, stack.ports.requeue, "USMF", misrouted.message_id, who="tester")
+    assert done.queue == INBOUND_QUEUES["production_started"]
+    with stack.host:
+        assert stack.host.wait_idle(30)
+    assert ledger.get("USMF", start["message_id"]).state is State.FORWARDED
+    rerouted = ledger.get("USMF", misrouted.message_id)
+    assert rerouted.state is State.CANCELLED and rerouted.reason == "rerouted"
+    assert INBOUND_QUEUES["production_started"] in rerouted.detail
+    # Resubmitting it again is refused (it is no longer parked); the real message took effect once.
+    with pytest.raises(operations.OperationError):
+        operations.resubmit(ledger, stack.ports.requeue, "USMF", misrouted.message_id)
+    assert stack.emulator.app.send_message_calls == 1
