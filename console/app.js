@@ -109,7 +109,7 @@ function table(caption, headers, rows, attrs) {
 function page(title, ...children) {
   const main = document.getElementById("main");
   const heading = h("h1", { tabindex: "-1" }, title);
-  main.replaceChildren(heading, ...children);
+  main.replaceChildren(heading, ...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
   document.title = `${title} - mes-bridge console`;
   return heading;
 }
@@ -122,7 +122,7 @@ function dialog(title, body, actions) {
     const buttons = actions.map((a) =>
       h("button", { type: "button", class: a.primary ? "primary" : "", disabled: a.disabled, onclick: () => { box.close(a.value); } }, a.label),
     );
-    box.append(h("h2", { id: "dialog-title" }, title), ...body, h("div", { class: "actions" }, buttons));
+    box.append(h("h2", { id: "dialog-title" }, title), ...body.filter(Boolean), h("div", { class: "actions" }, buttons));
     box.addEventListener("close", () => {
       box.remove();
       resolve(box.returnValue || "");
@@ -177,10 +177,11 @@ function chart(series) {
 }
 
 async function overviewPage() {
-  const heading = page("Overview", h("p", {}, "Loading…"));
-  const [view, health] = await Promise.all([api("overview"), api("health")]);
-  if (!view.ok) return page("Overview", h("p", { class: "bad" }, view.data.error));
-  const v = view.data;
+  const view = currentView;
+  const heading = view.page("Overview", h("p", {}, "Loading…"));
+  const [answer, health] = await Promise.all([api("overview"), api("health")]);
+  if (!answer.ok) return view.page("Overview", h("p", { class: "bad" }, answer.data.error));
+  const v = answer.data;
   const checks = (health.data && health.data.checks) || [];
   const healthCard = h(
     "section", { class: "card", "aria-labelledby": "h-health" },
@@ -215,7 +216,7 @@ async function overviewPage() {
       h("td", {}, f.dead_lettered), h("td", {}, f.duplicate), h("td", {}, f.cancelled),
     ),
   );
-  page(
+  view.page(
     "Overview",
     h("p", { class: "lead" }, `As of ${time(v.at)}. Counts of settled messages cover the last hour; stuck ones are counted whatever their age.`,
       " ", h("button", { type: "button", onclick: () => route() }, "Refresh")),
@@ -300,11 +301,12 @@ async function confirmInFo(row) {
 }
 
 async function parkedPage(query) {
+  const view = currentView;
   const f = filterFrom(query);
-  page("Parked & dead-lettered", h("p", {}, "Loading…"));
+  view.page("Parked & dead-lettered", h("p", {}, "Loading…"));
   const params = apiFilter(f);
   const [parked, dead] = await Promise.all([api("parked", { params }), api("dead-lettered", { params: { flow: f.flow } })]);
-  if (!parked.ok) return page("Parked & dead-lettered", h("p", { class: "bad" }, parked.data.error));
+  if (!parked.ok) return view.page("Parked & dead-lettered", h("p", { class: "bad" }, parked.data.error));
   const flow = h("select", { name: "flow" }, h("option", { value: "" }, "any flow"), me.flows.map((x) => h("option", { value: x, selected: x === f.flow }, x)));
   const reason = h("select", { name: "reason" }, h("option", { value: "" }, "any reason"), REASONS.map((x) => h("option", { value: x, selected: x === f.reason }, x)));
   const order = h("input", { name: "order", value: f.order, autocomplete: "off", placeholder: "P000123" });
@@ -315,7 +317,7 @@ async function parkedPage(query) {
     "form", { class: "filters", role: "search", "aria-label": "Filter parked messages" },
     field("Flow", flow), field("Reason", reason), field("Order", order), field("Company", company),
     field("Older than (min)", older), field("At most attempts", attempts),
-    h("div", { class: "field" }, h("button", { type: "submit", class: "primary" }, "Filter"), h("button", { type: "reset" }, "Clear")),
+    h("div", { class: "buttons" }, h("button", { type: "submit", class: "primary" }, "Filter"), h("button", { type: "reset" }, "Clear")),
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -372,7 +374,7 @@ async function parkedPage(query) {
       }, "Put back…")),
     ),
   );
-  const heading = page(
+  const heading = view.page(
     "Parked & dead-lettered",
     form,
     h("h2", {}, `Parked (${rows.length})`),
@@ -464,9 +466,10 @@ async function follow(m) {
 }
 
 async function messagePage(company, id) {
-  page(`Message ${id}`, h("p", {}, "Loading…"));
+  const view = currentView;
+  view.page(`Message ${id}`, h("p", {}, "Loading…"));
   const found = await api("message-detail", { params: { company, id } });
-  if (!found.ok) return page(`Message ${id}`, h("p", { class: "bad" }, found.data.error));
+  if (!found.ok) return view.page(`Message ${id}`, h("p", { class: "bad" }, found.data.error));
   const m = found.data;
   const actions = [];
   if (m.state === "Parked") {
@@ -500,7 +503,7 @@ async function messagePage(company, id) {
   const timeline = h("ol", { class: "timeline" }, m.history.map((step) =>
     h("li", {}, h("time", { datetime: step.at }, time(step.at)), " ", badge(step.state), step.reason ? h("strong", {}, ` ${step.reason}`) : "", step.attempt ? h("small", {}, ` attempt ${step.attempt}`) : "", step.detail ? h("div", { class: "detail" }, step.detail) : "")));
   const fo = m.fo;
-  const heading = page(
+  const heading = view.page(
     `Message ${m.message_id}`,
     h("p", { class: "lead" }, badge(m.state), m.reason ? h("strong", {}, ` ${m.reason}`) : "", ` · ${m.flow} · company ${m.company}`, m.production_order ? [" · order ", orderLink(m.company, m.production_order)] : "", m.sequence !== null ? ` #${m.sequence}` : "", ` · ${m.attempts} attempt(s)`),
     m.detail ? h("p", { class: m.state === "Parked" ? "bad-box" : "" }, m.detail) : null,
@@ -531,7 +534,7 @@ async function messagePage(company, id) {
 
 function lookupForm(fields, go) {
   const controls = fields.map(([name, label, value, extra]) => field(label, extra || h("input", { name, value: value || "", required: true, autocomplete: "off" })));
-  const form = h("form", { class: "filters", role: "search" }, controls, h("div", { class: "field" }, h("button", { type: "submit", class: "primary" }, "Show")));
+  const form = h("form", { class: "filters", role: "search" }, controls, h("div", { class: "buttons" }, h("button", { type: "submit", class: "primary" }, "Show")));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     go(Object.fromEntries(Array.from(form.elements).filter((e) => e.name).map((e) => [e.name, e.value.trim()])));
@@ -540,13 +543,14 @@ function lookupForm(fields, go) {
 }
 
 async function orderPage(company, order) {
+  const view = currentView;
   const form = lookupForm([["company", "Company", company || "USMF"], ["order", "Production order", order]], (v) => {
     location.hash = `#/order/${encodeURIComponent(v.company)}/${encodeURIComponent(v.order)}`;
   });
-  if (!order) return page("Order", form).focus();
-  page(`Order ${order}`, form, h("p", {}, "Loading…"));
+  if (!order) return view.page("Order", form).focus();
+  view.page(`Order ${order}`, form, h("p", {}, "Loading…"));
   const found = await api("order-ladder", { params: { company, order } });
-  if (!found.ok) return page(`Order ${order}`, form, h("p", { class: "bad" }, found.data.error));
+  if (!found.ok) return view.page(`Order ${order}`, form, h("p", { class: "bad" }, found.data.error));
   const o = found.data;
   const ladder = h("ol", { class: "ladder", "aria-label": "MES sequence" }, o.ladder.map((step) => {
     const row = step.row;
@@ -569,7 +573,7 @@ async function orderPage(company, order) {
       },
     }, `Release gap #${o.gaps[0]}…`)
     : null;
-  const heading = page(
+  const heading = view.page(
     `Order ${order}`,
     form,
     h("p", { class: "lead" }, `Watermark #${o.watermark} (every message up to it reached F&O) · ${o.started ? "started" : "not started"}${o.ended ? ", ended" : ""}`,
@@ -638,19 +642,20 @@ function lineageList(batch, follow, company, direction) {
 }
 
 async function lineagePage(company, item, batch, query) {
+  const view = currentView;
   const direction = query.get("direction") || "upstream";
   const select = h("select", { name: "direction" }, ["upstream", "downstream"].map((d) => h("option", { value: d, selected: d === direction }, d === "upstream" ? "upstream (what went into it)" : "downstream (where it went)")));
   const form = lookupForm([["company", "Company", company || "USMF"], ["item", "Item", item], ["batch", "Batch", batch], ["direction", "Direction", direction, select]], (v) => {
     location.hash = `#/lineage/${encodeURIComponent(v.company)}/${encodeURIComponent(v.item)}/${encodeURIComponent(v.batch)}?direction=${v.direction}`;
   });
-  if (!item || !batch) return page("Lineage", form).focus();
-  page(`Lineage of ${item} ${batch}`, form, h("p", {}, "Loading…"));
+  if (!item || !batch) return view.page("Lineage", form).focus();
+  view.page(`Lineage of ${item} ${batch}`, form, h("p", {}, "Loading…"));
   const found = await api("lineage", { params: { company, item, batch, direction, depth: 6 } });
-  if (!found.ok) return page(`Lineage of ${item} ${batch}`, form, h("p", { class: "bad" }, found.data.error));
+  if (!found.ok) return view.page(`Lineage of ${item} ${batch}`, form, h("p", { class: "bad" }, found.data.error));
   const root = { company, direction, tree: found.data.root };
   const follow = direction === "upstream" ? "consumed" : "produced";
   const empty = !(root.tree.orders || []).length;
-  const heading = page(
+  const heading = view.page(
     `Lineage of ${item} ${batch}`,
     form,
     empty ? h("p", {}, `No ${direction} genealogy recorded for ${item} ${batch}.`) : h("div", { class: "card wide scroll" }, graph(root)),
@@ -661,6 +666,15 @@ async function lineagePage(company, item, batch, query) {
 
 /* --- routing ----------------------------------------------------------------------------------------- */
 
+/* A page renders only while it is still the one asked for: an answer that arrives after the
+   operator moved on is dropped instead of replacing the newer page. */
+let routeSeq = 0;
+let currentView = { page };
+function makeView() {
+  const seq = ++routeSeq;
+  return { page: (...args) => (seq === routeSeq ? page(...args) : h("h1")) };
+}
+
 async function route() {
   const [path, queryText] = (location.hash.replace(/^#\/?/, "") || "overview").split("?");
   const parts = path.split("/").map(decodeURIComponent);
@@ -669,6 +683,7 @@ async function route() {
     if (a.dataset.page === parts[0]) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   });
+  currentView = makeView();
   try {
     if (parts[0] === "parked") await parkedPage(query);
     else if (parts[0] === "message") await messagePage(parts[1], parts.slice(2).join("/"));

@@ -124,3 +124,102 @@ def test_overview_then_parked_then_edit_and_resubmit_a_rejected_message_until_it
     entry = stack.ports.ledger.get("USMF", cases.rejected_move["message_id"])
     assert entry.state is State.FORWARDED and entry.extra["EditedBy"] == "Ada Night-Shift"  # the signed-in operator
     assert len(stack.emulator.app.tables["InventoryTransferJournalHeaders"]) == 1
+
+
+def test_a_bulk_resubmit_leaves_in_doubt_out_then_an_in_doubt_one_is_confirmed_and_its_order_moves_on(page, console, stack):
+    expect = playwright_api.expect
+    _, cases = console
+    doubtful = cases.in_doubt
+    page.goto(page.url.split("#")[0] + "#/parked?reason=in_doubt")
+    parked = page.get_by_role("table", name="Parked messages matching the filter")
+    expect(parked.get_by_role("row")).to_have_count(1 + 1 + len(cases.in_doubt_others))
+    # Everything matching: the dry run says what would happen and leaves the in-doubt rows out.
+    page.get_by_role("button", name="Resubmit all matching the filter…").click()
+    dialog = page.get_by_role("dialog", name="Resubmit: what will happen")
+    expect(dialog).to_contain_text("0 message(s) will be resubmitted")
+    expect(dialog).to_contain_text("in doubt (include_in_doubt not set)")
+    expect(dialog.get_by_role("button", name="Resubmit 0 message(s)")).to_be_disabled()
+    shot(page, "bulk-dry-run")
+    page.keyboard.press("Escape")  # a dialog closes from the keyboard, and nothing was changed
+    expect(page.locator("#status")).to_have_text("Nothing was changed.")
+    assert stack.ports.ledger.get("USMF", doubtful["message_id"]).extra.get("Resubmissions") is None
+
+    row = parked.get_by_role("row").filter(has_text=doubtful["message_id"])
+    row.get_by_role("button", name="Confirm in F&O…").click()
+    confirm = page.get_by_role("dialog", name=f"Confirm {doubtful['message_id']} is in F&O")
+    confirm.get_by_label("Where F&O shows it (required)").fill("Message processor messages: Processed")
+    confirm.get_by_role("button", name="Confirm applied in F&O").click()
+    expect(page.locator("#status")).to_have_text(f"{doubtful['message_id']} confirmed: Forwarded.")
+    expect(parked.get_by_role("row")).to_have_count(1 + len(cases.in_doubt_others))
+    entry = stack.ports.ledger.get("USMF", doubtful["message_id"])
+    assert entry.state is State.FORWARDED and entry.detail.startswith("confirmed in F&O by Ada Night-Shift")
+
+    # The order page: its ladder shows the confirmed consumption; the gap order shows where it waits.
+    page.get_by_role("link", name="Order").click()
+    page.get_by_label("Production order").fill(cases.gap_order)
+    page.get_by_role("button", name="Show").click()
+    ladder = page.get_by_role("list", name="MES sequence")
+    expect(ladder.get_by_role("listitem")).to_have_count(3)
+    expect(ladder.get_by_role("listitem").nth(1)).to_contain_text("not received from the MES")
+    shot(page, "order")
+    page.get_by_role("button", name="Release gap #2…").click()
+    release = page.get_by_role("dialog", name="Release gap #2?")
+    release.get_by_label("Why will the MES never send it? (required)").fill("line PC lost it")
+    release.get_by_role("button", name="Release #2").click()
+    expect(page.locator("#status")).to_contain_text("Released #2; resubmitted 1 message(s).")
+    wait_for(stack.ports, "USMF", cases.gap_message["message_id"], {State.FORWARDED, State.PROCESSED})
+    page.reload()
+    expect(ladder.get_by_role("listitem").nth(2)).to_contain_text("Forwarded")
+    expect(ladder.get_by_role("listitem").nth(1)).to_contain_text("skipped")
+
+
+def test_a_lineage_graph_opens_and_its_nodes_lead_to_the_order_and_the_batch(page, console):
+    expect = playwright_api.expect
+    _, cases = console
+    page.get_by_role("link", name="Lineage").click()
+    page.get_by_label("Item").fill(cases.finished_item)
+    page.get_by_label("Batch").fill(cases.finished_batch)
+    page.get_by_role("button", name="Show").click()
+    graph = page.get_by_role("group", name="upstream genealogy graph")
+    expect(graph).to_be_visible()
+    expect(graph.get_by_role("link", name="batch RM-0001 B0001-002")).to_be_visible()
+    shot(page, "lineage")
+    # Nodes are links: reachable with the keyboard, each to its order or its batch.
+    order = graph.get_by_role("link", name=f"production order {cases.finished_order}")
+    order.focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name=f"Order {cases.finished_order}")).to_be_visible()
+    expect(page.get_by_role("list", name="MES sequence").get_by_role("listitem")).to_have_count(4)
+    page.go_back()
+    graph.get_by_role("link", name="batch RM-0002 B0002-001").click()
+    expect(page.get_by_role("heading", name="Lineage of RM-0002 B0002-001")).to_be_visible()
+    page.get_by_label("Direction").select_option("downstream")
+    page.get_by_role("button", name="Show").click()
+    downstream = page.get_by_role("group", name="downstream genealogy graph")
+    expect(downstream.get_by_role("link", name=f"production order {cases.finished_order}")).to_be_visible()
+    expect(downstream.get_by_role("link", name=f"batch {cases.finished_item} {cases.finished_batch}")).to_be_visible()
+
+
+def test_readable_on_a_tablet_and_the_console_refuses_outside_content(browser, console):
+    expect = playwright_api.expect
+    server, cases = console
+    tablet = browser.new_context(viewport={"width": 820, "height": 1180}, has_touch=True)
+    tab = tablet.new_page()
+    refused: list[str] = []
+    tab.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    tab.goto(server.console_url)
+    tab.get_by_label("Your name").fill("Bo Tablet")
+    tab.get_by_role("button", name="Sign in").click()
+    expect(tab.get_by_role("table", name="Messages per flow")).to_be_visible()
+    assert tab.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")  # no sideways scrolling
+    shot(tab, "overview-tablet")
+    # A script from elsewhere is refused by the page's Content-Security-Policy.
+    tab.evaluate(
+        "() => { const s = document.createElement('script'); s.src = 'https://cdn.example.invalid/x.js'; document.head.append(s); }"
+    )
+    tab.wait_for_timeout(300)
+    assert any("cdn.example.invalid" in text for text in refused), refused
+    tab.goto(f"{server.console_url}#/message/USMF/{cases.invalid['message_id']}")
+    expect(tab.get_by_role("heading", name=f"Message {cases.invalid['message_id']}")).to_be_visible()
+    expect(tab.locator("#payload-problems")).to_contain_text("body.lines[0].quantity: at least 0")
+    tablet.close()
