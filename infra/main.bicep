@@ -68,6 +68,9 @@ param alertEmail string = ''
 @description('Spread the Function App across availability zones where the region supports it')
 param zoneRedundant bool = false
 
+@description('Client id of the operator console\'s Entra app registration (app role MesBridge.Operator); empty: no console sign-in')
+param consoleClientId string = ''
+
 var tags = { 'azd-env-name': environmentName }
 
 resource group 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -100,6 +103,7 @@ module resources 'resources.bicep' = {
     eventSubscriptions: eventSubscriptions
     alertEmail: alertEmail
     zoneRedundant: zoneRedundant
+    consoleClientId: consoleClientId
   }
 }
 
@@ -108,3 +112,5 @@ output AZURE_FUNCTION_APP_NAME string = resources.outputs.functionAppName
 output SERVICEBUS_NAMESPACE string = resources.outputs.serviceBusNamespace
 output EVENTGRID_TOPIC_ENDPOINT string = resources.outputs.eventGridTopicEndpoint
 output KEY_VAULT_NAME string = resources.outputs.keyVaultName
+output WORKBOOK_URL string = resources.outputs.workbookUrl
+output CONSOLE_URL string = resources.outputs.consoleUrl

@@ -34,6 +34,8 @@ param alwaysReadyInbound int = 0
 param backlogAgeMinutes int = 15
 @description('Share of the worker\'s spans (dependencies: F&O and Table Storage calls) kept, 0 to 1; logs and the host\'s requests are never sampled')
 param traceSamplingRatio string = '0.1'
+@description('Client id of the operator console\'s Entra app registration (app role MesBridge.Operator); empty: no console sign-in')
+param consoleClientId string = ''
 
 var topology = loadJsonContent('../shared/topology.json')
 // The inbound flows; their queue names are read from topology.json (a test keeps this list in step with it).
@@ -349,7 +351,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
 }
 
 // checkov reads this app-settings resource as web config; its checks belong to the site above:
-//   CKV_AZURE_13 (App Service Authentication: callers use function keys or Event Grid's system key),
+//   CKV_AZURE_13 (App Service Authentication: authsettingsV2 below (consoleSignIn) turns it on for the console;
+//   the operations API and Event Grid's webhook keep their keys),
 //   CKV_AZURE_63/65/66 (HTTP logs, detailed errors, failed request tracing: Application Insights records them),
 //   CKV_AZURE_80 (.NET version: this is a Python app), CKV_AZURE_88 (Azure Files: Flex deploys from blob),
 //   CKV_AZURE_222 (public access: see the site)
@@ -548,6 +551,7 @@ resource deadLettered 'Microsoft.Insights/metricAlerts@2018-03-01' = {
     actions: [
       {
         actionGroupId: responders.id
+        webHookProperties: { workbook: workbookUrl }
       }
     ]
   }
@@ -589,6 +593,7 @@ resource queueNotDraining 'Microsoft.Insights/metricAlerts@2018-03-01' = {
     actions: [
       {
         actionGroupId: responders.id
+        webHookProperties: { workbook: workbookUrl }
       }
     ]
   }
@@ -623,6 +628,7 @@ resource eventsDeadLettered 'Microsoft.Insights/metricAlerts@2018-03-01' = {
     actions: [
       {
         actionGroupId: responders.id
+        webHookProperties: { workbook: workbookUrl }
       }
     ]
   }
@@ -667,6 +673,7 @@ resource backlogAge 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' 
       actionGroups: [
         responders.id
       ]
+      customProperties: { workbook: workbookUrl }
     }
   }
 }
@@ -702,6 +709,7 @@ resource secretExpiry 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview
       actionGroups: [
         responders.id
       ]
+      customProperties: { workbook: workbookUrl }
     }
   }
 }
@@ -762,11 +770,100 @@ resource queryAlerts 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview'
       actionGroups: [
         responders.id
       ]
+      customProperties: { workbook: workbookUrl }
     }
   }
 }]
+
+// --- the operator console: App Service authentication (Entra ID) -----------------------------------
+// The console (/api/console/, /api/console-api/) is anonymous at the Functions host: App Service
+// authentication signs the operator in and passes the validated principal (X-MS-CLIENT-PRINCIPAL);
+// functions/console.py requires the MesBridge.Operator app role on every call. Key-holding callers
+// keep working: the operations API (function keys) and Event Grid's webhook (its system key) are
+// left out of the sign-in redirect, each path by name.
+var operationsRoutes = [
+  'message'
+  'message-detail'
+  'order'
+  'order-ladder'
+  'parked'
+  'dead-lettered'
+  'dead-lettered/resubmit'
+  'resubmit'
+  'cancel'
+  'confirm'
+  'release-gap'
+  'lineage'
+  'health'
+  'overview'
+]
+
+var operationsPaths = [for route in operationsRoutes: '/api/ops/${route}']
+
+// checkov reads this sites/config resource as web config too: the same checks as on the app settings
+// above belong to the site (CKV_AZURE_13 is this resource's very purpose).
+resource consoleSignIn 'Microsoft.Web/sites/config@2024-04-01' = {
+  //checkov:skip=CKV_AZURE_13: this resource is App Service Authentication
+  //checkov:skip=CKV_AZURE_63: see the app settings resource
+  //checkov:skip=CKV_AZURE_65: see the app settings resource
+  //checkov:skip=CKV_AZURE_66: see the app settings resource
+  //checkov:skip=CKV_AZURE_80: see the app settings resource
+  //checkov:skip=CKV_AZURE_88: see the app settings resource
+  //checkov:skip=CKV_AZURE_222: see the app settings resource
+  parent: app
+  name: 'authsettingsV2'
+  properties: {
+    // Without a console registration, authentication stays off (and the console API refuses every call).
+    platform: { enabled: !empty(consoleClientId) }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'RedirectToLoginPage'
+      redirectToProvider: 'azureactivedirectory'
+      excludedPaths: concat(['/runtime/webhooks/eventgrid'], operationsPaths)
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: !empty(consoleClientId)
+        registration: {
+          clientId: consoleClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: ['api://${consoleClientId}', consoleClientId]
+        }
+      }
+    }
+    login: {
+      tokenStore: { enabled: false }
+      preserveUrlFragmentsForLogins: true
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+  }
+}
+
+// --- the operations workbook: the console's overview from Application Insights ----------------------
+resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
+  name: guid(resourceGroup().id, 'mesbridge-operations-workbook')
+  location: location
+  tags: tags
+  kind: 'shared'
+  properties: {
+    displayName: 'mes-bridge operations (${environmentName})'
+    category: 'workbook'
+    sourceId: insights.id
+    version: 'Notebook/1.0'
+    serializedData: replace(replace(loadTextContent('workbook.json'), '__SERVICEBUS_ID__', bus.id), '__APPINSIGHTS_ID__', insights.id)
+  }
+}
+
+// Every alert carries this link (webHookProperties / customProperties, in the common alert schema).
+var workbookUrl = 'https://portal.azure.com/#@${tenant().tenantId}/resource${workbook.id}/workbook'
 
 output functionAppName string = app.name
 output serviceBusNamespace string = bus.name
 output eventGridTopicEndpoint string = events.properties.endpoint
 output keyVaultName string = vault.name
+output workbookUrl string = workbookUrl
+output consoleUrl string = 'https://${app.properties.defaultHostName}/api/console/'

@@ -352,3 +352,71 @@ def test_an_unset_secret_expiry_stops_the_deployment_before_anything_is_created(
     assert decorators["min_length"] >= len("2027-11-01")
     parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
     assert parameters["foClientSecretExpiresOn"]["value"] == "${FO_CLIENT_SECRET_EXPIRES_ON}"
+
+
+def test_the_console_signs_in_with_entra_and_only_key_holding_paths_skip_it(tree):
+    from functions.operations import ACTIONS
+
+    sign_in = props(tree, "consoleSignIn")
+    validation = sign_in["globalValidation"]
+    assert validation["requireAuthentication"] is True and validation["unauthenticatedClientAction"] == "RedirectToLoginPage"
+    # Left out of the sign-in, each by name: the operations API (function keys) and Event Grid's webhook (its system key).
+    assert tree["variables"]["operationsRoutes"]["value"] == list(ACTIONS)
+    excluded = validation["excludedPaths"]["function"]["parameters"]
+    assert excluded == {"arg_1": ["/runtime/webhooks/eventgrid"], "arg_2": "operationsPaths"}
+    text = (INFRA / "resources.bicep").read_text()
+    assert "var operationsPaths = [for route in operationsRoutes: '/api/ops/${route}']" in text
+    assert "/api/console" not in text.split("resource consoleSignIn")[1].split("resource workbook")[0]
+    assert sign_in["identityProviders"]["azureActiveDirectory"]["registration"]["clientId"] == "consoleClientId"
+
+
+def _logged_dimensions() -> set[str]:
+    """The customDimensions an outcome line carries (what shared/telemetry.py logs)."""
+    import logging
+
+    from shared.telemetry import log_outcome
+
+    records: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    class Result:
+        outcome, company, message_id, reason, detail = "forwarded", "USMF", "m-1", "", ""
+        order, correlation_id, fo_ms = "P1", "c-1", 12.0
+
+    log = logging.getLogger("test.dimensions")
+    capture = Capture()
+    log.addHandler(capture)
+    log.setLevel(logging.INFO)
+    try:
+        log_outcome(log, "material_consumed", Result(), duration_ms=1.0, delivery_count=1)
+    finally:
+        log.removeHandler(capture)
+    standard = set(vars(logging.makeLogRecord({})))
+    return set(vars(records[-1])) - standard
+
+
+def test_the_workbook_shows_the_overview_from_application_insights_and_every_alert_links_it(tree):
+    workbook = resource(tree, "workbook")
+    assert workbook["kind"] == "shared" and props(tree, "workbook")["category"] == "workbook"
+    data = json.loads((INFRA / "workbook.json").read_text())
+    assert data["version"] == "Notebook/1.0"
+    items = {item["name"]: item["content"] for item in data["items"]}
+    for name in ("events-per-flow", "fo-latency", "throttled", "parked-by-reason", "in-doubt", "dead-letters"):
+        assert name in items, name
+    assert "percentile(ms, 95)" in items["fo-latency"]["query"]
+    assert items["dead-letters"]["metrics"][0]["metric"].endswith("DeadletteredMessages")
+    # Every dimension a query reads is one the bridge logs (no drift from shared/telemetry.py).
+    logged = _logged_dimensions()
+    for item in data["items"]:
+        for used in re.findall(r"customDimensions\.(\w+)", item["content"].get("query", "")):
+            assert used in logged, f"{item['name']} reads customDimensions.{used}, which no outcome line carries"
+    text = (INFRA / "resources.bicep").read_text()
+    assert "loadTextContent('workbook.json')" in text
+    for name, entry in tree["resources"].items():
+        if entry["type"] == "Microsoft.Insights/metricAlerts":
+            assert all(a["webHookProperties"]["workbook"] == "workbookUrl" for a in props(tree, name)["actions"]), name
+        if entry["type"] == "Microsoft.Insights/scheduledQueryRules":
+            assert props(tree, name)["actions"]["customProperties"]["workbook"] == "workbookUrl", name
