@@ -355,7 +355,7 @@ def test_an_unset_secret_expiry_stops_the_deployment_before_anything_is_created(
 
 
 def test_the_console_signs_in_with_entra_and_only_key_holding_paths_skip_it(tree):
-    from functions.operations import ACTIONS
+    from functions.operations_actions import ACTIONS
 
     sign_in = props(tree, "consoleSignIn")
     validation = sign_in["globalValidation"]
