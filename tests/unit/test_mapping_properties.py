@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from devtools import mes
-from devtools.fo_emulator.contracts import schemas, validate_content
+from devtools.fo_emulator.contracts import check_entity, schemas, validate_content
 from shared import mapping
 from shared.messages import _ID, MES_EVENTS
 from shared.pipeline import content_hash
@@ -125,3 +125,61 @@ def test_any_start_and_end_map_to_content_fo_accepts(started, at, zone, version)
     _accepted(end, version)
     # The date F&O books is the plant's day, whatever offset the MES wrote the instant in.
     assert end.content["EndedDate"] == at.astimezone(ZoneInfo(PLANT_ZONE)).date().isoformat()
+
+
+warehouses = st.sampled_from(["11", "12", "21"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    item=ids,
+    batch=st.none() | ids,
+    to_batch=st.none() | ids,
+    quantity=st.floats(min_value=0.001, max_value=1e9, allow_nan=False, allow_infinity=False),
+    source=warehouses,
+    target=warehouses,
+    location=st.none() | ids.filter(lambda s: len(s) <= 10),
+    at=moments,
+    zone=zones,
+)
+def test_any_move_maps_to_one_transfer_line_typed_as_fo_metadata_declares(
+    item, batch, to_batch, quantity, source, target, location, at, zone
+):
+    body: dict[str, Any] = {"item_number": item, "quantity": quantity}
+    body |= {"from_site": source[0], "from_warehouse": source, "to_site": target[0], "to_warehouse": target}
+    body |= {k: v for k, v in (("batch_number", batch), ("to_location", location)) if v is not None}
+    if to_batch is not None and batch is not None:
+        body["to_batch_number"] = to_batch
+    try:
+        event = _event("inventory_moved", body, at, zone)
+    except ValueError:
+        assume(False)  # a move that changes nothing is refused by the contract
+    call = mapping.inventory_moved(event, _options("2024"))
+    header, line = call.operations
+    assert check_entity(header.path, dict(header.body or {})) == []
+    assert check_entity(line.path, dict(line.body or {})) == []
+    assert line.path == "InventoryTransferJournalEntries" and (line.body or {})["InventoryQuantity"] == quantity
+    # The date F&O books is the plant's day, as Edm.DateTimeOffset.
+    assert (line.body or {})["TransactionDate"] == at.astimezone(ZoneInfo(PLANT_ZONE)).date().isoformat() + "T00:00:00Z"
+    edges = mapping.transferred_edges(event)
+    assert [(e.direction, e.batch, e.warehouse) for e in edges] == (
+        [("consumed", batch, source), ("produced", to_batch or batch, target)] if batch else []
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    item=ids,
+    batch=st.none() | ids,
+    quantity=st.floats(min_value=-1e9, max_value=1e9, allow_nan=False, allow_infinity=False).filter(lambda q: q != 0),
+    at=moments,
+    zone=zones,
+)
+def test_any_adjustment_maps_to_one_movement_line_typed_as_fo_metadata_declares(item, batch, quantity, at, zone):
+    body: dict[str, Any] = {"item_number": item, "quantity": quantity, "site": "1", "warehouse": "11", "offset_account": "600140"}
+    if batch is not None:
+        body["batch_number"] = batch
+    call = mapping.inventory_adjusted(_event("inventory_adjusted", body, at, zone), _options("2024"))
+    for operation in call.operations:
+        assert check_entity(operation.path, dict(operation.body or {})) == []
+    assert (call.operations[1].body or {})["InventoryQuantity"] == quantity
