@@ -315,6 +315,16 @@ def _genealogy(say: Any, shift: Shift, ports: Ports) -> None:
         say(f"    made by production order {node['order']} from:")
         for child in node["consumed"]:
             say(f"      {child['item']} batch {child['batch']}  {child['quantity']:g}")
+    moves = [j for j in shift.expected.journals.values() if j["JournalType"] == "Transfer"]
+    if moves:
+        item, batch = moves[0]["ItemNumber"], moves[0]["SourceItemBatchNumber"]
+        down = ports.lineage.downstream("USMF", item, batch, depth=1)
+        for transfer in down.get("transfers", []):  # type: ignore[attr-defined]
+            moved = sum(child["quantity"] for child in transfer["produced"])
+            say(
+                f"  batch {batch} ({item}) moved {moved:g} from warehouse {transfer['from_warehouse']} "
+                f"to {transfer['to_warehouse']} (transfer journal {transfer['transfer']})"
+            )
 
 
 def _journal_problems(snapshot: dict[str, Any], expected: dict[str, dict[str, Any]]) -> list[str]:

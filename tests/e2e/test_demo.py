@@ -35,6 +35,7 @@ def test_a_small_shift_checks_out(tmp_path):
     assert demo.run(parser_args, out=out) == 0, out.getvalue()
     text = out.getvalue()
     assert "Check against F&O: OK" in text
+    assert "transfer journal T" in text and "moved" in text  # the genealogy follows a moved batch
     assert "work orders sent to MES .... 6" in text
     assert "parked for an operator ..... 2" in text
 
