@@ -158,6 +158,25 @@ def test_every_flow_takes_effect_exactly_once_when_delivered_three_times(stack):
     assert [(b["batch"], b["warehouse"], b["quantity"]) for b in transfer["produced"]] == [("B0004-001", "12", 12.0)]
 
 
+def test_a_batch_to_batch_move_is_one_transfer_line_and_the_genealogy_follows_the_new_batch(stack):
+    body = {"item_number": "RM-0004", "batch_number": "B0004-001", "to_batch_number": "B0004-002", "quantity": 2.0}
+    body |= {"from_site": "1", "from_warehouse": "11", "to_site": "1", "to_warehouse": "11", "to_location": "QC-01"}
+    move = mes.event("inventory_moved", None, body)
+    FUNCTIONS["inventory_moved"](trigger(move))
+    [line] = stack.emulator.app.tables["InventoryTransferJournalEntries"]
+    assert (line["SourceItemBatchNumber"], line["DestinationItemBatchNumber"]) == ("B0004-001", "B0004-002")
+    assert line["DestinationWarehouseLocationId"] == "QC-01" and line["TransactionDate"].endswith("T00:00:00Z")
+    [transfer] = stack.ports.lineage.downstream("USMF", "RM-0004", "B0004-001")["transfers"]
+    assert [child["batch"] for child in transfer["produced"]] == ["B0004-002"]
+    upstream = stack.ports.lineage.upstream("USMF", "RM-0004", "B0004-002")
+    assert upstream["transfers"][0]["consumed"][0]["batch"] == "B0004-001"
+
+    same = mes.event("inventory_moved", None, {**body, "to_batch_number": "B0004-001", "to_location": None})
+    FUNCTIONS["inventory_moved"](trigger({**same, "body": {k: v for k, v in same["body"].items() if v is not None}}))
+    entry = stack.ports.ledger.get("USMF", same["message_id"])
+    assert entry.state is State.PARKED and entry.reason == "invalid_message" and "changes nothing" in entry.detail
+
+
 def test_an_adjustment_posts_once_against_its_offset_account_and_without_one_is_parked(stack):
     emulator = stack.emulator
     body = {"item_number": "RM-0004", "batch_number": "B0004-001", "quantity": -3.0, "site": "1", "warehouse": "11"}
