@@ -463,8 +463,10 @@ class Ledger:
             "LeaseUntil",
             *(name for text in _TEXTS for name in text_properties(text)),
         ]
-        clauses.append("RowKey lt @progress")
-        parameters["progress"] = "~"  # progress rows share the partition; their keys start with "~"
+        # Progress and index rows share the partition; their keys start with "~". A message's key
+        # never does (`safe_key` encodes "~" and U+007F-U+009F), but may start above it ("ö", "😀").
+        clauses.append("(RowKey lt @progress or RowKey ge @beyond )")  # the SDK needs the space
+        parameters.update(progress="~", beyond="\u00a0")
         with storage_call("ledger query"):
             if clauses:
                 rows = self._table.query_entities(" and ".join(clauses), parameters=parameters, select=select)

@@ -7,6 +7,7 @@ message is about (a re-send after an Event Grid retry is dropped by duplicate de
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,9 +26,19 @@ class Envelope:
     properties: dict[str, Any] = field(default_factory=dict)
 
 
+def _utf8_json(message: Outbound) -> bytes:
+    """The message as UTF-8 JSON. A lone surrogate (valid in the JSON F&O sends, e.g. in an infolog;
+    not encodable in UTF-8) becomes "?" instead of stopping the message: Event Grid would retry forever."""
+    try:
+        return message.model_dump_json(exclude_none=True).encode()
+    except ValueError:  # pydantic's serialisation error is a ValueError
+        document = message.model_dump(mode="json", exclude_none=True)
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
+
+
 def envelope(message: Outbound, message_id: str, correlation_id: str | None = None) -> Envelope:
     return Envelope(
-        body=message.model_dump_json(exclude_none=True).encode(),
+        body=_utf8_json(message),
         message_id=message_id[:128],
         session_id=message.production_order or f"company-{message.company}",
         correlation_id=correlation_id,

@@ -228,7 +228,9 @@ def safe_key(value: str) -> str:
     Table Storage refuses `/ \\ # ?` and control characters in keys and caps them at 1 KiB; `%`
     is encoded too so that decoding is unambiguous. Over-long keys keep a prefix and a hash.
     """
-    encoded = "".join("".join(f"%{b:02X}" for b in ch.encode()) if ch in _ENCODED else ch for ch in value)
+    encoded = "".join(
+        "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass")) if ch in _ENCODED or _lone(ch) else ch for ch in value
+    )
     if not encoded:
         return "~empty"
     if utf16_units(encoded) > _MAX_KEY_UNITS:
@@ -241,7 +243,12 @@ def key_value(key: str) -> str:
     """The string that `safe_key` encoded (for keys that were not shortened)."""
     from urllib.parse import unquote
 
-    return "" if key == "~empty" else unquote(key)
+    return "" if key == "~empty" else unquote(key, errors="surrogatepass")
+
+
+def _lone(ch: str) -> bool:
+    """A lone surrogate (valid in JSON text, not in UTF-8): it cannot go into a request's URL as is."""
+    return "\ud800" <= ch <= "\udfff"
 
 
 class OpCounter:

@@ -71,3 +71,10 @@ def test_structured_data_is_stored_whole_and_a_shorter_rewrite_leaves_no_stale_p
     stored = ledger.get("USMF", "extra-1")
     assert stored.extra == {"FoReference": "x"} and stored.unreadable == ()
     assert [row.extra for row in ledger.query(company="USMF") if row.message_id == "extra-1"] == [{"FoReference": "x"}]
+
+
+def test_a_message_id_starting_above_ascii_is_listed(ledger):
+    for message_id in ("ö-1", "😀-2", "警-3", "a-4"):
+        ledger.create(entry(message_id, state=State.PARKED, reason="invalid_message"))
+    listed = {e.message_id for e in ledger.query(company="USMF", state=State.PARKED)}
+    assert listed == {"ö-1", "😀-2", "警-3", "a-4"}
