@@ -26,12 +26,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import azure.functions as func
+
 import function_app
 from devtools import mes
 from devtools.azurite import Azurite
 from devtools.demo import Settled
 from devtools.local_host import InMemoryBroker, LocalHost
 from devtools.local_host.broker import BrokerMesPublisher
+from devtools.local_host.host import HostConfig
 from shared import runtime, tables
 from shared.flows import INBOUND_FLOWS
 from shared.fo_auth import MsalTokenProvider
@@ -134,7 +137,7 @@ def _forwarded_at(ports: Ports, message_ids: list[str]) -> dict[str, float]:
     return times
 
 
-def run_case(case: Case, azurite: Azurite, orders: int, per_order: int, workers: int) -> Figures:
+def run_case(case: Case, azurite: Azurite, orders: int, per_order: int) -> Figures:
     emulator = Emulator(case.latency_ms, case.throttle_rps, orders)
     settled = Settled()
     log = logging.getLogger("mesbridge")
@@ -149,14 +152,13 @@ def run_case(case: Case, azurite: Azurite, orders: int, per_order: int, workers:
                 "TABLES_PREFIX": "b" + case.name.replace(" ", "").replace("/", "")[:20],
                 "GATE_FIRST_WAIT_S": "0.05",
                 "GATE_MAX_WAIT_S": "0.5",
-                "FO_MAX_CONCURRENCY": str(workers),
             }
         )
         broker = InMemoryBroker()
         broker.declare(MES_TOPIC, requires_session=True)
         ports = runtime.build(settings, requeue=broker, publisher=BrokerMesPublisher(broker, MES_TOPIC), dead_letters=broker)
         runtime.install(ports)
-        host = LocalHost(function_app.app, broker, max_concurrent_sessions=workers)
+        host = LocalHost(function_app.app, broker)
         numbers = [f"P{n:06d}" for n in range(1, orders + 1)]
         consumed = INBOUND_FLOWS["material_consumed"]
 
@@ -225,6 +227,44 @@ def run_case(case: Case, azurite: Azurite, orders: int, per_order: int, workers:
         log.removeHandler(settled)
         runtime.install(None)
         emulator.close()
+
+
+@dataclass
+class SessionFigures:
+    name: str
+    config: HostConfig
+    sessions: int
+    work_ms: float
+    seconds: float
+    events_per_s: float
+    idle_releases: int
+
+
+def session_case(name: str, config: HostConfig, rounds: int = 3, work_ms: float = 50.0) -> SessionFigures:
+    """The session pattern of a plant: each production order has one message on the queue.
+
+    One session-enabled function whose work takes `work_ms` (the bridge's own time per event,
+    F&O and Table Storage included) drains `rounds` x maxConcurrentSessions one-message sessions
+    through the local host configured as `config`: events/s per queue per instance."""
+    app = func.FunctionApp()
+    bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+    @bp.function_name("one_per_order")
+    @bp.service_bus_queue_trigger(arg_name="message", queue_name="one-per-order", connection="x", is_sessions_enabled=True)
+    def one_per_order(message: func.ServiceBusMessage) -> None:  # noqa: ARG001 - the trigger binds it by name
+        time.sleep(work_ms / 1000)
+
+    app.register_functions(bp)
+    broker = InMemoryBroker()
+    host = LocalHost(app, broker, config=config)
+    sessions = rounds * config.max_concurrent_sessions
+    with host:
+        started = time.monotonic()
+        for n in range(sessions):
+            broker.send("one-per-order", b"{}", session_id=f"P{n:06d}")
+        host.wait_idle(3600)
+        elapsed = time.monotonic() - started
+    return SessionFigures(name, config, sessions, work_ms, elapsed, sessions / elapsed, host.stats.sessions_released_idle)
 
 
 @dataclass
@@ -422,7 +462,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m devtools.bench", description=__doc__)
     parser.add_argument("--orders", type=int, default=40, help="production orders (one session each)")
     parser.add_argument("--per-order", type=int, default=5, help="events per order in each phase")
-    parser.add_argument("--workers", type=int, default=16, help="concurrent sessions (host.json maxConcurrentSessions)")
     parser.add_argument("--throttle-rps", type=float, default=20.0)
     parser.add_argument("--pacer-seconds", type=float, default=30.0, help="length of each F&O client pacing case")
     parser.add_argument("--write", type=Path, default=ROOT / "BENCHMARKS.md", help="where to write the figures ('-' = nowhere)")
@@ -442,7 +481,7 @@ def main(argv: list[str] | None = None) -> None:
     with Azurite() as azurite:
         for case in cases:
             print(f"running {case.name} ...", flush=True)
-            figures.append(run_case(case, azurite, args.orders, args.per_order, args.workers))
+            figures.append(run_case(case, azurite, args.orders, args.per_order))
         cold = Emulator(0, 0, 10)
         try:
             first_imports, first_build = first_message_cost(

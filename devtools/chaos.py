@@ -437,7 +437,6 @@ def _run(
         host = LocalHost(
             function_app.app,
             broker,
-            max_concurrent_sessions=args.workers,
             before_invoke=chaos.before_invoke,
             after_invoke=chaos.after_invoke,
         )
@@ -798,7 +797,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--intensity", type=float, default=1.0, help="faults this many times as often")
     parser.add_argument("--rate", type=float, default=20.0, help="MES events sent per second")
-    parser.add_argument("--workers", type=int, default=8, help="concurrent sessions")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the bridge to settle")
     parser.add_argument("--log", default="chaos.log")
     return parser

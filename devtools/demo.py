@@ -137,7 +137,7 @@ def _run(args: argparse.Namespace, out: Any, say: Any, log_path: Path, settled: 
         broker.declare(MES_TOPIC, requires_session=True)
         ports = runtime.build(settings, requeue=broker, publisher=BrokerMesPublisher(broker, MES_TOPIC), dead_letters=broker)
         runtime.install(ports)
-        host = LocalHost(function_app.app, broker, max_concurrent_sessions=args.workers)
+        host = LocalHost(function_app.app, broker)
         emulator.subscribe(host.event_grid_sink())
         shift = build_shift(spec, emulator.app.tables["ProductionOrderHeaders"], emulator.app.tables["ItemBatches"])
         for order in shift.orders:  # the planner releases the shift's orders in F&O
@@ -183,7 +183,7 @@ def _console(say: Any, args: argparse.Namespace, broker: InMemoryBroker, emulato
     """Keep the stack up with the operator console on a local port, after adding what a night
     shift finds: a rejected movement, a wrong message, a sequence gap, a consumption in doubt and
     a dead letter (devtools/operator_cases.py)."""
-    host = LocalHost(function_app.app, broker, max_concurrent_sessions=args.workers)
+    host = LocalHost(function_app.app, broker)
     orders = sorted(
         {r["ProductionOrderNumber"] for r in emulator.app.tables["ProductionOrderHeaders"] if r["dataAreaId"] == "usmf"}
     )
@@ -255,7 +255,10 @@ def _report(
     fo_calls = sum(n for route, n in emulator.stats.by_route.items() if route in ("data", "api"))
     events_in = len(shift.events)
     say()
-    say(f"Shift done in {elapsed:.1f} s ({events_in / elapsed:.1f} MES events/s through {host.workers} concurrent sessions)")
+    say(
+        f"Shift done in {elapsed:.1f} s ({events_in / elapsed:.1f} MES events/s; host.json: {host.workers} sessions per function, "
+        f"{host.config.session_idle_timeout_s:g} s session idle timeout, {host.config.thread_count} worker threads)"
+    )
     say(
         f"  MES events sent ............ {events_in}  ({shift.unique_events} distinct, {duplicates_sent} resent by the MES, "
         f"{len(shift.events) - shift.unique_events - duplicates_sent} malformed)"
@@ -412,7 +415,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--throttle-burst", type=float, default=3.0, help="seconds of F&O throttling mid-shift (0 = none)")
     parser.add_argument("--burst-rps", type=float, default=5.0, help="F&O's budget during the burst, requests/s")
     parser.add_argument("--fo-latency-ms", type=float, default=0.0)
-    parser.add_argument("--workers", type=int, default=8, help="concurrent sessions (host.json maxConcurrentSessions)")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--pace", type=float, default=0.04, help="seconds between MES events (0 = as fast as the MES can send)")
     parser.add_argument("--log", default="demo.log")

@@ -146,8 +146,10 @@ class Pacer:
       first time to `decrease` times what F&O served in the second before (once per pause: the
       answers to calls already in flight are the same overload);
     - afterwards, while callers queue, the rate grows by `increase` of itself per second
-      (additive increase), five times slower once within 2 % of the last 429's rate, never past
-      the instance's share of the budget (`FO_INSTANCE_BUDGET_RPS`), where it starts when set.
+      (additive increase), five times slower once within 5 % of the last 429's rate, never past
+      the instance's share of the budget (`FO_INSTANCE_BUDGET_RPS`), where it starts when set;
+    - `probe_after_s` past the last 429's rate without another, slow start again: F&O's budget
+      moves with its load, and a throttling storm must not slow the bridge for minutes after it.
     """
 
     def __init__(
@@ -156,8 +158,9 @@ class Pacer:
         *,
         start_rps: float = 10.0,
         increase: float = 0.01,
-        decrease: float = 0.95,
+        decrease: float = 0.9,
         min_rps: float = 0.2,
+        probe_after_s: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -167,6 +170,7 @@ class Pacer:
         self._increase = increase
         self._decrease = decrease
         self._min_rps = min_rps
+        self._probe_after_s = probe_after_s
         self.rate = budget_rps or start_rps
         self.slow_start = budget_rps is None
         self._next_slot = 0.0
@@ -201,6 +205,11 @@ class Pacer:
                 )
             if self._next_slot > max(now, self._resume_at):
                 # Callers queue for slots (not for a pause): demand exceeds the rate, so probe higher.
+                if not self.slow_start and now - self._last_cut > self._probe_after_s and self.rate >= self._plateau:
+                    # Quiet past the last 429's rate for a while: the budget may be back (a storm
+                    # passed), so probe fast again instead of creeping up for minutes.
+                    self.slow_start = True
+                    self._accepted.clear()
                 if self.slow_start:
                     grown = self.rate * 2 ** (1 / self.rate)
                 else:  # near the rate of the last 429, probe five times slower: fewer pauses
@@ -233,7 +242,7 @@ class Pacer:
                 current = min(current, max(self._min_rps, float(served)))
                 self.slow_start = False
                 self._accepted.clear()
-            self._plateau = 0.98 * current
+            self._plateau = 0.95 * current
             self.rate = max(self._min_rps, current * self._decrease)
 
 

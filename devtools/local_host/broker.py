@@ -3,7 +3,10 @@
 - peek-lock: a received message is invisible until completed, abandoned, or its lock expires;
 - delivery count: incremented on every delivery; at `max_delivery_count` an abandon or a lock
   expiry moves the message to the dead-letter queue with reason MaxDeliveryCountExceeded;
-- sessions: FIFO within a session, one receiver per session at a time, sessions in parallel;
+- sessions: FIFO within a session, one receiver per session at a time, sessions in parallel; a
+  session's lock lasts the queue's lock duration and is renewed by each receive or renewal;
+- lock renewal: a receiver may renew the locks it holds (the Functions host does so while a
+  function runs, up to `maxAutoLockRenewalDuration`);
 - scheduled messages become visible at their enqueue time;
 - duplicate detection: a MessageId seen within the window is accepted and dropped;
 - a size limit (256 KB, Standard tier) refused at send time.
@@ -176,6 +179,82 @@ class InMemoryBroker:
                     return session, token
         return None
 
+    def accept_sessions(self, queue: str, limit: int) -> list[tuple[str, str]]:
+        """Lock up to `limit` sessions that have a visible message, oldest message first (one scan)."""
+        target = self.queue(queue)
+        now = self._clock()
+        accepted: list[tuple[str, str]] = []
+        with self._lock:
+            self._expire_locks(target, now)
+            for message in target.active:
+                if len(accepted) >= limit:
+                    break
+                session = message.session_id or ""
+                if message.available_at <= now and not message.lock_token and session not in target.session_owners:
+                    token = uuid.uuid4().hex
+                    target.session_owners[session] = (token, now + target.lock_duration_s)
+                    accepted.append((session, token))
+        return accepted
+
+    def receive_from_sessions(self, queue: str, held: Mapping[str, str], count: int = 1) -> tuple[list[Lease], set[str]]:
+        """For each session in `held` (session id -> token), its next `count` visible messages in FIFO
+        order, locked for this receiver (one scan); and the held sessions whose lock was lost."""
+        target = self.queue(queue)
+        now = self._clock()
+        leases: list[Lease] = []
+        with self._lock:
+            self._expire_locks(target, now)
+            lost = {s for s, token in held.items() if target.session_owners.get(s, ("", 0.0))[0] != token}
+            done: set[str] = set(lost)
+            taken: dict[str, int] = {}
+            for message in target.active:
+                session = message.session_id or ""
+                if session not in held or session in done:
+                    continue
+                if message.lock_token:
+                    done.add(session)  # FIFO: nothing overtakes a locked message of the session
+                    continue
+                if message.available_at > now:
+                    continue
+                message.delivery_count += 1
+                message.lock_token = uuid.uuid4().hex
+                message.locked_until = now + target.lock_duration_s
+                leases.append(Lease(queue, message, message.lock_token, held[session]))
+                target.session_owners[session] = (held[session], now + target.lock_duration_s)
+                taken[session] = taken.get(session, 0) + 1
+                if taken[session] >= count:
+                    done.add(session)
+        return leases, lost
+
+    def renew(self, lease: Lease) -> bool:
+        """Renew the message's lock and its session's (False when this receiver no longer holds it)."""
+        target = self.queue(lease.queue)
+        now = self._clock()
+        with self._lock:
+            message = lease.message
+            if message.lock_token != lease.lock_token or message not in target.active:
+                return False
+            message.locked_until = now + target.lock_duration_s
+            session = message.session_id or ""
+            owner = target.session_owners.get(session)
+            if lease.session_token and owner is not None and owner[0] == lease.session_token:
+                target.session_owners[session] = (owner[0], now + target.lock_duration_s)
+            return True
+
+    def renew_session(self, queue: str, session: str, token: str) -> bool:
+        target = self.queue(queue)
+        with self._lock:
+            owner = target.session_owners.get(session)
+            if owner is None or owner[0] != token:
+                return False
+            target.session_owners[session] = (token, self._clock() + target.lock_duration_s)
+            return True
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Block until a message is sent or settled, a session released, or `timeout` passes."""
+        with self._lock:
+            self._lock.wait(timeout)
+
     def release_session(self, queue: str, session: str, token: str) -> None:
         target = self.queue(queue)
         with self._lock:
@@ -208,6 +287,10 @@ class InMemoryBroker:
                 message.locked_until = now + target.lock_duration_s
                 return Lease(queue, message, message.lock_token, session_token)
         return None
+
+    def notify(self) -> None:
+        with self._lock:
+            self._lock.notify_all()
 
     def lose_lock(self, lease: Lease) -> None:
         """The receiver's locks end now (a stalled worker, a network blip): the message is visible

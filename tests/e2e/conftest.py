@@ -45,7 +45,7 @@ def stack(emulator: FoEmulator, azurite: Azurite, table_prefix: str, stack_env: 
     broker.declare(MES_TOPIC, requires_session=True)
     ports = runtime.build(settings, requeue=broker, publisher=BrokerMesPublisher(broker, MES_TOPIC), dead_letters=broker)
     runtime.install(ports)
-    host = LocalHost(function_app.app, broker, max_concurrent_sessions=8)
+    host = LocalHost(function_app.app, broker)
     try:
         yield Stack(emulator, broker, host, ports)
     finally:
