@@ -15,11 +15,22 @@ from shared.lineage import Lineage
 from shared.ordering import OrderGate, Progress
 from shared.pipeline import catch_up
 from shared.servicebus import RESUBMIT, DeadLetters, Requeue
+from shared.tables import utf16_units
 from shared.topology import INBOUND_QUEUES
 
 
 class OperationError(Exception):
     """The operation cannot be done as asked; the message says why."""
+
+
+#: An operator's reason or note, in UTF-16 code units: it is stored (ledger detail, the order's
+#: skipped sequences), so it is bounded where it enters rather than refused by the store.
+MAX_NOTE_UNITS = 2000
+
+
+def _short(text: str, what: str) -> None:
+    if utf16_units(text) > MAX_NOTE_UNITS:
+        raise OperationError(f"{what} is {utf16_units(text)} UTF-16 code units; at most {MAX_NOTE_UNITS}")
 
 
 @dataclass(frozen=True)
@@ -165,6 +176,7 @@ def release_gap(
     per missing number."""
     if not reason.strip():
         raise OperationError("releasing a gap needs a reason")
+    _short(reason, "the reason")
     present = [
         e.sequence
         for e in ledger.query(company=company, production_order=order)
@@ -364,6 +376,7 @@ def bulk(
         raise OperationError("a bulk action is resubmit or cancel")
     if action == "cancel" and not reason.strip():
         raise OperationError("cancelling needs a reason")
+    _short(reason, "the reason")
     plan = plan_bulk(ledger, selection, action)
     answer: dict[str, Any] = {
         "action": action,
@@ -397,6 +410,7 @@ def cancel(ledger: Ledger, company: str, message_id: str, reason: str, who: str 
     """Decide that a parked or waiting message must never reach F&O."""
     if not reason.strip():
         raise OperationError("cancelling needs a reason")
+    _short(reason, "the reason")
     entry = ledger.get(company, message_id)
     if entry is None:
         raise OperationError(f"no message {message_id} of {company} in the ledger")
@@ -416,6 +430,7 @@ def confirm_applied(
     forwarded, move the order's watermark past it and write its genealogy, as the forward would have."""
     if not note.strip():
         raise OperationError("confirming needs a note (where F&O shows the message)")
+    _short(note, "the note")
     entry = ledger.get(company, message_id)
     if entry is None:
         raise OperationError(f"no message {message_id} of {company} in the ledger")

@@ -227,3 +227,18 @@ def test_resubmitting_a_misrouted_copy_sends_it_to_its_own_queue_once(stack):
     with pytest.raises(operations.OperationError):
         operations.resubmit(ledger, stack.ports.requeue, "USMF", misrouted.message_id)
     assert stack.emulator.app.send_message_calls == 1
+
+
+def test_an_operators_reason_or_note_of_any_length_is_bounded_where_it_enters(stack):
+    message_id = f"damaged-{uuid.uuid4().hex[:6]}"
+    damaged_row(stack, message_id)
+    huge = "😀" * 60_000
+    for route, handler, body in (
+        ("ops/cancel", http.cancel, {"reason": huge}),
+        ("ops/confirm", http.confirm_applied, {"note": huge}),
+        ("ops/release-gap", http.release_gap, {"reason": huge}),
+    ):
+        params = {"company": "USMF", "id": message_id, "order": "P000027", "missing": "1"}
+        response = handler(request("POST", route, params, body))
+        assert response.status_code == 400 and b"UTF-16 code units" in response.get_body(), route
+    assert stack.ports.ledger.get("USMF", message_id).state is State.PARKED
