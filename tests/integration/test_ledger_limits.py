@@ -78,3 +78,23 @@ def test_a_message_id_starting_above_ascii_is_listed(ledger):
         ledger.create(entry(message_id, state=State.PARKED, reason="invalid_message"))
     listed = {e.message_id for e in ledger.query(company="USMF", state=State.PARKED)}
     assert listed == {"ö-1", "😀-2", "警-3", "a-4"}
+
+
+def test_a_row_with_an_unknown_state_or_a_non_numeric_count_is_read_as_parked_and_says_why(ledger):
+    ledger.table.create_entity(
+        {
+            "PartitionKey": "USMF",
+            "RowKey": "odd-1",
+            "Company": "USMF",
+            "MessageId": "odd-1",
+            "State": "Bogus",
+            "Attempts": "many",
+            "History": "{}",
+            "Extra": "[1, 2]",
+        }
+    )
+    stored = ledger.get("USMF", "odd-1")
+    assert stored is not None and stored.state is State.PARKED and stored.attempts == 0
+    assert {u.name for u in stored.unreadable} == {"State", "Attempts", "History", "Extra"}
+    assert [e.message_id for e in ledger.query(company="USMF", state=State.PARKED)] == []  # stored as Bogus
+    assert "odd-1" in {e.message_id for e in ledger.query(company="USMF")}
