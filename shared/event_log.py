@@ -15,7 +15,10 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
 
 from shared.ledger import utcnow
-from shared.tables import safe_key, storage_call
+from shared.tables import cut_text, safe_key, storage_call
+
+#: F&O's status name as the order's event row keeps it, in UTF-16 code units.
+STATUS_UNITS = 1000
 
 
 class EventLog:
@@ -70,7 +73,8 @@ class EventLog:
                 "PartitionKey": partition,
                 "RowKey": row,
                 "ControlNumber": EntityProperty(control_number, EdmType.INT64),
-                "Status": status,
+                # F&O's status name; bounded, since a property holds 64 KiB whatever an event says.
+                "Status": cut_text(status, STATUS_UNITS, "the order's event row"),
                 "AppliedAt": utcnow(),
             }
             with storage_call("control number write"):
