@@ -1,4 +1,4 @@
-"""F&O business events as Event Grid delivers them (fo-contracts.md §2).
+"""F&O business events as Event Grid delivers them (docs/reference/fo-contracts.md §2).
 
 `data` is a JSON string by default, an object with *Send object in Event Grid data field*. The
 envelope is flat: BusinessEventId, EventId, ControlNumber (increasing, with gaps), EventTime as

@@ -1,4 +1,4 @@
-"""Each flow's mapping from a MES event to the F&O call that carries it (fo-contracts.md §1.3).
+"""Each flow's mapping from a MES event to the F&O call that carries it (docs/reference/fo-contracts.md §1.3).
 
 Pure functions: no I/O, so every mapping is checked against a golden F&O message in unit tests.
 """

@@ -19,7 +19,7 @@ Entities/SupplyChain/…, published as learn.microsoft.com/common-data-model/sch
 
 Entity set names (ProductionOrderHeaders, ProductionOrderBillOfMaterialLines,
 ProductionOrderRouteOperations, ReleasedProductsV2): the public collection names in F&O's
-/data/$metadata as community SDKs generated from it show them (reference/fo-contracts.md §4.3); the
+/data/$metadata as community SDKs generated from it show them (docs/reference/fo-contracts.md §4.3); the
 CDM definitions do not carry them. Check them in your environment's /data/$metadata.
 
 Every read names its fields in `$select`: F&O answers 400 to a field its entity does not have, so a

@@ -1,4 +1,4 @@
-"""The MES message contents F&O accepts (reference/fo-contracts.md §1.3), as validation rules."""
+"""The MES message contents F&O accepts (docs/reference/fo-contracts.md §1.3), as validation rules."""
 
 from __future__ import annotations
 

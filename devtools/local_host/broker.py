@@ -1,4 +1,4 @@
-"""An in-memory Service Bus with the semantics the bridge relies on (reference/azure-platform.md):
+"""An in-memory Service Bus with the semantics the bridge relies on (docs/reference/azure-platform.md):
 
 - peek-lock: a received message is invisible until completed, abandoned, or its lock expires;
 - delivery count: incremented on every delivery; at `max_delivery_count` an abandon or a lock

@@ -1,4 +1,4 @@
-"""The emulator checked against reference/fo-contracts.md: it must refuse what F&O refuses."""
+"""The emulator checked against docs/reference/fo-contracts.md: it must refuse what F&O refuses."""
 
 import json
 import subprocess

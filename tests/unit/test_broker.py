@@ -1,4 +1,4 @@
-"""The in-memory broker against what reference/azure-platform.md says Service Bus does."""
+"""The in-memory broker against what docs/reference/azure-platform.md says Service Bus does."""
 
 import pytest
 

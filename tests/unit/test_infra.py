@@ -259,7 +259,7 @@ def test_the_fo_budget_sets_the_instance_count_and_each_instance_s_share(tree, b
 
 
 def test_the_default_budget_is_f_and_o_s_documented_user_limit(main, tree):
-    # 6,000 requests per user per 5 minutes (fo-contracts.md, service protection): 20 per second.
+    # 6,000 requests per user per 5 minutes (docs/reference/fo-contracts.md §5, service protection): 20 per second.
     assert main["parameters"]["foBudgetPerSecond"]["default"] == 6000 // 300
     scope = {"foBudgetPerSecond": 20}
     assert evaluate("maximumInstanceCount", scope, tree) == 40

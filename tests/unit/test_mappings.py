@@ -1,4 +1,4 @@
-"""Each mapping against a golden F&O message built from reference/fo-contracts.md §1.3."""
+"""Each mapping against a golden F&O message built from docs/reference/fo-contracts.md §1.3."""
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
