@@ -1,10 +1,11 @@
 # Two commands for a new user: `make demo` and `make test`. Both set everything up first.
+# `make quick` while editing: lint, types and the unit tests (no Azurite, no emulator), well under a minute.
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup test lint scan format demo console screenshots bench chaos emulator telemetry-volume smoke clean chromium
+.PHONY: setup quick test lint scan format demo console screenshots bench chaos emulator telemetry-volume smoke clean chromium
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -44,8 +45,16 @@ format: setup
 scan: .venv-checkov/.installed
 	.venv-checkov/bin/checkov --directory infra --framework bicep --quiet --compact --skip-download
 
+# Everything, the chaos run included: the CI gate (.ci/run).
 test: lint scan
 	$(BIN)/pytest
+
+# The inner loop: needs only the venv (no npm, no Chromium), runs only tests/unit.
+quick: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+	$(BIN)/pytest tests/unit -q
 
 demo: setup
 	$(BIN)/python -m devtools.demo $(ARGS)
