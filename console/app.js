@@ -519,6 +519,8 @@ async function messagePage(company, id) {
           h("dt", {}, "received"), h("dd", {}, time(m.received_at)),
           h("dt", {}, "resubmissions"), h("dd", {}, `${m.resubmissions}${m.edited_by ? `, edited by ${m.edited_by}` : ""}`),
           fo.message_page ? [h("dt", {}, "message processor"), h("dd", {}, h("a", { href: fo.message_page, rel: "noopener noreferrer" }, "open in F&O"))] : null),
+        h("h3", {}, "Request (what the bridge sends F&O for this payload)"),
+        fo.request ? pretty(fo.request) : h("p", {}, "None: the payload is not a message the bridge can read."),
         fo.infolog ? [h("h3", {}, "Infolog (F&O's answer)"), pretty(fo.infolog)] : h("p", {}, "No infolog from F&O."),
         h("h3", {}, "MES outcome"),
         m.mes_outcome ? h("p", {}, `Told the MES: ${m.mes_outcome.outcome}` + (m.mes_outcome.infolog ? ` (${m.mes_outcome.infolog.slice(0, 200)})` : "")) : h("p", {}, m.state === "Forwarded" ? "Waiting for F&O's message processor." : "Nothing sent to the MES yet."),

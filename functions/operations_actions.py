@@ -154,7 +154,9 @@ def _trace(call: Call) -> Any:
 
 
 def _detail(call: Call) -> Any:
-    return operations.message_detail(runtime.ports().ledger, *_need(call.req, "company", "id"))
+    ports = runtime.ports()
+    company, message_id = _need(call.req, "company", "id")
+    return operations.message_detail(ports.ledger, company, message_id, options=ports.options)
 
 
 def _order(call: Call) -> Any:

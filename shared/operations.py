@@ -9,7 +9,10 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from shared import mapping
+from shared.flows import INBOUND_FLOWS
 from shared.ledger import Ledger, LedgerEntry, LostRace, State, utcnow
 from shared.lineage import Lineage
 from shared.ordering import OrderGate, Progress
@@ -610,8 +613,22 @@ def overview(
     }
 
 
-def message_detail(ledger: Ledger, company: str, message_id: str) -> dict[str, Any]:
-    """A message's row, its payload as received and what F&O and the MES were told about it."""
+def fo_request(flow_name: str, raw: bytes, options: mapping.MappingOptions) -> dict[str, Any] | None:
+    """The F&O call the bridge makes for this payload (the flow's mapping, as configured now)."""
+    flow = INBOUND_FLOWS.get(flow_name)
+    if flow is None or not raw:
+        return None
+    try:
+        call = flow.map(flow.event.model_validate_json(raw), options)
+    except (ValidationError, ValueError) as exc:
+        return {"error": f"this payload maps to no F&O call: {str(exc)[:400]}"}
+    return {"kind": type(call).__name__, **asdict(call)}
+
+
+def message_detail(
+    ledger: Ledger, company: str, message_id: str, options: mapping.MappingOptions | None = None
+) -> dict[str, Any]:
+    """A message's row, its payload as received, the F&O call it makes and what F&O and the MES were told about it."""
     entry = ledger.get(company, message_id)
     if entry is None:
         raise OperationError(f"no message {message_id} of {company} in the ledger")
@@ -640,6 +657,7 @@ def message_detail(ledger: Ledger, company: str, message_id: str) -> dict[str, A
             "infolog": entry.infolog,
             "message_page": extra.get("FoMessagePage", ""),
             "content_hash": extra.get("ContentHash", ""),
+            "request": fo_request(entry.flow, raw, options) if options is not None else None,
         },
         "mes_outcome": outcome,
         "resubmissions": int(extra.get("Resubmissions", 0)),

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 import function_app
+from devtools import mes
 from devtools.console_server import ConsoleServer
-from devtools.operator_cases import Cases, seed, wait_for
+from devtools.operator_cases import Cases, seed, send, wait_for
 from shared.ledger import State
 
 pytestmark = pytest.mark.e2e
@@ -108,6 +109,10 @@ def test_overview_then_parked_then_edit_and_resubmit_a_rejected_message_until_it
     parked.get_by_role("link", name=cases.rejected_move["message_id"]).click()
     expect(page.get_by_role("heading", name=f"Message {cases.rejected_move['message_id']}")).to_be_visible()
     expect(page.get_by_text("Warehouse 99 does not belong to site 1").first).to_be_visible()
+    # The F&O request the payload makes: the transfer journal's header and line in one changeset.
+    request = page.get_by_role("heading", name="Request (what the bridge sends F&O for this payload)")
+    expect(request.locator("xpath=following-sibling::pre[1]")).to_contain_text('"kind": "Changeset"')
+    expect(request.locator("xpath=following-sibling::pre[1]")).to_contain_text("InventoryTransferJournalEntries")
     editor = page.get_by_label("Payload (checked against")
     text = editor.input_value()
     # The page checks the edit against the MES schema and the message's identity before sending.
@@ -223,3 +228,20 @@ def test_readable_on_a_tablet_and_the_console_refuses_outside_content(browser, c
     expect(tab.get_by_role("heading", name=f"Message {cases.invalid['message_id']}")).to_be_visible()
     expect(tab.locator("#payload-problems")).to_contain_text("body.lines[0].quantity: at least 0")
     tablet.close()
+
+
+def test_markup_in_a_message_is_shown_as_text(page, console, stack):
+    expect = playwright_api.expect
+    hostile = mes.event(
+        "material_consumed",
+        "P000014",
+        {"lines": [{"item_number": "<img src=x onerror=document.title='owned'>", "quantity": 1}]},
+        correlation_id="<script>document.title='owned'</script>",
+    )
+    send(stack.broker, hostile)
+    wait_for(stack.ports, "USMF", hostile["message_id"], {State.PARKED})
+    page.goto(page.url.split("#")[0] + f"#/message/USMF/{hostile['message_id']}")
+    expect(page.get_by_role("heading", name=f"Message {hostile['message_id']}")).to_be_visible()
+    expect(page.get_by_text("<img src=x onerror=").first).to_be_visible()
+    assert page.locator("main img, main script").count() == 0
+    assert page.title() != "owned"
