@@ -82,6 +82,9 @@ class Stats:
     slowed: int = 0
     unauthorized: int = 0
     token_requests: int = 0
+    #: The most calls inside their added latency at once: 1 would mean the emulator serialises what
+    #: F&O serves in parallel, and every latency figure measured against it would be the emulator's.
+    peak_overlap: int = 0
     by_route: dict[str, int] = field(default_factory=dict)
 
 
@@ -206,6 +209,7 @@ class FoEmulator:
         self.companies = {self.config.plant.company, self.config.plant.other_company}
         self.stats = Stats()
         self._stats_lock = threading.Lock()
+        self._in_latency = 0
         self._rng = random.Random(self.config.seed)
         self._rng_lock = threading.Lock()
         self._bucket = _Bucket(self.config.throttle)
@@ -303,6 +307,16 @@ class FoEmulator:
             for name, n in increments.items():
                 setattr(self.stats, name, getattr(self.stats, name) + n)
 
+    def _delay(self, seconds: float) -> None:
+        with self._stats_lock:
+            self._in_latency += 1
+            self.stats.peak_overlap = max(self.stats.peak_overlap, self._in_latency)
+        try:
+            time.sleep(seconds)
+        finally:
+            with self._stats_lock:
+                self._in_latency -= 1
+
     def _random(self) -> float:
         with self._rng_lock:
             return self._rng.random()
@@ -385,7 +399,7 @@ class FoEmulator:
             faults = self.config.faults
             if faults.latency_ms or faults.latency_tail:
                 extra = faults.latency_ms * (self._rng.paretovariate(faults.latency_tail) if faults.latency_tail else 1.0)
-                time.sleep(min(extra, 30000) / 1000)
+                self._delay(min(extra, 30000) / 1000)
             roll = self._random()
             if roll < faults.error_5xx_rate:
                 self._count(injected_5xx=1)
