@@ -9,6 +9,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from devtools.azurite import Azurite
@@ -42,34 +43,54 @@ def count_nodes(tree: dict[str, Any], key: str) -> int:
     return 1 + sum(count_nodes(child, key) for order in tree["orders"] for child in order[key])
 
 
-def measure(queries: list[Callable[[], dict[str, Any]]], key: str) -> tuple[float, float, float]:
-    timings, sizes = [], []
-    for query in queries:
+@dataclass(frozen=True)
+class Answer:
+    """One timed query and the tree it returned (a test checks the trees against the generated history)."""
+
+    direction: str  # "upstream" or "downstream"
+    ref: tuple[str, str]
+    depth: int
+    tree: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Measured:
+    report: str
+    answers: list[Answer]
+
+
+def measure(
+    lineage: Lineage, refs: list[tuple[str, str]], direction: str, depth: int
+) -> tuple[float, float, float, list[Answer]]:
+    query: Callable[..., dict[str, Any]] = lineage.upstream if direction == "upstream" else lineage.downstream
+    key = "consumed" if direction == "upstream" else "produced"
+    timings, sizes, answers = [], [], []
+    for ref in refs:
         started = time.perf_counter()
-        tree = query()
+        tree = query("USMF", ref[0], ref[1], depth=depth)
         timings.append((time.perf_counter() - started) * 1000)
         sizes.append(count_nodes(tree, key))
-    return statistics.median(timings), max(timings), statistics.mean(sizes)
+        answers.append(Answer(direction, ref, depth, tree))
+    return statistics.median(timings), max(timings), statistics.mean(sizes), answers
 
 
-def run(days: int, orders_per_day: int, samples: int, seed: int, connection_string: str) -> str:
+def run(days: int, orders_per_day: int, samples: int, seed: int, connection_string: str) -> Measured:
     lineage = Lineage(table(connect(connection_string), f"lineage{seed}x{days}"))
     edges, finished, raw = generate_year(days, orders_per_day, seed)
     started = time.perf_counter()
     lineage.record(edges)
     written = time.perf_counter() - started
     rng = random.Random(seed + 1)
-    up = [lambda ref=ref: lineage.upstream("USMF", ref[0], ref[1], depth=5) for ref in rng.sample(finished, samples)]
-    down = [lambda ref=ref: lineage.downstream("USMF", ref[0], ref[1], depth=3) for ref in rng.sample(raw[:200], samples)]
-    up_median, up_max, up_nodes = measure(up, "consumed")  # type: ignore[arg-type]
-    down_median, down_max, down_nodes = measure(down, "produced")  # type: ignore[arg-type]
+    up_median, up_max, up_nodes, up = measure(lineage, rng.sample(finished, samples), "upstream", 5)
+    down_median, down_max, down_nodes, down = measure(lineage, rng.sample(raw[:200], samples), "downstream", 3)
     orders = days * orders_per_day
-    return (
+    report = (
         f"Lineage over {days} days: {orders} production orders, {len(edges)} edges ({2 * len(edges)} rows), written in {written:.1f} s.\n"
         f"- upstream (which batches went into finished batch X, depth 5): median {up_median:.0f} ms, max {up_max:.0f} ms, {up_nodes:.1f} batches per answer\n"
         f"- downstream (where did raw batch Y go, depth 3): median {down_median:.0f} ms, max {down_max:.0f} ms, {down_nodes:.1f} batches per answer\n"
         f"({samples} queries each, Azurite on this machine; `python -m devtools.lineage_bench --days {days} --orders-per-day {orders_per_day}`)"
     )
+    return Measured(report, up + down)
 
 
 def main() -> None:
@@ -80,7 +101,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
     with Azurite() as azurite:
-        print(run(args.days, args.orders_per_day, args.samples, args.seed, azurite.connection_string))
+        print(run(args.days, args.orders_per_day, args.samples, args.seed, azurite.connection_string).report)
 
 
 if __name__ == "__main__":

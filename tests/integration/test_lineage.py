@@ -109,13 +109,41 @@ def test_a_move_without_a_batch_is_no_genealogy(lineage):
     assert mapping.transferred_edges(InventoryMoved.model_validate(document)) == []
 
 
+def expected_tree(edges, ref, depth, link, follow, seen=frozenset()):
+    """The tree a lineage query must give, walked over the generated edges in memory: the same shape,
+    depth limit and "seen before: not walked again" rule, none of the storage."""
+    node = {"item": ref[0], "batch": ref[1], "orders": []}
+    if depth <= 0 or ref in seen:
+        node["truncated"] = depth <= 0
+        return node
+    seen = seen | {ref}
+    for order in sorted({e.order for e in edges if e.direction == link and (e.item, e.batch) == ref}):
+        quantities: dict[tuple[str, str], float] = {}
+        for e in edges:
+            if e.order == order and e.direction == follow:
+                quantities[(e.item, e.batch)] = quantities.get((e.item, e.batch), 0.0) + e.quantity
+        children = [
+            {**expected_tree(edges, child, depth - 1, link, follow, seen), "quantity": quantity}
+            for child, quantity in sorted(quantities.items())
+        ]
+        node["orders"].append({"order": order, follow: children})
+    return node
+
+
 def test_a_generated_month_of_production_is_answered_and_measured(azurite, capsys):
-    _edges, finished, raw = generate_year(30, 4, seed=3)
+    edges, finished, raw = generate_year(30, 4, seed=3)
     assert len(finished) == 120 and raw
-    report = run(30, 4, samples=5, seed=3, connection_string=azurite.connection_string)
+    measured = run(30, 4, samples=5, seed=3, connection_string=azurite.connection_string)
     with capsys.disabled():
-        print("\n" + report)
-    assert "upstream" in report and "downstream" in report
+        print("\n" + measured.report)
+    assert [a.direction for a in measured.answers] == ["upstream"] * 5 + ["downstream"] * 5
+    for answer in measured.answers:
+        link, follow = ("produced", "consumed") if answer.direction == "upstream" else ("consumed", "produced")
+        expected = expected_tree(edges, answer.ref, answer.depth, link, follow)
+        assert answer.tree == expected, (answer.direction, answer.ref)
+    # Not vacuous: every finished batch has an order with at least three inputs, and raw batches went somewhere.
+    assert all(len(a.tree["orders"][0]["consumed"]) >= 3 for a in measured.answers if a.direction == "upstream")
+    assert any(a.tree["orders"] for a in measured.answers if a.direction == "downstream")
 
 
 def test_one_message_naming_the_same_batch_twice_is_one_edge_with_the_summed_quantity(lineage):
