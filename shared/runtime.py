@@ -19,7 +19,7 @@ from shared.ordering import OrderGate
 from shared.pipeline import Ports
 from shared.servicebus import DeadLetters, Requeue, ServiceBusDeadLetters, ServiceBusRequeue
 from shared.settings import Settings, get_settings
-from shared.tables import service_client, table
+from shared.tables import EVENTS_TABLE, LEDGER_TABLE, LINEAGE_TABLE, service_client, table
 from shared.topology import MES_TOPIC
 
 _lock = threading.Lock()
@@ -38,7 +38,7 @@ def build(
     tables = service_client(settings)
     prefix = settings.tables_prefix
     # Progress rows share the ledger's partitions: "forwarded" and "the watermark moved" are one transaction.
-    ledger_table = table(tables, prefix + "Ledger")
+    ledger_table = table(tables, prefix + LEDGER_TABLE)
     return Ports(
         settings=settings,
         fo=FoClient(settings, tokens, session),
@@ -48,9 +48,9 @@ def build(
             gap_timeout_s=settings.gate_gap_timeout_s,
             require_start=settings.gate_require_start,
         ),
-        lineage=Lineage(table(tables, prefix + "Lineage")),
+        lineage=Lineage(table(tables, prefix + LINEAGE_TABLE)),
         requeue=requeue or ServiceBusRequeue(settings),
-        events=EventLog(table(tables, prefix + "Events")),
+        events=EventLog(table(tables, prefix + EVENTS_TABLE)),
         publisher=publisher or ServiceBusMesPublisher(settings, MES_TOPIC),
         dead_letters=dead_letters or ServiceBusDeadLetters(settings),
         options=MappingOptions.from_settings(settings),

@@ -25,6 +25,14 @@ from azure.data.tables import EdmType, EntityProperty, TableClient, TableService
 from shared.errors import EntityTooLarge, Transient
 from shared.settings import Settings
 
+# The tables the bridge keeps, each named TABLES_PREFIX + this. The order progress and the content
+# index live in the ledger's table (one partition per order: "forwarded" and "the watermark moved"
+# are one transaction), so there is no table of their own.
+LEDGER_TABLE = "Ledger"
+LINEAGE_TABLE = "Lineage"
+EVENTS_TABLE = "Events"
+TABLES = (LEDGER_TABLE, LINEAGE_TABLE, EVENTS_TABLE)
+
 _ENCODED = set("/\\#?%~") | {chr(c) for c in range(0x20)} | {chr(c) for c in range(0x7F, 0xA0)}
 _MAX_KEY_UNITS = 400  # a key holds 1 KiB = 512 UTF-16 code units; the rest is margin
 
