@@ -75,3 +75,14 @@ def test_the_tables_the_readme_names_are_the_tables_the_bridge_keeps():
     assert re.findall(r"`<prefix>(\w+)`", row[2]) == list(TABLES)
     runtime = (ROOT / "shared" / "runtime.py").read_text()
     assert not re.search(r'prefix \+ "', runtime), "name tables with shared.tables' constants (and list them in TABLES)"
+
+
+def test_every_reference_the_code_cites_is_in_the_repository():
+    cited: set[str] = set()
+    for folder in ("shared", "functions", "devtools", "tests"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            cited |= set(re.findall(r"docs/reference/[\w.-]+\.md", text))
+            assert not re.search(r"(?<!docs/)\breference/[\w.-]+\.md", text), f"{path}: cite docs/reference/..."
+    cited |= set(re.findall(r"docs/reference/[\w.-]+\.md", README))
+    assert cited and all((ROOT / name).is_file() for name in cited), cited
