@@ -62,6 +62,7 @@ from shared.ledger import State
 from shared.mes_publisher import Envelope, MesPublisher
 from shared.messages import MES_EVENTS
 from shared.pipeline import Ports, content_hash
+from shared.reasons import ParkReason
 from shared.settings import load_settings
 from shared.topology import MES_TOPIC
 
@@ -544,8 +545,8 @@ def _operator(
     )
     for _ in range(6):
         parked = list(ports.ledger.query(state=State.PARKED))
-        in_doubt = [e for e in parked if e.reason == "in_doubt"]
-        waited = [e for e in parked if e.reason in ("gap", "no_start")]
+        in_doubt = [e for e in parked if e.reason == ParkReason.IN_DOUBT]
+        waited = [e for e in parked if e.reason in (ParkReason.GAP, ParkReason.NO_START)]
         if not in_doubt and not waited and not broker.dead_letters():
             break
         resolution.rounds += 1
@@ -562,7 +563,7 @@ def _operator(
             resolution.in_doubt_resubmitted.append(entry.message_id)
         if in_doubt:
             _settle(host, emulator, ports, timeout)
-            waited = [e for e in ports.ledger.query(state=State.PARKED) if e.reason in ("gap", "no_start")]
+            waited = [e for e in ports.ledger.query(state=State.PARKED) if e.reason in (ParkReason.GAP, ParkReason.NO_START)]
         for entry in waited:
             operations.resubmit(
                 ports.ledger, ports.requeue, entry.company, entry.message_id, note="its predecessor is in F&O now"

@@ -37,8 +37,10 @@ def answer(action: Action, req: func.HttpRequest, who: str) -> func.HttpResponse
     try:
         body = action.run(Call(req, who))
         status = action.status
+    except operations.NoSuchMessage as exc:
+        body, status = {"error": str(exc)}, 404
     except operations.OperationError as exc:
-        body, status = {"error": str(exc)}, 404 if str(exc).startswith("no message") else 400
+        body, status = {"error": str(exc)}, 400
     except _Unhealthy as exc:
         body, status = exc.report, 503
     return func.HttpResponse(

@@ -7,6 +7,8 @@ or stop and tell an administrator (AuthError, ConfigError).
 
 from __future__ import annotations
 
+from shared.reasons import ParkReason
+
 
 class BridgeError(Exception):
     """Base of every error the bridge raises on purpose."""
@@ -41,7 +43,7 @@ class Throttled(Transient):
 class BusinessRejection(BridgeError):
     """F&O refused the content (4xx or a write exception with an infolog). Never retried."""
 
-    reason = "rejected"
+    reason: str = ParkReason.REJECTED
 
     def __init__(self, message: str, *, infolog: str = "", status: int | None = None) -> None:
         super().__init__(message, status=status)
@@ -73,7 +75,9 @@ class ConfigError(BridgeError):
 class InvalidMessage(BridgeError):
     """The inbound message cannot be processed as sent. Parked, never retried."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    reason: ParkReason
+
+    def __init__(self, reason: ParkReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 

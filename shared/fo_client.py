@@ -37,6 +37,7 @@ from shared.errors import (
     Transient,
 )
 from shared.fo_auth import TokenProvider
+from shared.reasons import ParkReason
 from shared.settings import Settings
 from shared.telemetry import THROTTLED
 
@@ -56,7 +57,7 @@ def message_content(content: Mapping[str, Any]) -> str:
 class InDoubt(Transient):
     """The request was sent, but no answer came back: F&O may or may not have acted on it."""
 
-    reason = "in_doubt"
+    reason: str = ParkReason.IN_DOUBT
 
 
 def parse_retry_after(value: str | None, fallback: float, now: datetime | None = None) -> float:

@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from pydantic import ValidationError
@@ -37,6 +38,7 @@ from shared.mes_publisher import envelope
 from shared.outbound import BomLine, MessageOutcome, OrderStatusChanged, RouteOperation, WorkOrder
 from shared.pipeline import Ports, catch_up
 from shared.production_order import read_released_order
+from shared.reasons import ParkReason
 from shared.tables import cut_text
 
 #: F&O's infolog in a MES message: 32K UTF-16 units (at most 128 KB of UTF-8).
@@ -46,9 +48,21 @@ MES_INFOLOG_UNITS = 32 * 1024
 MATCH_GRACE = timedelta(minutes=10)
 
 
+class Handling(StrEnum):
+    """What became of one F&O business event (logged, and kept in the event log as its outcome)."""
+
+    PUBLISHED = "published"  # told MES
+    IGNORED = "ignored"  # not for the bridge, or not final yet
+    DUPLICATE = "duplicate"  # this event, or its content, was handled before
+    STALE = "stale"  # an older release of an order MES has already
+    SUPERSEDED = "superseded"  # an older status than the one MES has
+    MATCHED = "matched"  # settled the MES message F&O processed
+    PARKED = "parked"  # kept in the ledger for an operator
+
+
 @dataclass(frozen=True)
 class Handled:
-    outcome: str  # published, ignored, duplicate, stale, superseded, matched, parked
+    outcome: Handling
     detail: str = ""
 
 
@@ -68,10 +82,10 @@ def order_released(event: BusinessEvent, ports: Ports) -> Handled:
     """Re-read the released order over OData and publish one work order to MES."""
     company, order = _company(event, ports), event.text("ProductionOrderNumber")
     if not order:
-        return Handled("ignored", "the event names no production order")
+        return Handled(Handling.IGNORED, "the event names no production order")
     applied = ports.events.applied(RELEASE, company, order)
     if applied is not None and event.control_number <= applied[0]:
-        return Handled("stale", f"a release with ControlNumber {applied[0]} was published for this order already")
+        return Handled(Handling.STALE, f"a release with ControlNumber {applied[0]} was published for this order already")
     read = read_released_order(ports.fo, company, order)
     header = read.header
     try:
@@ -118,7 +132,7 @@ def order_released(event: BusinessEvent, ports: Ports) -> Handled:
     message_id = mes_message_id("work-order", company, order, event.control_number)
     ports.publisher.publish(envelope(work_order, message_id, correlation_id=event.event_id))
     ports.events.apply_control_number(RELEASE, company, order, event.control_number, "Released")
-    return Handled("published", f"work order {order}: {len(read.bom)} BOM lines, {len(read.route)} operations")
+    return Handled(Handling.PUBLISHED, f"work order {order}: {len(read.bom)} BOM lines, {len(read.route)} operations")
 
 
 def _park_work_order(event: BusinessEvent, ports: Ports, company: str, order: str, exc: ValidationError) -> Handled:
@@ -131,7 +145,7 @@ def _park_work_order(event: BusinessEvent, ports: Ports, company: str, order: st
         message_id=mes_message_id("work-order", company, order, event.control_number),
         state=State.PARKED,
         flow="order_released",
-        reason="invalid_work_order",
+        reason=ParkReason.INVALID_WORK_ORDER,
         detail=detail,
         production_order=order,
         correlation_id=event.event_id,
@@ -139,14 +153,14 @@ def _park_work_order(event: BusinessEvent, ports: Ports, company: str, order: st
     )
     with contextlib.suppress(LostRace):  # parked by an earlier delivery of the same release
         ports.ledger.create(entry)
-    return Handled("parked", detail)
+    return Handled(Handling.PARKED, detail)
 
 
 def order_status_changed(event: BusinessEvent, ports: Ports) -> Handled:
     company, order = _company(event, ports), event.text("ProductionOrderNumber")
     status = event.text("ProductionOrderStatus")
     if not order or not status:
-        return Handled("ignored", "the event names no production order or status")
+        return Handled(Handling.IGNORED, "the event names no production order or status")
     applied = ports.events.applied(STATUS, company, order)
     if applied is not None and event.control_number <= applied[0]:
         return _superseded(event, status, applied)
@@ -166,15 +180,15 @@ def order_status_changed(event: BusinessEvent, ports: Ports) -> Handled:
         # `fo_control_number` tells it which is current.
         newer = ports.events.applied(STATUS, company, order)
         return Handled(
-            "published",
+            Handling.PUBLISHED,
             f"{order} is {status}; a newer status ({newer[1] if newer else '?'}) was published meanwhile",
         )
-    return Handled("published", f"{order} is {status}")
+    return Handled(Handling.PUBLISHED, f"{order} is {status}")
 
 
 def _superseded(event: BusinessEvent, status: str, applied: tuple[int, str]) -> Handled:
     return Handled(
-        "superseded",
+        Handling.SUPERSEDED,
         f"status {status} (ControlNumber {event.control_number}) is older than {applied[1]} "
         f"(ControlNumber {applied[0]}), which MES has already",
     )
@@ -186,7 +200,7 @@ def message_processed(event: BusinessEvent, ports: Ports) -> Handled:
     content = event.text("MessageContent")
     state = event.text("MessageState")
     if state not in ("Processed", "Failed"):
-        return Handled("ignored", f"message state {state or 'missing'} is not final")
+        return Handled(Handling.IGNORED, f"message state {state or 'missing'} is not final")
     digest = hashlib.sha256(content.encode()).hexdigest()
     candidates = [
         e for e in (ports.ledger.get(company, m) for m in messages_with_content(ports.ledger, company, digest)) if e is not None
@@ -194,7 +208,7 @@ def message_processed(event: BusinessEvent, ports: Ports) -> Handled:
     open_entries = [
         e
         for e in candidates
-        if e.state in (State.FORWARDED, State.FORWARDING) or (e.state is State.PARKED and e.reason == "in_doubt")
+        if e.state in (State.FORWARDED, State.FORWARDING) or (e.state is State.PARKED and e.reason == ParkReason.IN_DOUBT)
     ]
     if not open_entries and state == "Processed":
         # F&O's message processor lets an operator re-process a Failed message (Failed -> Queued
@@ -202,10 +216,10 @@ def message_processed(event: BusinessEvent, ports: Ports) -> Handled:
         open_entries = [e for e in candidates if e.state is State.FAILED]
     if not open_entries:
         if candidates:
-            return Handled("duplicate", "every MES message with this content was settled already")
+            return Handled(Handling.DUPLICATE, "every MES message with this content was settled already")
         age = datetime.now(UTC) - (event.event_time or datetime.now(UTC))
         if age > MATCH_GRACE:
-            return Handled("ignored", "no MES message sent by the bridge has this content")
+            return Handled(Handling.IGNORED, "no MES message sent by the bridge has this content")
         raise Transient("no ledger row matches the processed message yet; Event Grid will retry")
     entry = open_entries[0]
     return _settle(entry, event, state, ports, company)
@@ -248,14 +262,14 @@ def _settle(entry: LedgerEntry, event: BusinessEvent, state: str, ports: Ports, 
         ports.ledger.transition(
             entry,
             new_state,
-            reason="" if new_state is State.PROCESSED else "fo_failed",
+            reason="" if new_state is State.PROCESSED else ParkReason.FO_FAILED,
             detail=detail,
             infolog=infolog,
             extra={**entry.extra, "FoEventId": event.event_id, "FoMessagePage": event.text("MessageProcessorMessagePageUrl")},
         )
     except LostRace:
         raise Transient("the ledger row changed while settling it; Event Grid will retry") from None
-    return Handled("matched", f"{entry.message_id} {new_state.value}")
+    return Handled(Handling.MATCHED, f"{entry.message_id} {new_state.value}")
 
 
 HANDLERS: dict[str, tuple[str, Handler]] = {
@@ -274,7 +288,7 @@ def receive(consumer: str, event_grid_id: str, data: Any, ports: Ports) -> Handl
         ports.log.info(
             "%s ignored Event Grid event %s: %s", consumer, event_grid_id, exc, extra={**log_extra, "outcome": "ignored"}
         )
-        return Handled("ignored", str(exc))
+        return Handled(Handling.IGNORED, str(exc))
     log_extra.update(
         {
             "fo_event_id": event.event_id,
@@ -291,12 +305,12 @@ def receive(consumer: str, event_grid_id: str, data: Any, ports: Ports) -> Handl
             event.business_event_id,
             extra={**log_extra, "outcome": "ignored"},
         )
-        return Handled("ignored", f"{event.business_event_id} is not {business_event_id}")
+        return Handled(Handling.IGNORED, f"{event.business_event_id} is not {business_event_id}")
     if ports.events.seen(consumer, event.event_id):
         ports.log.info(
             "%s skipped event %s: handled before", consumer, event.event_id, extra={**log_extra, "outcome": "duplicate"}
         )
-        return Handled("duplicate", "this EventId was handled before")
+        return Handled(Handling.DUPLICATE, "this EventId was handled before")
     handled = handler(event, ports)
     ports.events.remember(consumer, event.event_id, event.business_event_id, handled.outcome)
     ports.log.info(

@@ -17,6 +17,7 @@ from shared.ledger import Ledger, LedgerEntry, LostRace, State, utcnow
 from shared.lineage import Lineage
 from shared.ordering import OrderGate, Progress
 from shared.pipeline import catch_up
+from shared.reasons import ParkReason
 from shared.servicebus import RESUBMIT, DeadLetters, Requeue
 from shared.tables import utf16_units
 from shared.topology import INBOUND_QUEUES
@@ -24,6 +25,10 @@ from shared.topology import INBOUND_QUEUES
 
 class OperationError(Exception):
     """The operation cannot be done as asked; the message says why."""
+
+
+class NoSuchMessage(OperationError):
+    """The message the operation names is not in the ledger (HTTP 404, not 400)."""
 
 
 #: An operator's reason or note, in UTF-16 code units: it is stored (ledger detail, the order's
@@ -59,7 +64,7 @@ def resubmit(
     """
     entry = ledger.get(company, message_id)
     if entry is None:
-        raise OperationError(f"no message {message_id} of {company} in the ledger")
+        raise NoSuchMessage(f"no message {message_id} of {company} in the ledger")
     if entry.state is not State.PARKED:
         raise OperationError(f"message {message_id} is {entry.state.value}; only parked messages can be resubmitted")
     if entry.extra.get("Conflict") == "message_id":
@@ -73,7 +78,7 @@ def resubmit(
         _keeps_identity(entry, original, payload)
     body = payload if payload is not None else original
     kind, real_id = _type_and_id(body)
-    if entry.reason == "wrong_queue":
+    if entry.reason == ParkReason.WRONG_QUEUE:
         return _reroute(ledger, requeue, entry, body, kind, real_id, who)
     if payload is not None and kind in INBOUND_QUEUES and kind != entry.flow:
         raise OperationError(
@@ -190,7 +195,9 @@ def release_gap(
     except ValueError as exc:
         raise OperationError(str(exc)) from None
     parked = [
-        e for e in ledger.query(company=company, production_order=order, state=State.PARKED) if e.reason in ("gap", "no_start")
+        e
+        for e in ledger.query(company=company, production_order=order, state=State.PARKED)
+        if e.reason in (ParkReason.GAP, ParkReason.NO_START)
     ]
     return progress, [resubmit(ledger, requeue, company, e.message_id, who=who, note=f"gap {missing} released") for e in parked]
 
@@ -234,7 +241,7 @@ def with_conflict(ledger: Ledger, entry: LedgerEntry) -> dict[str, Any]:
     """`describe`, and for a conflict both payloads side by side: this message's and the one it
     conflicts with (None when no message holds what it conflicts with, e.g. a released gap)."""
     described = describe(entry)
-    if entry.reason != "conflict":
+    if entry.reason != ParkReason.CONFLICT:
         return described
     other_id = str(entry.extra.get("ConflictsWith") or "")
     other = ledger.get(entry.company, other_id) if other_id else None
@@ -254,7 +261,7 @@ def with_conflict(ledger: Ledger, entry: LedgerEntry) -> dict[str, Any]:
 def trace(ledger: Ledger, company: str, message_id: str) -> dict[str, Any]:
     entry = ledger.get(company, message_id)
     if entry is None:
-        raise OperationError(f"no message {message_id} of {company} in the ledger")
+        raise NoSuchMessage(f"no message {message_id} of {company} in the ledger")
     return with_conflict(ledger, entry)
 
 
@@ -313,7 +320,7 @@ class Selection:
             found = [ledger.get(company, message_id) for company, message_id in self.ids]
             missing = [m for (_, m), e in zip(self.ids, found, strict=True) if e is None]
             if missing:
-                raise OperationError(f"no message {', '.join(missing[:5])} in the ledger")
+                raise NoSuchMessage(f"no message {', '.join(missing[:5])} in the ledger")
             return [e for e in found if e is not None]
         if self.where is None or self.where.is_empty:
             raise OperationError(
@@ -354,7 +361,7 @@ def plan_bulk(ledger: Ledger, selection: Selection, action: str) -> BulkPlan:
     for entry in selection.rows(ledger):
         if entry.state not in allowed:
             left_out.append((entry, f"{entry.state.value.lower()} (not {action}able)"))
-        elif entry.reason == "in_doubt" and not selection.include_in_doubt:
+        elif entry.reason == ParkReason.IN_DOUBT and not selection.include_in_doubt:
             left_out.append((entry, "in doubt (include_in_doubt not set)"))
         else:
             chosen.append(entry)
@@ -416,7 +423,7 @@ def cancel(ledger: Ledger, company: str, message_id: str, reason: str, who: str 
     _short(reason, "the reason")
     entry = ledger.get(company, message_id)
     if entry is None:
-        raise OperationError(f"no message {message_id} of {company} in the ledger")
+        raise NoSuchMessage(f"no message {message_id} of {company} in the ledger")
     if entry.state not in (State.PARKED, State.WAITING):
         raise OperationError(f"message {message_id} is {entry.state.value}; only parked or waiting messages can be cancelled")
     try:
@@ -436,8 +443,8 @@ def confirm_applied(
     _short(note, "the note")
     entry = ledger.get(company, message_id)
     if entry is None:
-        raise OperationError(f"no message {message_id} of {company} in the ledger")
-    if entry.state is not State.PARKED or entry.reason != "in_doubt":
+        raise NoSuchMessage(f"no message {message_id} of {company} in the ledger")
+    if entry.state is not State.PARKED or entry.reason != ParkReason.IN_DOUBT:
         raise OperationError(f"message {message_id} is {entry.state.value} {entry.reason}; only in-doubt messages are confirmed")
     damaged = [u.error for u in entry.unreadable if u.name == "Extra"]
     if damaged:
@@ -560,7 +567,7 @@ def overview(
     for state in _STUCK:
         for entry in ledger.query(state=state):
             counts = row(entry.flow)
-            if state is State.PARKED and entry.reason == "in_doubt":
+            if state is State.PARKED and entry.reason == ParkReason.IN_DOUBT:
                 counts["in_doubt"] += 1
             elif state is State.PARKED:
                 counts["parked"] += 1
@@ -631,7 +638,7 @@ def message_detail(
     """A message's row, its payload as received, the F&O call it makes and what F&O and the MES were told about it."""
     entry = ledger.get(company, message_id)
     if entry is None:
-        raise OperationError(f"no message {message_id} of {company} in the ledger")
+        raise NoSuchMessage(f"no message {message_id} of {company} in the ledger")
     raw = ledger.payload(company, message_id) or b""
     try:
         document: Any = json.loads(raw)

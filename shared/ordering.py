@@ -18,6 +18,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
 
 from shared.ledger import utcnow
+from shared.reasons import ParkReason
 from shared.tables import safe_key, storage_call
 
 
@@ -52,7 +53,7 @@ class Duplicate:
 
 @dataclass(frozen=True)
 class Gap:
-    reason: str
+    reason: ParkReason
     detail: str
     missing: int | None
 
@@ -173,18 +174,18 @@ class OrderGate:
                 return Duplicate(f"sequence {sequence} is at or below the order's watermark {progress.watermark}")
             if sequence == expected:
                 return Admit(progress)
-            return self._wait_or_park(progress, expected, now, "gap", f"waiting for sequence {expected} of {order}")
+            return self._wait_or_park(progress, expected, now, ParkReason.GAP, f"waiting for sequence {expected} of {order}")
         if flow == "production_started" or not self.require_start:
             if flow == "production_ended" and later_waiting:
                 return Wait("ordering", f"waiting for {later_waiting} earlier message(s) of {order}")
             return Admit(progress)
         if not progress.started:
-            return self._wait_or_park(progress, None, now, "no_start", f"waiting for the production start of {order}")
+            return self._wait_or_park(progress, None, now, ParkReason.NO_START, f"waiting for the production start of {order}")
         if flow == "production_ended" and later_waiting:
             return Wait("ordering", f"waiting for {later_waiting} earlier message(s) of {order}")
         return Admit(progress)
 
-    def _wait_or_park(self, progress: Progress, expected: int | None, now: datetime, reason: str, detail: str) -> Decision:
+    def _wait_or_park(self, progress: Progress, expected: int | None, now: datetime, reason: ParkReason, detail: str) -> Decision:
         key = expected if expected is not None else 0
         if progress.waiting_for == key and progress.waiting_since is not None:
             if now - progress.waiting_since >= self.gap_timeout:

@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared.errors import AuthError, BridgeError, BusinessRejection, ConfigError, NotFound, Transient
+from shared.errors import AuthError, BridgeError, BusinessRejection, ConfigError, InvalidMessage, NotFound, Transient
 from shared.event_log import EventLog
 from shared.fo_client import FoClient, InDoubt, message_content
 from shared.ledger import (
@@ -47,6 +47,7 @@ from shared.mapping import Changeset, FoCall, MappingOptions, SendMessage, Servi
 from shared.mes_publisher import MesPublisher
 from shared.messages import MAX_SEQUENCE, MES_EVENTS, MesEvent
 from shared.ordering import Conflict, Decision, Duplicate, Gap, OrderGate, Progress, Wait
+from shared.reasons import ParkReason
 from shared.servicebus import ATTEMPT, ORIGINAL_ID, RESUBMIT, DeadLetters, Delivery, Requeue
 from shared.settings import Settings
 from shared.telemetry import log_outcome
@@ -116,13 +117,6 @@ class _Identity:
     sequence: int | None = None
 
 
-class _Parked(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
 # --- decode -------------------------------------------------------------------------------------
 
 
@@ -185,20 +179,22 @@ def misrouted_id(message_id: str, queue_flow: str) -> str:
 
 
 def decode(delivery: Delivery, flow: Flow, settings: Settings) -> tuple[_Identity, MesEvent]:
-    """Parse and validate; raises `_Parked` (before the body is read) or `_ParkedAs` (with what it says of itself)."""
+    """Parse and validate; raises `InvalidMessage` (before the body is read) or `_ParkedAs` (with what it says of itself)."""
     if len(delivery.body) > settings.max_message_bytes:
-        raise _Parked("too_large", f"{len(delivery.body)} bytes; the limit is {settings.max_message_bytes}") from None
+        raise InvalidMessage(
+            ParkReason.TOO_LARGE, f"{len(delivery.body)} bytes; the limit is {settings.max_message_bytes}"
+        ) from None
     if not delivery.body.strip():
-        raise _Parked("empty", "the message body is empty")
+        raise InvalidMessage(ParkReason.EMPTY, "the message body is empty")
     try:
         raw = json.loads(delivery.body, parse_constant=_refuse)
     except (ValueError, RecursionError) as exc:
-        raise _Parked("invalid_json", f"not JSON: {str(exc)[:300]}") from None
+        raise InvalidMessage(ParkReason.INVALID_JSON, f"not JSON: {str(exc)[:300]}") from None
     identity = _identity(raw, delivery, settings)
     if _depth(raw, _MAX_DEPTH) > _MAX_DEPTH:
-        raise _ParkedAs(identity, "too_deep", f"nested deeper than {_MAX_DEPTH} levels")
+        raise _ParkedAs(identity, ParkReason.TOO_DEEP, f"nested deeper than {_MAX_DEPTH} levels")
     if not isinstance(raw, dict):
-        raise _ParkedAs(identity, "invalid_message", "the body must be a JSON object")
+        raise _ParkedAs(identity, ParkReason.INVALID_MESSAGE, "the body must be a JSON object")
     kind = raw.get("type")
     if kind != flow.name:
         if isinstance(kind, str) and kind in MES_EVENTS:
@@ -206,27 +202,31 @@ def decode(delivery: Delivery, flow: Flow, settings: Settings) -> tuple[_Identit
             # place in the order) whichever copy comes first; a resubmission sends this one there.
             misrouted = replace(identity, message_id=misrouted_id(identity.message_id, flow.name))
             detail = f"a {kind} event arrived on the {flow.name} queue ({flow.queue}); resubmitting sends it to its own queue"
-            raise _ParkedAs(misrouted, "wrong_queue", detail)
-        raise _ParkedAs(identity, "unknown_type", f"unknown event type {str(kind)[:60]!r}; expected {flow.name!r}")
+            raise _ParkedAs(misrouted, ParkReason.WRONG_QUEUE, detail)
+        raise _ParkedAs(identity, ParkReason.UNKNOWN_TYPE, f"unknown event type {str(kind)[:60]!r}; expected {flow.name!r}")
     sequence = raw.get("sequence")
     if _out_of_range(sequence):
         # Checked apart from the model: the gate and the ledger's Int64 column rely on the range.
-        raise _ParkedAs(identity, "sequence_out_of_range", f"sequence {str(sequence)[:40]} is outside 1 to {MAX_SEQUENCE}")
+        raise _ParkedAs(
+            identity, ParkReason.SEQUENCE_OUT_OF_RANGE, f"sequence {str(sequence)[:40]} is outside 1 to {MAX_SEQUENCE}"
+        )
     version = raw.get("schema_version", "1.0")
     if version != "1.0":
-        raise _ParkedAs(identity, "unsupported_version", f"schema_version {str(version)[:20]!r} is not supported (1.0 is)")
+        raise _ParkedAs(
+            identity, ParkReason.UNSUPPORTED_VERSION, f"schema_version {str(version)[:20]!r} is not supported (1.0 is)"
+        )
     try:
         event = flow.event.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
-        raise _ParkedAs(identity, "invalid_message", problems) from None
+        raise _ParkedAs(identity, ParkReason.INVALID_MESSAGE, problems) from None
     ahead = _ahead_of_the_clock(event, settings)
     if ahead:
-        raise _ParkedAs(identity, "clock_skew", ahead)
+        raise _ParkedAs(identity, ParkReason.CLOCK_SKEW, ahead)
     if event.company.upper() not in settings.companies:
         raise _ParkedAs(
             identity,
-            "unknown_company",
+            ParkReason.UNKNOWN_COMPANY,
             f"company {event.company} is not one of FO_COMPANIES ({', '.join(sorted(settings.companies))})",
         )
     return identity, event
@@ -249,8 +249,10 @@ def _ahead_of_the_clock(event: MesEvent, settings: Settings) -> str:
     return ""
 
 
-class _ParkedAs(_Parked):
-    def __init__(self, identity: _Identity, reason: str, detail: str) -> None:
+class _ParkedAs(InvalidMessage):
+    """Invalid, with what the message says of itself (so its parked row is keyed by its own id)."""
+
+    def __init__(self, identity: _Identity, reason: ParkReason, detail: str) -> None:
         super().__init__(reason, detail)
         self.identity = identity
 
@@ -321,9 +323,9 @@ def _process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
     try:
         identity, event = decode(delivery, flow, ports.settings)
     except _ParkedAs as parked:
-        return _park_new(delivery, flow, ports, parked.identity, parked.reason, parked.detail)
-    except _Parked as parked:
-        return _park_new(delivery, flow, ports, _identity(None, delivery, ports.settings), parked.reason, parked.detail)
+        return _park_new(delivery, flow, ports, parked.identity, parked.reason, parked.message)
+    except InvalidMessage as parked:
+        return _park_new(delivery, flow, ports, _identity(None, delivery, ports.settings), parked.reason, parked.message)
 
     existing: LedgerEntry | None = None
     if ATTEMPT in delivery.properties or RESUBMIT in delivery.properties:
@@ -433,7 +435,7 @@ def _park_changed_copy(delivery: Delivery, flow: Flow, ports: Ports, existing: L
         message_id=f"{existing.message_id}|conflict-{digest[:16]}",
         state=State.PARKED,
         flow=flow.name,
-        reason="conflict",
+        reason=ParkReason.CONFLICT,
         detail=detail,
         production_order=identity.order,
         sequence=identity.sequence,
@@ -447,7 +449,7 @@ def _park_changed_copy(delivery: Delivery, flow: Flow, ports: Ports, existing: L
     except LostRace:
         kept = ports.ledger.get(entry.company, entry.message_id)
         return _result(kept or entry, Outcome.DUPLICATE, "duplicate", "this conflicting copy was recorded before")
-    return _result(created, Outcome.PARKED, "conflict", detail)
+    return _result(created, Outcome.PARKED, ParkReason.CONFLICT, detail)
 
 
 def _same_sequence(ports: Ports, entry: LedgerEntry, event: MesEvent, body: bytes, duplicate: Duplicate) -> Decision:
@@ -457,7 +459,7 @@ def _same_sequence(ports: Ports, entry: LedgerEntry, event: MesEvent, body: byte
     holders = [
         e
         for e in ports.ledger.query(company=entry.company, production_order=order)
-        if e.sequence == sequence and e.message_id != entry.message_id and e.reason != "conflict"
+        if e.sequence == sequence and e.message_id != entry.message_id and e.reason != ParkReason.CONFLICT
     ]
     mine = fingerprint(body)
     for holder in holders:
@@ -509,8 +511,8 @@ def _enter(
         return _result(row, Outcome.DUPLICATE, "below_watermark", decision.detail)
     if isinstance(decision, Conflict):
         extra = {**entry.extra, "Conflict": "sequence", "ConflictsWith": decision.other}
-        row = write(State.PARKED, reason="conflict", detail=decision.detail, lease_until=None, extra=extra)
-        return _result(row, Outcome.PARKED, "conflict", decision.detail)
+        row = write(State.PARKED, reason=ParkReason.CONFLICT, detail=decision.detail, lease_until=None, extra=extra)
+        return _result(row, Outcome.PARKED, ParkReason.CONFLICT, decision.detail)
     if isinstance(decision, Gap):
         extra = {**entry.extra, "Missing": decision.missing if decision.missing is not None else ""}
         row = write(State.PARKED, reason=decision.reason, detail=decision.detail, lease_until=None, extra=extra)
@@ -551,7 +553,9 @@ def _send(
         return _retry_later(delivery, ports, claimed, exc)
     except (BusinessRejection, NotFound) as exc:
         infolog = exc.infolog if isinstance(exc, BusinessRejection) else ""
-        return _park(claimed, ports, "rejected", exc.message, infolog=infolog, fo_ms=_ms(started), fo_message_type=call_type)
+        return _park(
+            claimed, ports, ParkReason.REJECTED, exc.message, infolog=infolog, fo_ms=_ms(started), fo_message_type=call_type
+        )
     except (Transient, AuthError, ConfigError) as exc:
         return _retry_later(delivery, ports, claimed, exc)
     fo_ms = _ms(started)
@@ -601,7 +605,9 @@ def _park_in_doubt(
     settles it without an operator; the bookkeeping a forward does waits in the row until then."""
     call_type, hashed, index_row = _indexed(entry, call)
     extra = {**entry.extra, "ContentHash": hashed, "Lineage": [asdict(edge) for edge in flow.lineage(event)]}
-    return _park(entry, ports, "in_doubt", detail, fo_ms=fo_ms, extra=extra, companions=index_row, fo_message_type=call_type)
+    return _park(
+        entry, ports, ParkReason.IN_DOUBT, detail, fo_ms=fo_ms, extra=extra, companions=index_row, fo_message_type=call_type
+    )
 
 
 def catch_up(gate: OrderGate, lineage: Lineage, entry: LedgerEntry) -> None:
@@ -631,7 +637,7 @@ def _ms(started: float) -> float:
     return (time.monotonic() - started) * 1000
 
 
-def _park_new(delivery: Delivery, flow: Flow, ports: Ports, identity: _Identity, reason: str, detail: str) -> Result:
+def _park_new(delivery: Delivery, flow: Flow, ports: Ports, identity: _Identity, reason: ParkReason, detail: str) -> Result:
     entry = LedgerEntry(
         company=identity.company,
         message_id=identity.message_id,
@@ -661,7 +667,7 @@ def _park_new(delivery: Delivery, flow: Flow, ports: Ports, identity: _Identity,
 def _park(
     entry: LedgerEntry,
     ports: Ports,
-    reason: str,
+    reason: ParkReason,
     detail: str,
     *,
     infolog: str = "",
@@ -699,7 +705,10 @@ def _retry_later(delivery: Delivery, ports: Ports, entry: LedgerEntry, error: Br
     received = entry.received_at or utcnow()
     if utcnow() - received > timedelta(seconds=settings.retry_give_up_after_s):
         return _park(
-            entry, ports, "retries_exhausted", f"still failing after {settings.retry_give_up_after_s:g} s: {error.message}"
+            entry,
+            ports,
+            ParkReason.RETRIES_EXHAUSTED,
+            f"still failing after {settings.retry_give_up_after_s:g} s: {error.message}",
         )
     retries = int(entry.extra.get("Retries", 0)) + 1
     delay = min(settings.retry_max_wait_s, settings.retry_first_wait_s * 2 ** min(retries - 1, 20))
