@@ -37,10 +37,8 @@ def answer(action: Action, req: func.HttpRequest, who: str) -> func.HttpResponse
     try:
         body = action.run(Call(req, who))
         status = action.status
-    except operations.NoSuchMessage as exc:
-        body, status = {"error": str(exc)}, 404
     except operations.OperationError as exc:
-        body, status = {"error": str(exc)}, 400
+        body, status = operations.error_reply(exc), 404 if isinstance(exc, operations.NoSuchMessage) else 400
     except _Unhealthy as exc:
         body, status = exc.report, 503
     return func.HttpResponse(
@@ -86,28 +84,6 @@ def _text(req: func.HttpRequest, name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _filter(values: dict[str, Any]) -> operations.ParkedFilter:
-    def number(name: str, kind: type) -> Any:
-        raw = values.get(name)
-        try:
-            return kind(raw) if raw not in (None, "") else None
-        except (TypeError, ValueError):
-            raise operations.OperationError(f"{name} must be a number") from None
-
-    def text(name: str) -> str | None:
-        raw = values.get(name)
-        return str(raw) if raw not in (None, "") else None
-
-    return operations.ParkedFilter(
-        company=text("company"),
-        flow=text("flow"),
-        reason=text("reason"),
-        production_order=text("order"),
-        older_than_s=number("older_than_s", float),
-        max_attempts=number("max_attempts", int),
-    )
-
-
 def _selection(body: dict[str, Any]) -> operations.Selection:
     ids = body.get("ids") or []
     if not isinstance(ids, list) or not all(
@@ -121,7 +97,7 @@ def _selection(body: dict[str, Any]) -> operations.Selection:
     if not isinstance(criteria, dict):
         raise operations.OperationError("filter must be a JSON object")
     return operations.Selection(
-        where=_filter(criteria),
+        where=operations.parked_filter(criteria),
         ids=tuple((i["company"], i["message_id"]) for i in ids),
         include_in_doubt=flag,
     )
@@ -171,7 +147,7 @@ def _ladder(call: Call) -> Any:
 
 
 def _parked(call: Call) -> Any:
-    return operations.parked(runtime.ports().ledger, _filter(dict(call.req.params)))
+    return operations.parked(runtime.ports().ledger, operations.parked_filter(dict(call.req.params)))
 
 
 def _dead_lettered(call: Call) -> Any:
@@ -220,11 +196,7 @@ def _release_gap(call: Call) -> Any:
     progress, resubmitted = operations.release_gap(
         ports.gate, ports.ledger, ports.requeue, company, order, int(missing), _text(call.req, "reason"), call.who
     )
-    return {
-        "watermark": progress.watermark,
-        "skipped": list(progress.skipped),
-        "resubmitted": [r.entry.message_id for r in resubmitted],
-    }
+    return operations.gap_released_reply(progress, resubmitted)
 
 
 def _lineage(call: Call) -> Any:

@@ -14,7 +14,7 @@
     python -m shared.cli resubmit-dead-lettered --flow material_consumed --sequence 42
     python -m shared.cli health
 
-Answers are the JSON the HTTP operations return.
+Answers are the JSON the HTTP operations return (shared/operations.py shapes both), errors too.
 """
 
 from __future__ import annotations
@@ -66,13 +66,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _filter(args: argparse.Namespace) -> operations.ParkedFilter:
-    return operations.ParkedFilter(
-        company=args.company,
-        flow=args.flow,
-        reason=args.reason,
-        production_order=args.order,
-        older_than_s=float(args.older_than_s) if args.older_than_s else None,
-        max_attempts=int(args.max_attempts) if args.max_attempts else None,
+    return operations.parked_filter(
+        {
+            "company": args.company,
+            "flow": args.flow,
+            "reason": args.reason,
+            "order": args.order,
+            "older_than_s": args.older_than_s,
+            "max_attempts": args.max_attempts,
+        }
     )
 
 
@@ -102,11 +104,7 @@ def run(args: argparse.Namespace, ports: Ports) -> Any:
         progress, resubmitted = operations.release_gap(
             ports.gate, ports.ledger, ports.requeue, args.company, args.order, int(args.missing), args.reason, who
         )
-        return {
-            "watermark": progress.watermark,
-            "skipped": list(progress.skipped),
-            "resubmitted": [r.entry.message_id for r in resubmitted],
-        }
+        return operations.gap_released_reply(progress, resubmitted)
     if args.command == "dead-lettered":
         return operations.dead_lettered(ports.dead_letters, args.flow)
     if args.command == "resubmit-dead-lettered":
@@ -123,7 +121,7 @@ def main(argv: list[str] | None = None, ports: Ports | None = None, out: TextIO 
     try:
         answer = run(args, ports or runtime.ports())
     except operations.OperationError as exc:
-        print(json.dumps({"error": str(exc)}), file=out)
+        print(json.dumps(operations.error_reply(exc)), file=out)
         return 1
     print(json.dumps(answer, indent=2, default=str), file=out)
     return 0 if args.command != "health" or answer["ok"] else 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +30,15 @@ class OperationError(Exception):
 
 class NoSuchMessage(OperationError):
     """The message the operation names is not in the ledger (HTTP 404, not 400)."""
+
+
+# One reply shape for both front ends (functions/operations_actions.py and shared/cli.py): an
+# operation's answer is the JSON these functions and the operations below return.
+
+
+def error_reply(exc: OperationError) -> dict[str, str]:
+    """What both front ends answer when an operation cannot be done (HTTP 400 or 404, the CLI exit 1)."""
+    return {"error": str(exc)}
 
 
 #: An operator's reason or note, in UTF-16 code units: it is stored (ledger detail, the order's
@@ -174,6 +184,15 @@ def _keeps_identity(entry: LedgerEntry, original: bytes, edited: bytes) -> None:
             )
 
 
+def gap_released_reply(progress: Progress, resubmitted: list[Resubmitted]) -> dict[str, Any]:
+    """The answer to a released gap: the order's new watermark, what was skipped, what was resubmitted."""
+    return {
+        "watermark": progress.watermark,
+        "skipped": list(progress.skipped),
+        "resubmitted": [r.entry.message_id for r in resubmitted],
+    }
+
+
 def release_gap(
     gate: OrderGate, ledger: Ledger, requeue: Requeue, company: str, order: str, missing: int, reason: str, who: str = "operator"
 ) -> tuple[Progress, list[Resubmitted]]:
@@ -295,6 +314,31 @@ class ParkedFilter:
             if since is None or (utcnow() - since).total_seconds() < self.older_than_s:
                 return False
         return True
+
+
+def parked_filter(values: Mapping[str, Any]) -> ParkedFilter:
+    """The filter from text values (query parameters, a bulk body, CLI options), the same for both
+    front ends: empty means "any"; a number that is not one is refused naming the field."""
+
+    def number(name: str, kind: type) -> Any:
+        raw = values.get(name)
+        try:
+            return kind(raw) if raw not in (None, "") else None
+        except (TypeError, ValueError):
+            raise OperationError(f"{name} must be a number") from None
+
+    def text(name: str) -> str | None:
+        raw = values.get(name)
+        return str(raw) if raw not in (None, "") else None
+
+    return ParkedFilter(
+        company=text("company"),
+        flow=text("flow"),
+        reason=text("reason"),
+        production_order=text("order"),
+        older_than_s=number("older_than_s", float),
+        max_attempts=number("max_attempts", int),
+    )
 
 
 def parked(ledger: Ledger, where: ParkedFilter) -> list[dict[str, Any]]:
