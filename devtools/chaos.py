@@ -556,7 +556,9 @@ def _operator(
             if entry.extra.get("ContentHash") in in_fo:
                 # F&O has it, but its processed event never matched (Event Grid gave up): confirm it.
                 note = "found in Message processor messages"
-                operations.confirm_applied(ports.ledger, ports.gate, ports.lineage, entry.company, entry.message_id, note)
+                operations.confirm_applied(
+                    ports.ledger, ports.gate, ports.lineage, ports.requeue, entry.company, entry.message_id, note
+                )
                 resolution.in_doubt_confirmed.append(entry.message_id)
                 continue
             operations.resubmit(ports.ledger, ports.requeue, entry.company, entry.message_id, note="not in F&O after checking")

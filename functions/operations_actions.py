@@ -185,7 +185,9 @@ def _confirm(call: Call) -> Any:
     company, message_id = _need(call.req, "company", "id")
     ports = runtime.ports()
     note = _text(call.req, "note")
-    return operations.confirm_applied(ports.ledger, ports.gate, ports.lineage, company, message_id, note, who=call.who)
+    return operations.confirm_applied(
+        ports.ledger, ports.gate, ports.lineage, ports.requeue, company, message_id, note, who=call.who
+    )
 
 
 def _release_gap(call: Call) -> Any:

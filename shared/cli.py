@@ -99,7 +99,9 @@ def run(args: argparse.Namespace, ports: Ports) -> Any:
     if args.command == "cancel":
         return operations.cancel(ports.ledger, args.company, args.id, args.reason, who=who)
     if args.command == "confirm":
-        return operations.confirm_applied(ports.ledger, ports.gate, ports.lineage, args.company, args.id, args.note, who=who)
+        return operations.confirm_applied(
+            ports.ledger, ports.gate, ports.lineage, ports.requeue, args.company, args.id, args.note, who=who
+        )
     if args.command == "release-gap":
         progress, resubmitted = operations.release_gap(
             ports.gate, ports.ledger, ports.requeue, args.company, args.order, int(args.missing), args.reason, who

@@ -239,7 +239,7 @@ def _settle(entry: LedgerEntry, event: BusinessEvent, state: str, ports: Ports, 
     if entry.state not in (State.FORWARDED, State.FAILED):
         # The bridge lost track of this send (in doubt): F&O has it, so do what the forward would
         # have recorded. Idempotent, and before the row moves, so a retry of this event repeats it.
-        catch_up(ports.gate, ports.lineage, entry)
+        catch_up(ports.ledger, ports.gate, ports.lineage, ports.requeue, entry, f"F&O processed {entry.message_id}")
     outcome = MessageOutcome(
         company=company,
         production_order=entry.production_order or None,

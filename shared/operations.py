@@ -19,9 +19,10 @@ from shared.lineage import Lineage
 from shared.ordering import OrderGate, Progress
 from shared.pipeline import catch_up
 from shared.reasons import ParkReason
-from shared.servicebus import RESUBMIT, DeadLetters, Requeue
+from shared.servicebus import DeadLetters, Requeue
 from shared.tables import utf16_units
 from shared.topology import INBOUND_QUEUES
+from shared.wakeup import Resubmitted, requeue_parked, wake
 
 
 class OperationError(Exception):
@@ -49,12 +50,6 @@ MAX_NOTE_UNITS = 2000
 def _short(text: str, what: str) -> None:
     if utf16_units(text) > MAX_NOTE_UNITS:
         raise OperationError(f"{what} is {utf16_units(text)} UTF-16 code units; at most {MAX_NOTE_UNITS}")
-
-
-@dataclass(frozen=True)
-class Resubmitted:
-    entry: LedgerEntry
-    queue: str
 
 
 def resubmit(
@@ -95,25 +90,13 @@ def resubmit(
             f"an edited resubmission may not change the event type ({entry.flow!r} -> {kind!r}); "
             "cancel this message and have the MES send a new one"
         )
-    token = secrets.token_hex(8)
-    extra = {**entry.extra, "ResubmitToken": token, "Resubmissions": int(entry.extra.get("Resubmissions", 0)) + 1}
-    if payload is not None and payload != original:
-        extra["EditedBy"] = who
     detail = f"resubmitted by {who}" + (f": {note}" if note else "") + (" with an edited payload" if payload is not None else "")
-    updated = ledger.transition(entry, State.PARKED, reason=entry.reason, detail=detail, extra=extra)
-    queue = INBOUND_QUEUES.get(entry.flow)
-    if queue is None:
-        raise OperationError(f"message {message_id} belongs to no inbound flow ({entry.flow!r})")
-    requeue.schedule(
-        queue,
-        body,
-        message_id=f"{message_id}|resubmit-{token}",
-        session_id=entry.production_order or "no-order",
-        delay_s=0,
-        correlation_id=entry.correlation_id or None,
-        properties={RESUBMIT: token},
-    )
-    return Resubmitted(updated, queue)
+    if payload is not None and payload != original:
+        entry = replace(entry, extra={**entry.extra, "EditedBy": who})
+    try:
+        return requeue_parked(ledger, requeue, entry, body, detail)
+    except ValueError as exc:
+        raise OperationError(str(exc)) from None
 
 
 def _type_and_id(body: bytes) -> tuple[str, str]:
@@ -196,11 +179,11 @@ def gap_released_reply(progress: Progress, resubmitted: list[Resubmitted]) -> di
 def release_gap(
     gate: OrderGate, ledger: Ledger, requeue: Requeue, company: str, order: str, missing: int, reason: str, who: str = "operator"
 ) -> tuple[Progress, list[Resubmitted]]:
-    """Skip a sequence number the MES will never send, and resubmit what was parked waiting for it.
+    """Skip a sequence number the MES will never send; what the gate held behind it resumes in sequence.
 
     The watermark jumps to just below the next sequence number the ledger holds for the order (a
     parked or waiting message), so a MES that numbers sparsely needs one release per hole, not one
-    per missing number."""
+    per missing number. The next held message is woken now, each forward wakes the one after it."""
     if not reason.strip():
         raise OperationError("releasing a gap needs a reason")
     _short(reason, "the reason")
@@ -213,12 +196,7 @@ def release_gap(
         progress = gate.release_gap(company, order, missing, reason, who, through=min(present) - 1 if present else None)
     except ValueError as exc:
         raise OperationError(str(exc)) from None
-    parked = [
-        e
-        for e in ledger.query(company=company, production_order=order, state=State.PARKED)
-        if e.reason in (ParkReason.GAP, ParkReason.NO_START)
-    ]
-    return progress, [resubmit(ledger, requeue, company, e.message_id, who=who, note=f"gap {missing} released") for e in parked]
+    return progress, wake(ledger, gate, requeue, company, order, f"gap {missing} released by {who}")
 
 
 # --- what operators read ---------------------------------------------------------------------------
@@ -478,7 +456,14 @@ def cancel(ledger: Ledger, company: str, message_id: str, reason: str, who: str 
 
 
 def confirm_applied(
-    ledger: Ledger, gate: OrderGate, tree: Lineage, company: str, message_id: str, note: str, who: str = "operator"
+    ledger: Ledger,
+    gate: OrderGate,
+    tree: Lineage,
+    requeue: Requeue,
+    company: str,
+    message_id: str,
+    note: str,
+    who: str = "operator",
 ) -> dict[str, Any]:
     """An in-doubt message the operator found in F&O (Message processor messages): record it as
     forwarded, move the order's watermark past it and write its genealogy, as the forward would have."""
@@ -501,7 +486,7 @@ def confirm_applied(
                 "confirming would record it without its genealogy"
             ) from None
         entry = replace(entry, extra={**entry.extra, "Lineage": [asdict(edge) for edge in edges]})
-    catch_up(gate, tree, entry)
+    catch_up(ledger, gate, tree, requeue, entry, f"{who} confirmed {message_id} in F&O")
     try:
         confirmed = ledger.transition(
             entry, State.FORWARDED, reason="", detail=f"confirmed in F&O by {who}: {note}", lease_until=None

@@ -8,6 +8,7 @@ overtakes nothing still waiting. Progress rows are ETag-guarded, so instances ca
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -32,6 +33,8 @@ class Progress:
     waiting_for: int | None = None
     waiting_since: datetime | None = None
     skipped: tuple[dict[str, Any], ...] = ()
+    #: Something of the order is parked by the gate (a gap, no start): a forward wakes it (shared/wakeup.py).
+    held: bool = False
     etag: str = ""
 
 
@@ -110,6 +113,7 @@ class OrderGate:
             waiting_for=_int(waiting_for) if waiting_for is not None else None,
             waiting_since=row.get("WaitingSince"),
             skipped=tuple(json.loads(row.get("Skipped") or "[]")),
+            held=bool(row.get("Held", False)),
             etag=str(row.metadata.get("etag", "")),
         )
 
@@ -126,6 +130,7 @@ class OrderGate:
             "WaitingFor": EntityProperty(progress.waiting_for, EdmType.INT64) if progress.waiting_for is not None else None,
             "WaitingSince": progress.waiting_since,
             "Skipped": json.dumps(list(progress.skipped)),
+            "Held": progress.held,
         }
         return {k: v for k, v in entity.items() if v is not None}
 
@@ -218,6 +223,18 @@ class OrderGate:
             )
 
         return forwarded
+
+    def note_held(self, company: str, order: str) -> Progress:
+        """The gate is about to park a message of the order: the next watermark move must look for it."""
+        return self._update(company, order, lambda p: replace(p, held=True))
+
+    def clear_held(self, progress: Progress) -> None:
+        """Nothing of the order is parked any more, as of `progress`: unless the row changed since."""
+        if not progress.held or not progress.etag:
+            return
+        # Changed meanwhile (perhaps a new park): the flag stays, and the next move looks again.
+        with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
+            self._write(replace(progress, held=False))
 
     def plan_advance(
         self, progress: Progress, flow: str, sequence: int | None

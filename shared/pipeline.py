@@ -52,6 +52,7 @@ from shared.servicebus import ATTEMPT, ORIGINAL_ID, RESUBMIT, DeadLetters, Deliv
 from shared.settings import Settings
 from shared.telemetry import log_outcome
 from shared.topology import INBOUND_QUEUES
+from shared.wakeup import wake
 
 _MAX_DEPTH = 32
 
@@ -514,6 +515,8 @@ def _enter(
         row = write(State.PARKED, reason=ParkReason.CONFLICT, detail=decision.detail, lease_until=None, extra=extra)
         return _result(row, Outcome.PARKED, ParkReason.CONFLICT, decision.detail)
     if isinstance(decision, Gap):
+        # Noted before the park, so that the watermark move that ends the gap looks for this row.
+        ports.gate.note_held(entry.company, event.production_order or "")
         extra = {**entry.extra, "Missing": decision.missing if decision.missing is not None else ""}
         row = write(State.PARKED, reason=decision.reason, detail=decision.detail, lease_until=None, extra=extra)
         return _result(row, Outcome.PARKED, decision.reason, decision.detail)
@@ -588,7 +591,19 @@ def _send(
         _record(lambda: ports.gate.advance(forwarded.company, event.production_order or "", flow.name, event.sequence))
         if index_row:
             _record(lambda: ports.ledger.write(index_row[0]))
+    if progress is not None and (progress.held or progress.waiting_for is not None):
+        # Somebody waited for this one or is parked behind it: the next in sequence resumes now.
+        _wake(ports, forwarded, f"{forwarded.message_id} was forwarded")
     return _result(forwarded, Outcome.FORWARDED, fo_ms=fo_ms)
+
+
+def _wake(ports: Ports, entry: LedgerEntry, why: str) -> None:
+    """Wake what the gate holds behind `entry`. The message itself is done: a failure here is logged,
+    and the order's `held` flag makes its next watermark move look again."""
+    try:
+        _record(lambda: wake(ports.ledger, ports.gate, ports.requeue, entry.company, entry.production_order, why))
+    except BridgeError as exc:
+        ports.log.warning("could not wake the successors of %s: %s", entry.message_id, exc.message)
 
 
 def _indexed(entry: LedgerEntry, call: FoCall) -> tuple[str, str, list[Companion]]:
@@ -610,14 +625,17 @@ def _park_in_doubt(
     )
 
 
-def catch_up(gate: OrderGate, lineage: Lineage, entry: LedgerEntry) -> None:
+def catch_up(ledger: Ledger, gate: OrderGate, lineage: Lineage, requeue: Requeue, entry: LedgerEntry, why: str) -> None:
     """What a forward records after F&O accepted, for a message F&O applied while the bridge was in
-    doubt (its processed event, or an operator who checked): the order's watermark and the genealogy."""
+    doubt (its processed event, a read of F&O, or an operator who checked): the order's watermark,
+    the genealogy, and the wake-up of what the gate held behind it."""
     if entry.production_order:
         gate.advance(entry.company, entry.production_order, entry.flow, entry.sequence)
     edges = [Edge(**edge) for edge in entry.extra.get("Lineage", [])]
     if edges:
         lineage.record(edges)
+    if entry.production_order:
+        wake(ledger, gate, requeue, entry.company, entry.production_order, why)
 
 
 def _record(write: Callable[[], Any]) -> Any:

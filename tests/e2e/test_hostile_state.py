@@ -69,7 +69,13 @@ def test_the_same_batch_on_two_lines_in_doubt_is_confirmed_with_its_genealogy(st
     assert stack.ports.ledger.get("USMF", consume["message_id"]).reason == "in_doubt"
     ports = stack.ports
     confirmed = operations.confirm_applied(
-        ports.ledger, ports.gate, ports.lineage, "USMF", consume["message_id"], "seen in Message processor messages"
+        ports.ledger,
+        ports.gate,
+        ports.lineage,
+        ports.requeue,
+        "USMF",
+        consume["message_id"],
+        "seen in Message processor messages",
     )
     assert confirmed["state"] == "Forwarded"
     assert ports.lineage.batches_of_order("USMF", "P000025", "consumed") == {BatchRef("RM-0002", "B0002-001"): 3.0}

@@ -146,7 +146,8 @@ def test_a_missing_sequence_parks_after_the_timeout_and_releases_on_command(stac
             "the MES lost it; the operation was reported on paper",
         )
         assert progress.watermark == 3 and progress.skipped[0]["sequence"] == 3
-        assert sorted(r.entry.message_id for r in resubmitted) == sorted(e.message_id for e in parked)
+        # The next in sequence resumes at once; each forward wakes the one after it, without an operator.
+        assert [r.entry.sequence for r in resubmitted] == [4]
         assert stack.host.wait_idle(30)
     assert stack.emulator.wait_idle(10)
     states = {e.sequence: e.state for e in stack.ports.ledger.query(production_order="P000201")}
@@ -200,3 +201,78 @@ def test_concurrent_watermark_updates_from_several_workers_stay_consistent(stack
     for t in threads:
         t.join()
     assert gate.read("USMF", "P000204").watermark == 8
+
+
+# --- gap wake-up ----------------------------------------------------------------------------------
+
+
+def _until(check, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_what_parked_behind_an_in_doubt_message_resumes_in_sequence_once_it_is_confirmed(stack):
+    order = stack.emulator.app.find("ProductionOrderHeaders", dataAreaId="usmf", ProductionOrderNumber="P000204")
+    documents = lifecycle(order)
+    ports = stack.ports
+    with stack.host:
+        send_all(stack, documents[:2])
+        assert stack.host.wait_idle(30)
+        stack.emulator.set_faults(drop_rate=1.0)  # F&O applies sequence 3, its answer never comes
+        send_all(stack, documents[2:3])
+        assert _until(lambda: getattr(ports.ledger.get("USMF", documents[2]["message_id"]), "reason", "") == "in_doubt")
+        stack.emulator.set_faults(drop_rate=0.0)
+        send_all(stack, documents[3:])
+
+        def parked_behind() -> list[Any]:
+            return [e for e in ports.ledger.query(state=State.PARKED, production_order="P000204") if e.reason == "gap"]
+
+        assert _until(lambda: len(parked_behind()) == 3), "4, 5 and 6 park behind the message in doubt"
+        assert ports.gate.read("USMF", "P000204").held
+        operations.confirm_applied(
+            ports.ledger, ports.gate, ports.lineage, stack.broker, "USMF", documents[2]["message_id"], "in F&O"
+        )
+        assert stack.host.wait_idle(30)
+    rows = {e.sequence: ports.ledger.get("USMF", e.message_id) for e in ports.ledger.query(production_order="P000204")}
+    assert {n: r.state for n, r in rows.items()} == dict.fromkeys(range(1, 7), State.FORWARDED)
+    # Nobody resubmitted 4, 5 and 6: the bridge did, each after its predecessor reached F&O.
+    for n in (4, 5, 6):
+        resumed = [h["detail"] for h in rows[n].history if h["detail"].startswith("resumed by the bridge")]
+        assert len(resumed) == 1, rows[n].history
+    assert "confirmed" in resumed_first(rows[4]) and "was forwarded" in resumed_first(rows[5])
+    forwarded_at = [rows[n].updated_at for n in (4, 5, 6)]
+    assert forwarded_at == sorted(forwarded_at)
+    sent = [json.loads(m.content) for m in stack.emulator.app.messages if m.order == "P000204"]
+    behind = [
+        _content(INBOUND_FLOWS[d["type"]].map(INBOUND_FLOWS[d["type"]].event.model_validate(d), ports.options))
+        for d in documents[3:]
+    ]
+    assert sent[-3:] == behind, "4, 5 and 6 reached F&O once each, in MES order"
+    assert not ports.gate.read("USMF", "P000204").held, "nothing parked is left: forwards stop looking"
+
+
+def resumed_first(row: Any) -> str:
+    return str(next(h["detail"] for h in row.history if h["detail"].startswith("resumed by the bridge")))
+
+
+@pytest.mark.parametrize("stack_env", [{**FAST, "GATE_FIRST_WAIT_S": "60", "GATE_MAX_WAIT_S": "60", "GATE_GAP_TIMEOUT_S": "300"}])
+def test_a_waiting_message_is_woken_by_its_predecessor_rather_than_by_its_next_poll(stack):
+    order = stack.emulator.app.find("ProductionOrderHeaders", dataAreaId="usmf", ProductionOrderNumber="P000205")
+    first, second = lifecycle(order)[:2]
+    ports = stack.ports
+
+    def state_of(document: dict[str, Any]) -> State | None:
+        row = ports.ledger.get("USMF", document["message_id"])
+        return row.state if row is not None else None
+
+    with stack.host:
+        send_all(stack, [second])
+        assert _until(lambda: state_of(second) is State.WAITING)  # its next look is a minute away
+        send_all(stack, [first])
+        # Well before that minute: only the wake-up of its predecessor's forward can have let it through.
+        assert _until(lambda: state_of(second) is State.FORWARDED, timeout=30)
+    assert [m.order for m in stack.emulator.app.messages] == ["P000205", "P000205"]

@@ -1,0 +1,118 @@
+"""Gap wake-up: when an order's watermark moves, the messages the order gate holds resume by themselves.
+
+The gate holds a message two ways: it waits (a copy rescheduled with a growing delay) or, once the
+gap timeout passed, it is parked as `gap` (or `no_start`). Whatever moves the watermark (a forward,
+F&O's processed event or an operator confirming an in-doubt message, a released gap) calls `wake`:
+the held message(s) right after the new watermark are put back on their queue at once, a parked
+one with a resubmission token (the pipeline admits it once), a waiting one as an immediate copy
+(its rescheduled copy, when it comes, finds it forwarded and is a duplicate). Only the next in
+sequence is woken; its own forward wakes the one after it, so the order resumes in MES order.
+
+The progress row's `held` flag says that something of the order is parked by the gate, so that a
+forward looks in the ledger only when there is something to wake.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from shared.ledger import Ledger, LedgerEntry, LostRace, State
+from shared.ordering import OrderGate, Progress
+from shared.reasons import ParkReason
+from shared.servicebus import ATTEMPT, RESUBMIT, Requeue
+from shared.topology import INBOUND_QUEUES
+
+#: Set on the copies `wake` schedules (the reason it was woken), for the telemetry and the tests.
+WAKE = "mesbridge-wake"
+
+#: The reasons the order gate parks a message with: each ends when the watermark reaches it.
+GATE_PARKED = (ParkReason.GAP, ParkReason.NO_START)
+
+
+@dataclass(frozen=True)
+class Resubmitted:
+    entry: LedgerEntry
+    queue: str
+
+
+def held_by_gate(entry: LedgerEntry) -> bool:
+    return (entry.state is State.PARKED and entry.reason in GATE_PARKED) or (
+        entry.state is State.WAITING and entry.reason == "ordering"
+    )
+
+
+def requeue_parked(ledger: Ledger, requeue: Requeue, entry: LedgerEntry, body: bytes, detail: str) -> Resubmitted:
+    """Put a parked row's message back on its queue with a fresh resubmission token: the pipeline
+    admits the copy that carries the row's token once, any other copy is a duplicate."""
+    queue = INBOUND_QUEUES.get(entry.flow)
+    if queue is None:
+        raise ValueError(f"message {entry.message_id} belongs to no inbound flow ({entry.flow!r})")
+    token = secrets.token_hex(8)
+    extra = {**entry.extra, "ResubmitToken": token, "Resubmissions": int(entry.extra.get("Resubmissions", 0)) + 1}
+    updated = ledger.transition(entry, State.PARKED, reason=entry.reason, detail=detail, extra=extra)
+    requeue.schedule(
+        queue,
+        body,
+        message_id=f"{entry.message_id}|resubmit-{token}",
+        session_id=entry.production_order or "no-order",
+        delay_s=0,
+        correlation_id=entry.correlation_id or None,
+        properties={RESUBMIT: token},
+    )
+    return Resubmitted(updated, queue)
+
+
+def _next_up(progress: Progress, held: list[LedgerEntry]) -> list[LedgerEntry]:
+    """The held messages to put back now: the next sequence number, and (once the order started)
+    those without a sequence number that waited for the start. When the next number is not there
+    (a new hole), the ones parked for a hole that is filled now go back to the gate: they wait for
+    the new one and, if it never comes, park again naming it."""
+    after = progress.watermark + 1
+    ready = [e for e in held if e.sequence is not None and e.sequence == after]
+    if not ready:
+        ready = [e for e in held if e.state is State.PARKED and e.reason == ParkReason.GAP and _missing(e) <= progress.watermark]
+    if progress.started:
+        ready += [e for e in held if e.sequence is None]
+    return ready
+
+
+def _missing(entry: LedgerEntry) -> int:
+    """The sequence number a `gap` row was parked for (past any watermark when unreadable: not stale)."""
+    value = entry.extra.get("Missing")
+    return int(value) if isinstance(value, int) or (isinstance(value, str) and value.isdigit()) else 2**63
+
+
+def wake(ledger: Ledger, gate: OrderGate, requeue: Requeue, company: str, order: str, why: str) -> list[Resubmitted]:
+    """Resume what the gate holds of `order` that its watermark now lets through. Safe to repeat and
+    to race: each row moves under its ETag, and a copy the pipeline does not expect is a duplicate."""
+    progress = gate.read(company, order)
+    held = [e for e in ledger.query(company=company, production_order=order) if held_by_gate(e)]
+    if not any(e.state is State.PARKED for e in held) and progress.held:
+        # Nothing parked any more: forwards stop looking. Guarded by the ETag read before the query,
+        # so a park noted meanwhile keeps the flag.
+        gate.clear_held(progress)
+    woken: list[Resubmitted] = []
+    for entry in _next_up(progress, held):
+        body = ledger.payload(company, entry.message_id)
+        if body is None:
+            continue  # nothing to send again: an operator sees it parked, as before
+        try:
+            if entry.state is State.PARKED:
+                woken.append(requeue_parked(ledger, requeue, entry, body, f"resumed by the bridge: {why}"))
+            else:
+                queue = INBOUND_QUEUES[entry.flow]
+                requeue.schedule(
+                    queue,
+                    body,
+                    # One wake per watermark: repeating this step after a crash is dropped by duplicate detection.
+                    message_id=f"{entry.message_id}|wake-{progress.watermark}"[:128],
+                    session_id=entry.production_order or "no-order",
+                    delay_s=0,
+                    correlation_id=entry.correlation_id or None,
+                    properties={ATTEMPT: 1, WAKE: why[:200]},
+                )
+                woken.append(Resubmitted(entry, queue))
+        except LostRace:
+            continue  # somebody moved it first (its own copy, another waker): nothing to do
+    return woken
