@@ -44,3 +44,15 @@ def test_the_system_store_is_a_pinned_bundle_not_a_flag_the_environment_can_over
     del env["FO_CA_BUNDLE"]
     assert load_settings(env).tls_verify == DEFAULT_CA_BUNDLE_PATH
     assert PinnedTrustSession(True)._pinned_verify == DEFAULT_CA_BUNDLE_PATH
+
+
+def test_the_environment_is_read_once_when_no_proxy_is_set(monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert PinnedTrustSession(True).trust_env is False  # no per-call proxy and .netrc scan
+
+
+def test_a_configured_proxy_is_still_honoured(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    assert PinnedTrustSession(True).trust_env is True
