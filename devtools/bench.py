@@ -184,7 +184,7 @@ def run_case(case: Case, azurite: Azurite, orders: int, per_order: int) -> Figur
             {
                 **emulator.values,
                 "TABLES_CONNECTION_STRING": azurite.connection_string,
-                "TABLES_PREFIX": "b" + case.name.replace(" ", "").replace("/", "")[:20],
+                "TABLES_PREFIX": "b" + "".join(c for c in case.name if c.isalnum())[:20],
                 "GATE_FIRST_WAIT_S": "0.05",
                 "GATE_MAX_WAIT_S": "0.5",
             }

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
+from urllib.request import getproxies
 
 from azure.core.exceptions import (
     HttpResponseError,
@@ -299,6 +300,9 @@ def _transport(pool_size: int) -> Any:
     adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
+    # Without a proxy configured, skip requests' per-call scan of the environment and ~/.netrc (as
+    # shared/http.py does); azure-core applies its use_env_settings only to sessions it creates.
+    session.trust_env = bool(getproxies())
     return RequestsTransport(session=session, session_owner=False)
 
 
