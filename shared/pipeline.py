@@ -484,17 +484,24 @@ def _decide(flow: Flow, ports: Ports, event: MesEvent, entry: LedgerEntry, body:
     order = event.production_order
     if not order:
         return None
-    waiting = 0
-    if flow.name == "production_ended" and event.sequence is None:
-        waiting = sum(
-            1
-            for e in ports.ledger.query(company=entry.company, production_order=order)
-            if e.message_id != entry.message_id and e.state in (State.WAITING, State.FORWARDING)
-        )
+    waiting = _earlier_in_flight(ports, entry, order) if _end_without_sequence(flow, event) else 0
     decision = ports.gate.decide(entry.company, order, flow.name, event.sequence, later_waiting=waiting)
     if isinstance(decision, Duplicate) and event.sequence is not None:
         return _same_sequence(ports, entry, event, body, decision)
     return decision
+
+
+def _end_without_sequence(flow: Flow, event: MesEvent) -> bool:
+    return flow.name == "production_ended" and event.sequence is None and bool(event.production_order)
+
+
+def _earlier_in_flight(ports: Ports, entry: LedgerEntry, order: str) -> int:
+    """How many other messages of the order wait or are being forwarded: an end without sequence overtakes none."""
+    return sum(
+        1
+        for e in ports.ledger.query(company=entry.company, production_order=order)
+        if e.message_id != entry.message_id and e.state in (State.WAITING, State.FORWARDING)
+    )
 
 
 def _enter(
@@ -538,6 +545,14 @@ def _enter(
         attempts=entry.attempts if new else entry.attempts + 1,
         lease_until=lease(ports.settings.message_lock_budget_s),
     )
+    if _end_without_sequence(flow, event):
+        # Asked again now that the end's own row is written: a message of another flow whose row was
+        # written while the gate decided (rows follow decisions) was taken in first and goes to F&O first.
+        earlier = _earlier_in_flight(ports, claimed, event.production_order or "")
+        if earlier:
+            detail = f"waiting for {earlier} earlier message(s) of {event.production_order}"
+            held = ports.ledger.transition(claimed, State.WAITING, reason="ordering", detail=detail, lease_until=None)
+            return _wait(delivery, ports, held, detail)
     return _send(delivery, flow, ports, event, claimed, decision.progress if decision is not None else None)
 
 

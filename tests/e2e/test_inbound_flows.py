@@ -21,7 +21,7 @@ from functions import production_ended as ended_fn
 from functions import production_started as started_fn
 from functions import quality_result as quality_fn
 from shared.flows import INBOUND_FLOWS
-from shared.ledger import State
+from shared.ledger import LedgerEntry, State, lease, payload_hash, utcnow
 from tests.e2e.conftest import failures_other_than_storage_hiccups
 
 pytestmark = pytest.mark.e2e
@@ -221,6 +221,44 @@ def test_flows_run_through_the_local_host_in_session_order(stack):
     assert failures_other_than_storage_hiccups(stack.host) == []
     assert len(emulator.app.messages) == 40
     assert all(m.state == "Processed" for m in emulator.app.messages), [m.infolog for m in emulator.app.messages if m.infolog]
+
+
+def test_an_end_without_sequence_waits_for_a_message_taken_in_while_its_gate_decided(stack, monkeypatch):
+    # The interleaving that made an end overtake its report as finished under load: the output was
+    # taken in while the end's gate decided (its ledger row, written after its own decision, was not
+    # there yet) and is being forwarded when the end would be sent. The end looks again once its own
+    # row is written, and waits for it.
+    emulator = stack.emulator
+    order = emulator.app.find("ProductionOrderHeaders", dataAreaId="usmf", ProductionOrderNumber="P000024")
+    start, *_, output, end = order_lifecycle("P000024", order["ItemNumber"], order["ScheduledQuantity"])
+    started_fn.production_started(trigger(start))
+    decide = stack.ports.gate.decide
+
+    def decide_while_the_output_is_taken_in(company, order_number, flow, sequence, **kwargs):
+        decision = decide(company, order_number, flow, sequence, **kwargs)
+        if flow == "production_ended":
+            body = mes.encode(output)
+            in_flight = LedgerEntry(
+                company="USMF",
+                message_id=output["message_id"],
+                state=State.FORWARDING,
+                flow="output_reported",
+                attempts=1,
+                production_order="P000024",
+                payload_hash=payload_hash(body),
+                payload_size=len(body),
+                received_at=utcnow(),
+                lease_until=lease(60),
+            )
+            stack.ports.ledger.create(in_flight, payload=body)
+        return decision
+
+    monkeypatch.setattr(stack.ports.gate, "decide", decide_while_the_output_is_taken_in)
+    FUNCTIONS["production_ended"](trigger(end))
+    entry = stack.ports.ledger.get("USMF", end["message_id"])
+    assert entry.state is State.WAITING and entry.reason == "ordering", entry
+    assert "1 earlier message(s) of P000024" in entry.detail
+    assert [m.message_type for m in emulator.app.messages] == ["ProdProductionOrderStart"]  # no end before the output
 
 
 HOSTILE = [
