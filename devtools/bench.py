@@ -331,24 +331,32 @@ def pacer_case(
     *,
     learn: bool = True,
     budget_hint: float | None = None,
+    ceiling_rps: float | None = None,
+    instances: int = 1,
     warm_up_s: float = 5.0,
 ) -> PacerFigures:
-    """The F&O client alone: `threads` callers send as fast as they can against an emulated budget."""
+    """F&O clients alone: `instances` clients (each its own pacer, as separate Function instances)
+    with `threads` callers each send as fast as they can against one emulated budget."""
     emulator = Emulator(0, budget_rps, 10)
     try:
         settings = load_settings({**emulator.values, "TABLES_CONNECTION_STRING": "UseDevelopmentStorage=true"})
-        session = PinnedTrustSession(settings.tls_verify, pool_size=threads * 2)
-        pacer = Pacer(budget_hint) if learn else _PauseOnly()
-        fo = FoClient(settings, MsalTokenProvider(settings, session), session, pacer=pacer)
-        fo.token_check()
+        clients: list[FoClient] = []
+        pacers: list[Pacer] = []
+        for _ in range(instances):
+            session = PinnedTrustSession(settings.tls_verify, pool_size=threads * 2)
+            pacer = Pacer(budget_hint, ceiling_rps=ceiling_rps) if learn else _PauseOnly()
+            fo = FoClient(settings, MsalTokenProvider(settings, session), session, pacer=pacer)
+            fo.token_check()
+            clients.append(fo)
+            pacers.append(pacer)
         stop = time.monotonic() + seconds
 
-        def caller() -> None:
+        def caller(fo: FoClient) -> None:
             while time.monotonic() < stop:
                 fo.send_message("USMF", "ProdProductionOrderStart", {"ProductionOrderNumber": "P000001"})
 
         first, started = emulator.stats(), time.monotonic()
-        workers = [threading.Thread(target=caller) for _ in range(threads)]
+        workers = [threading.Thread(target=caller, args=(fo,)) for fo in clients for _ in range(threads)]
         for worker in workers:
             worker.start()
         time.sleep(warm_up_s)
@@ -363,7 +371,7 @@ def pacer_case(
             return accepted / (budget_rps * elapsed), refused / max(1, accepted + refused)
 
         steady, whole = shares(warm, ended - warmed), shares(first, ended - started)
-        return PacerFigures(name, budget_rps, ended - started, *steady, pacer.pauses, *whole)
+        return PacerFigures(name, budget_rps, ended - started, *steady, sum(p.pauses for p in pacers), *whole)
     finally:
         emulator.close()
 
@@ -573,6 +581,25 @@ def main(argv: list[str] | None = None) -> None:
         pacer_case("before: a 429 pauses everyone, nothing learned", budget, 16, args.pacer_seconds, learn=False),
         pacer_case("pacer learning the budget (no setting)", budget, 16, args.pacer_seconds),
         pacer_case(f"pacer with FO_INSTANCE_BUDGET_RPS={budget:g}", budget, 16, args.pacer_seconds, budget_hint=budget),
+        # The deployed default (foBudgetSharing=adaptive): several instances, each capped at the
+        # whole budget, learn their shares from one budget's 429s.
+        pacer_case(
+            f"3 instances × 8 threads, each FO_BUDGET_RPS={budget:g} (adaptive sharing)",
+            budget,
+            8,
+            args.pacer_seconds,
+            ceiling_rps=budget,
+            instances=3,
+        ),
+        # foBudgetSharing=static at the default: each of 3 busy instances held to budget / 40.
+        pacer_case(
+            f"3 instances × 8 threads, each FO_INSTANCE_BUDGET_RPS={budget / 40:g} (static sharing)",
+            budget,
+            8,
+            args.pacer_seconds,
+            budget_hint=budget / 40,
+            instances=3,
+        ),
     ]
     # Alternating samples: the machine's load drifts, and the ratio is what matters.
     pairs = [(import_time("function_app", 1), import_time("azure.functions", 1)) for _ in range(9)]

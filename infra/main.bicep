@@ -38,6 +38,10 @@ param keyVaultRecover bool = false
 @description('F&O requests per second the bridge may use in all; sets the instance count and each instance\'s share')
 param foBudgetPerSecond int = 20
 
+@allowed(['adaptive', 'static'])
+@description('How instances share the F&O budget: adaptive (learned from 429s, a lone instance may use it all) or static (budget / maximumInstanceCount each)')
+param foBudgetSharing string = 'adaptive'
+
 @minValue(0)
 @maxValue(5)
 @description('Always-ready instances per inbound function (0: scale to zero, no idle cost)')
@@ -94,6 +98,7 @@ module resources 'resources.bicep' = {
     keyVaultPurgeProtection: keyVaultPurgeProtection
     keyVaultRecover: keyVaultRecover
     foBudgetPerSecond: foBudgetPerSecond
+    foBudgetSharing: foBudgetSharing
     alwaysReadyInbound: alwaysReadyInbound
     backlogAgeMinutes: backlogAgeMinutes
     traceSamplingRatio: traceSamplingRatio

@@ -25,6 +25,9 @@ param keyVaultRecover bool = false
 @minValue(1)
 @description('Requests per second F&O may take from the bridge in all instances together (F&O allows 6,000 per user per 5 minutes per web server: 20/s)')
 param foBudgetPerSecond int = 20
+@allowed(['adaptive', 'static'])
+@description('adaptive: every instance may use up to the whole budget and its pacer learns its share from F&O\'s 429s; static: each instance is held to budget / maximumInstanceCount (no 429s, a lone busy instance stays slow)')
+param foBudgetSharing string = 'adaptive'
 @minValue(0)
 @maxValue(5)
 @description('Always-ready instances per inbound (Service Bus) function: 0 scales them to zero; each ready instance is billed while idle')
@@ -67,6 +70,7 @@ var instanceBudgetFraction = padLeft(string(instanceBudgetMilli % 1000), 3, '0')
 var instanceBudget = '${instanceBudgetWhole}.${instanceBudgetFraction}'
 // At about one second per F&O call, an instance needs one concurrent call per request per second.
 var instanceConcurrency = min(16, max(1, (foBudgetPerSecond + maximumInstanceCount - 1) / maximumInstanceCount))
+var staticSharing = foBudgetSharing == 'static'
 var token = toLower(uniqueString(subscription().id, environmentName, location))
 var packageContainer = 'app-package'
 var deadLetterContainer = 'eventgrid-deadletter'
@@ -290,8 +294,11 @@ var appSettings = {
   FO_COMPANIES: foCompanies
   PLANT_TIME_ZONE: plantTimeZone
   FO_CALL_DEADLINE_S: '120'
-  FO_INSTANCE_BUDGET_RPS: instanceBudget
-  FO_MAX_CONCURRENCY: string(instanceConcurrency)
+  // Adaptive (default): no instance goes past the whole budget, and the pacers share it by 429s
+  // (README "Scale and F&O's budget"). Static: a fixed share each, empty = unset for the other.
+  FO_BUDGET_RPS: string(foBudgetPerSecond)
+  FO_INSTANCE_BUDGET_RPS: staticSharing ? instanceBudget : ''
+  FO_MAX_CONCURRENCY: string(staticSharing ? instanceConcurrency : 16)
   MESSAGE_LOCK_BUDGET_S: '300'
   TABLES_ENDPOINT: storage.properties.primaryEndpoints.table
   TABLES_CLIENT_ID: identity.properties.clientId

@@ -149,6 +149,8 @@ class Pacer:
     - afterwards, while callers queue, the rate grows by `increase` of itself per second
       (additive increase), five times slower once within 5 % of the last 429's rate, never past
       the instance's share of the budget (`FO_INSTANCE_BUDGET_RPS`), where it starts when set;
+    - `ceiling_rps` (`FO_BUDGET_RPS`, F&O's whole budget for the app registration) caps the rate
+      without fixing it: many instances learn their shares from 429s, a lone busy one may use it all;
     - `probe_after_s` past the last 429's rate without another, slow start again: F&O's budget
       moves with its load, and a throttling storm must not slow the bridge for minutes after it.
     """
@@ -157,6 +159,7 @@ class Pacer:
         self,
         budget_rps: float | None = None,
         *,
+        ceiling_rps: float | None = None,
         start_rps: float = 10.0,
         increase: float = 0.01,
         decrease: float = 0.9,
@@ -167,12 +170,12 @@ class Pacer:
     ) -> None:
         self._clock = clock
         self._sleep = sleep
-        self._ceiling = budget_rps or math.inf
+        self._ceiling = budget_rps or ceiling_rps or math.inf
         self._increase = increase
         self._decrease = decrease
         self._min_rps = min_rps
         self._probe_after_s = probe_after_s
-        self.rate = budget_rps or start_rps
+        self.rate = budget_rps or min(start_rps, self._ceiling)
         self.slow_start = budget_rps is None
         self._next_slot = 0.0
         self._resume_at = 0.0
@@ -304,7 +307,7 @@ class FoClient:
         self._session = session
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self.pacer = pacer or Pacer(settings.fo_instance_budget_rps, sleep=sleep)
+        self.pacer = pacer or Pacer(settings.fo_instance_budget_rps, ceiling_rps=settings.fo_budget_rps, sleep=sleep)
         self.stats = CallStats()
         self._slots = threading.BoundedSemaphore(settings.fo_max_concurrency)
         self.base_url = settings.fo_base_url

@@ -81,9 +81,12 @@ class Settings(BaseSettings):
     fo_backoff_max_s: float = Field(30.0, gt=0)
     fo_retry_after_fallback_s: float = Field(30.0, gt=0)
     fo_max_concurrency: int = Field(16, ge=1, le=52)
-    # This instance's share of F&O's request budget (requests/s); unset: learned from 429s alone.
-    # infra/ derives it: foBudgetPerSecond / maximumInstanceCount.
+    # This instance's fixed share of F&O's request budget (requests/s); unset: learned from 429s.
+    # infra/ sets it only with foBudgetSharing=static: foBudgetPerSecond / maximumInstanceCount.
     fo_instance_budget_rps: float | None = Field(None, gt=0)
+    # F&O's whole request budget for the app registration (requests/s): no instance goes above it,
+    # and below it the pacer learns its share from 429s. infra/ sets it to foBudgetPerSecond.
+    fo_budget_rps: float | None = Field(None, gt=0)
     message_lock_budget_s: float = Field(300.0, gt=0)
 
     # --- The pipeline ---------------------------------------------------------------------------

@@ -210,3 +210,20 @@ def test_batch_response_reports_each_inner_status():
     results = parse_batch_response("multipart/mixed; boundary=b", body.encode())
     assert [(r.status, r.content_id) for r in results] == [(201, "1"), (500, "2")]
     assert results[0].body == {"a": 1}
+
+
+def test_the_whole_budget_caps_a_learning_pacer_without_fixing_its_rate():
+    clock = FakeClock()
+    pacer = Pacer(ceiling_rps=20, clock=clock, sleep=clock.sleep, start_rps=4)
+    assert pacer.slow_start and pacer.rate == 4  # learns from below, as without a budget
+    begin = clock.now
+    while clock.now < begin + 10:
+        pacer.acquire(deadline=clock.now + 10)
+    assert pacer.rate == 20  # doubled 4 -> 8 -> 16, then held at F&O's whole budget
+    pacer.throttled(1, sent_at=clock.now)
+    assert pacer.rate < 20  # another instance's share: a 429 still cuts it
+
+
+def test_a_ceiling_below_the_start_rate_starts_at_the_ceiling():
+    clock = FakeClock()
+    assert Pacer(ceiling_rps=2, clock=clock, sleep=clock.sleep).rate == 2

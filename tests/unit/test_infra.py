@@ -205,6 +205,7 @@ _OPERATORS = {
     "divide": lambda a, b: int(a / b),  # Bicep divides integers with truncation
     "modulo": lambda a, b: a % b,
     "greater_than": lambda a, b: a > b,
+    "equals": lambda a, b: a == b,
 }
 
 
@@ -243,7 +244,7 @@ def evaluate(expr: Any, scope: dict[str, Any], tree: Any) -> Any:
 
 @pytest.mark.parametrize("budget", [1, 7, 20, 39, 40, 41, 100, 999, 1000, 5000])
 def test_the_fo_budget_sets_the_instance_count_and_each_instance_s_share(tree, budget):
-    scope = {"foBudgetPerSecond": budget}
+    scope = {"foBudgetPerSecond": budget, "foBudgetSharing": "static"}
     instances = evaluate("maximumInstanceCount", scope, tree)
     assert 40 <= instances <= 1000  # Flex Consumption's range
     assert props(tree, "app")["functionAppConfig"]["scaleAndConcurrency"]["maximumInstanceCount"] == "maximumInstanceCount"
@@ -261,9 +262,24 @@ def test_the_fo_budget_sets_the_instance_count_and_each_instance_s_share(tree, b
 def test_the_default_budget_is_f_and_o_s_documented_user_limit(main, tree):
     # 6,000 requests per user per 5 minutes (docs/reference/fo-contracts.md §5, service protection): 20 per second.
     assert main["parameters"]["foBudgetPerSecond"]["default"] == 6000 // 300
-    scope = {"foBudgetPerSecond": 20}
+    scope = {"foBudgetPerSecond": 20, "foBudgetSharing": "static"}
     assert evaluate("maximumInstanceCount", scope, tree) == 40
     assert evaluate(tree["variables"]["appSettings"]["value"]["FO_INSTANCE_BUDGET_RPS"], scope, tree) == "0.500"
+
+
+@pytest.mark.parametrize("budget", [1, 20, 5000])
+def test_adaptive_sharing_is_the_default_and_caps_each_instance_at_the_whole_budget(main, tree, budget):
+    # A lone busy instance may use the whole budget; many learn their shares from 429s (the pacer).
+    assert main["parameters"]["foBudgetSharing"]["default"] == "adaptive"
+    assert tree["parameters"]["foBudgetSharing"]["default"] == "adaptive"
+    scope = {"foBudgetPerSecond": budget, "foBudgetSharing": "adaptive"}
+    settings = tree["variables"]["appSettings"]["value"]
+    values = {
+        name: evaluate(settings[name], scope, tree) for name in ("FO_BUDGET_RPS", "FO_INSTANCE_BUDGET_RPS", "FO_MAX_CONCURRENCY")
+    }
+    assert values == {"FO_BUDGET_RPS": str(budget), "FO_INSTANCE_BUDGET_RPS": "", "FO_MAX_CONCURRENCY": "16"}
+    loaded = load_settings({**BASE_ENV, **values})
+    assert loaded.fo_budget_rps == budget and loaded.fo_instance_budget_rps is None
 
 
 @pytest.mark.parametrize(("ready", "expected"), [(0, []), (1, list(INBOUND_QUEUES)), (2, list(INBOUND_QUEUES))])
