@@ -9,12 +9,14 @@ export PYTHONPATH := $(CURDIR)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-setup: $(VENV)/.installed node_modules/.installed chromium
+setup: $(VENV)/.installed node_modules/.installed
 
 # The console's browser tests drive Debian's Chromium (Playwright's own browser download is not needed).
+# Only the tests need it: `make demo` and `make console` run without a browser on the machine.
 chromium:
-	@[ -x /usr/bin/chromium ] || command -v chromium >/dev/null || \
-		{ $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+	@[ -n "$$CHROMIUM" ] || [ -x /usr/bin/chromium ] || command -v chromium >/dev/null || \
+		{ command -v apt-get >/dev/null || { echo "The browser tests need Chromium: install it (Debian: apt-get install chromium) or set CHROMIUM to its path" >&2; exit 1; }; \
+		  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +48,7 @@ scan: .venv-checkov/.installed
 	.venv-checkov/bin/checkov --directory infra --framework bicep --quiet --compact --skip-download
 
 # Everything, the chaos run included: the CI gate (.ci/run).
-test: lint scan
+test: lint scan chromium
 	$(BIN)/pytest
 
 # The inner loop: needs only the venv (no npm, no Chromium), runs only tests/unit.
@@ -64,7 +66,7 @@ console: setup
 	$(BIN)/python -m devtools.demo --console $(ARGS)
 
 # The console's screenshots in docs/console/, taken by its browser tests.
-screenshots: setup
+screenshots: setup chromium
 	CONSOLE_SCREENSHOTS=docs/console $(BIN)/pytest tests/e2e/test_console.py -q
 
 bench: setup
