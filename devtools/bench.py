@@ -36,13 +36,14 @@ from devtools.demo import Settled
 from devtools.local_host import InMemoryBroker, LocalHost
 from devtools.local_host.broker import BrokerMesPublisher
 from devtools.local_host.host import HostConfig
-from shared import runtime, tables
-from shared.flows import INBOUND_FLOWS
-from shared.fo_auth import MsalTokenProvider
-from shared.fo_client import FoClient, Pacer
-from shared.http import PinnedTrustSession
-from shared.pipeline import Ports
+from shared import runtime
+from shared.fo.auth import MsalTokenProvider
+from shared.fo.client import FoClient, Pacer
+from shared.fo.http import PinnedTrustSession
+from shared.inbound.flows import INBOUND_FLOWS
+from shared.inbound.pipeline import Ports
 from shared.settings import load_settings
+from shared.store import tables
 from shared.topology import MES_TOPIC
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -381,7 +382,7 @@ def floor(azurite: Azurite, calls: int = 300) -> float:
     event (its pydantic model), one pooled HTTPS POST to F&O, one Table transaction (two rows)."""
     from azure.data.tables import TableServiceClient
 
-    from shared.messages import MES_EVENTS
+    from shared.inbound.messages import MES_EVENTS
 
     emulator = Emulator(0, 0, 10)
     try:
@@ -437,9 +438,9 @@ import json, sys, time
 import function_app
 t = time.perf_counter()
 from shared import runtime
-from shared.flows import INBOUND_FLOWS
-from shared.pipeline import process
-from shared.servicebus import Delivery
+from shared.inbound.flows import INBOUND_FLOWS
+from shared.inbound.pipeline import process
+from shared.inbound.servicebus import Delivery
 imported = time.perf_counter()
 from shared.settings import load_settings
 runtime.install(runtime.build(load_settings(json.loads(sys.argv[1]))))

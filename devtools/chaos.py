@@ -55,15 +55,16 @@ from devtools.local_host import InMemoryBroker, LocalHost
 from devtools.local_host.broker import BrokerMesPublisher, Lease
 from devtools.local_host.host import QueueFunction
 from devtools.scenario import Shift, ShiftSpec, build_shift
-from shared import operations, runtime
-from shared.flows import INBOUND_FLOWS
-from shared.fo_client import FoClient
-from shared.ledger import State
-from shared.mes_publisher import Envelope, MesPublisher
-from shared.messages import MES_EVENTS
-from shared.pipeline import Ports, content_hash
+from shared import runtime
+from shared.fo.client import FoClient
+from shared.inbound.flows import INBOUND_FLOWS
+from shared.inbound.messages import MES_EVENTS
+from shared.inbound.pipeline import Ports, content_hash
+from shared.ops import operations
+from shared.outbound.mes_publisher import Envelope, MesPublisher
 from shared.reasons import ParkReason
 from shared.settings import load_settings
+from shared.store.ledger import State
 from shared.topology import MES_TOPIC
 
 FAULTS = (

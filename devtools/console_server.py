@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import azure.functions as func
 
 from devtools.local_host.host import HttpFunction, discover
-from shared.principal import OPERATOR_ROLE, encode_principal
+from shared.ops.principal import OPERATOR_ROLE, encode_principal
 
 SESSION_COOKIE = "AppServiceAuthSession"
 _PRINCIPAL_HEADERS = (

@@ -22,11 +22,12 @@ from devtools.local_host.broker import BrokerMesPublisher
 from devtools.mes import encode
 from devtools.operator_cases import seed
 from devtools.scenario import Shift, ShiftSpec, build_shift
-from shared import runtime, tables
-from shared.flows import INBOUND_FLOWS
-from shared.ledger import State
-from shared.pipeline import Ports
+from shared import runtime
+from shared.inbound.flows import INBOUND_FLOWS
+from shared.inbound.pipeline import Ports
 from shared.settings import load_settings
+from shared.store import tables
+from shared.store.ledger import State
 from shared.topology import MES_TOPIC
 
 DEMO_SETTINGS = {

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from shared.http import PinnedTrustSession
+from shared.fo.http import PinnedTrustSession
 
 
 def measure(latency_ms: float, calls: int, connections: int) -> float:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from devtools.azurite import Azurite
-from shared.lineage import Edge, Lineage
-from shared.tables import connect, table
+from shared.store.lineage import Edge, Lineage
+from shared.store.tables import connect, table
 
 
 def generate_year(days: int, orders_per_day: int, seed: int) -> tuple[list[Edge], list[tuple[str, str]], list[tuple[str, str]]]:

@@ -14,9 +14,9 @@ from typing import Any
 from devtools import mes
 from devtools.fo_emulator import FoEmulator
 from devtools.local_host import InMemoryBroker, LocalHost
-from shared.flows import INBOUND_FLOWS
-from shared.ledger import State
-from shared.pipeline import Ports
+from shared.inbound.flows import INBOUND_FLOWS
+from shared.inbound.pipeline import Ports
+from shared.store.ledger import State
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 from devtools import mes
 from devtools.fo_emulator.plant import Row
-from shared.mapping import movement_journal_number, transfer_journal_number
+from shared.inbound.mapping import movement_journal_number, transfer_journal_number
 
 
 @dataclass(frozen=True)

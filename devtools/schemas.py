@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shared.messages import MES_EVENTS
-from shared.outbound import OUTBOUND_MODELS
+from shared.inbound.messages import MES_EVENTS
+from shared.outbound.messages import OUTBOUND_MODELS
 
 ROOT = Path(__file__).resolve().parent.parent / "schemas" / "mes"
 OUT = ROOT.parent / "mes-out"

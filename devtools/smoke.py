@@ -28,7 +28,7 @@ import requests
 from devtools.local_func import mes_event
 
 KEY_HELP = "az functionapp keys list -g <resource group> -n <app> --query functionKeys.default -o tsv"
-#: States after which the message will not move by itself (shared/ledger.py State).
+#: States after which the message will not move by itself (shared/store/ledger.py State).
 DONE = "Processed"
 STOPPED = ("Parked", "Failed", "Cancelled")
 

@@ -11,7 +11,7 @@ from functions import (
     material_consumed,
     message_processed,
     operation_reported,
-    operations,
+    operations_http,
     order_released,
     order_status_changed,
     output_reported,
@@ -31,4 +31,4 @@ INBOUND = [
     inventory_adjusted,
 ]
 OUTBOUND = [order_released, order_status_changed, message_processed]
-BLUEPRINTS: list[func.Blueprint] = [module.bp for module in INBOUND + OUTBOUND] + [operations.bp, console.bp]
+BLUEPRINTS: list[func.Blueprint] = [module.bp for module in INBOUND + OUTBOUND] + [operations_http.bp, console.bp]

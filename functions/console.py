@@ -14,7 +14,7 @@ from pathlib import Path
 
 import azure.functions as func
 
-from shared.principal import OPERATOR_ROLE, operator_of, platform_auth_enabled
+from shared.ops.principal import OPERATOR_ROLE, operator_of, platform_auth_enabled
 from shared.topology import INBOUND_QUEUES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def _asset(path: str) -> Path | None:
 
 def _schema(path: str) -> bytes | None:
     """`schemas/<type>.schema.json`: the JSON schema the pipeline validates that MES event with."""
-    from shared.messages import MES_EVENTS  # the message models load on first use, not at a cold start
+    from shared.inbound.messages import MES_EVENTS  # the message models load on first use, not at a cold start
 
     kind = path.removeprefix("schemas/").removesuffix(".schema.json")
     model = MES_EVENTS.get(kind)
@@ -98,7 +98,7 @@ def console_api(req: func.HttpRequest) -> func.HttpResponse:
         )
     if not operator.may_operate:
         return _refuse(403, f"{operator.name} does not have the {OPERATOR_ROLE} app role")
-    from functions.operations_actions import ACTIONS, answer  # loads on first use, as in functions/operations.py
+    from functions.operations_actions import ACTIONS, answer  # loads on first use, as in functions/operations_http.py
 
     action = ACTIONS.get(name)
     if action is None:

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 if TYPE_CHECKING:
-    from shared.pipeline import Result
+    from shared.inbound.pipeline import Result
 
 
-def deliver(flow_name: str, message: func.ServiceBusMessage) -> Result:
+def on_message(flow_name: str, message: func.ServiceBusMessage) -> Result:
     from shared import runtime
-    from shared.flows import INBOUND_FLOWS
-    from shared.pipeline import process
-    from shared.servicebus import Delivery
+    from shared.inbound.flows import INBOUND_FLOWS
+    from shared.inbound.pipeline import process
+    from shared.inbound.servicebus import Delivery
 
     flow = INBOUND_FLOWS[flow_name]
     # Returning completes the message; an exception abandons it for redelivery. Everything the

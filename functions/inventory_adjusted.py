@@ -4,7 +4,7 @@ The journal number derives from the MES message id, so a repeat finds it already
 
 import azure.functions as func
 
-from functions.inbound import deliver
+from functions.inbound import on_message
 from shared.topology import INBOUND_QUEUES, SERVICEBUS_CONNECTION
 
 bp = func.Blueprint()
@@ -18,4 +18,4 @@ bp = func.Blueprint()
     is_sessions_enabled=True,
 )
 def inventory_adjusted(message: func.ServiceBusMessage) -> None:
-    deliver("inventory_adjusted", message)
+    on_message("inventory_adjusted", message)

@@ -5,7 +5,7 @@ there instead of doubling it."""
 
 import azure.functions as func
 
-from functions.inbound import deliver
+from functions.inbound import on_message
 from shared.topology import INBOUND_QUEUES, SERVICEBUS_CONNECTION
 
 bp = func.Blueprint()
@@ -19,4 +19,4 @@ bp = func.Blueprint()
     is_sessions_enabled=True,
 )
 def inventory_moved(message: func.ServiceBusMessage) -> None:
-    deliver("inventory_moved", message)
+    on_message("inventory_moved", message)

@@ -4,7 +4,7 @@ which batches went into the order."""
 
 import azure.functions as func
 
-from functions.inbound import deliver
+from functions.inbound import on_message
 from shared.topology import INBOUND_QUEUES, SERVICEBUS_CONNECTION
 
 bp = func.Blueprint()
@@ -18,4 +18,4 @@ bp = func.Blueprint()
     is_sessions_enabled=True,
 )
 def material_consumed(message: func.ServiceBusMessage) -> None:
-    deliver("material_consumed", message)
+    on_message("material_consumed", message)

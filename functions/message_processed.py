@@ -3,7 +3,7 @@ Processed or Failed in the ledger, with the infolog, and acknowledges or rejects
 
 import azure.functions as func
 
-from functions.business_events import deliver
+from functions.event_grid import on_event
 
 bp = func.Blueprint()
 
@@ -11,4 +11,4 @@ bp = func.Blueprint()
 @bp.function_name("message_processed")
 @bp.event_grid_trigger(arg_name="event")
 def message_processed(event: func.EventGridEvent) -> None:
-    deliver("message_processed", event)
+    on_event("message_processed", event)

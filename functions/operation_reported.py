@@ -3,7 +3,7 @@ F&O receives a route card (`ProdProductionOrderRouteCard`)."""
 
 import azure.functions as func
 
-from functions.inbound import deliver
+from functions.inbound import on_message
 from shared.topology import INBOUND_QUEUES, SERVICEBUS_CONNECTION
 
 bp = func.Blueprint()
@@ -17,4 +17,4 @@ bp = func.Blueprint()
     is_sessions_enabled=True,
 )
 def operation_reported(message: func.ServiceBusMessage) -> None:
-    deliver("operation_reported", message)
+    on_message("operation_reported", message)

@@ -1,4 +1,4 @@
-"""The operations themselves: each is one entry of `ACTIONS`, which functions/operations.py
+"""The operations themselves: each is one entry of `ACTIONS`, which functions/operations_http.py
 (`/api/ops/<name>`, function keys) and functions/console.py (`/api/console-api/<name>`, signed-in
 operators) route requests to. Imported on the first such request, not at a cold start."""
 
@@ -9,9 +9,10 @@ from typing import Any
 
 import azure.functions as func
 
-from shared import operations, runtime
-from shared.health import health as health_of
-from shared.principal import operator_of
+from shared import runtime
+from shared.ops import operations
+from shared.ops.health import health as health_of
+from shared.ops.principal import operator_of
 
 
 @dataclass(frozen=True)

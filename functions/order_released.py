@@ -3,7 +3,7 @@ route operations over OData and publishes one work order to MES."""
 
 import azure.functions as func
 
-from functions.business_events import deliver
+from functions.event_grid import on_event
 
 bp = func.Blueprint()
 
@@ -11,4 +11,4 @@ bp = func.Blueprint()
 @bp.function_name("order_released")
 @bp.event_grid_trigger(arg_name="event")
 def order_released(event: func.EventGridEvent) -> None:
-    deliver("order_released", event)
+    on_event("order_released", event)

@@ -3,7 +3,7 @@ older event (lower ControlNumber) never overwrites a newer one."""
 
 import azure.functions as func
 
-from functions.business_events import deliver
+from functions.event_grid import on_event
 
 bp = func.Blueprint()
 
@@ -11,4 +11,4 @@ bp = func.Blueprint()
 @bp.function_name("order_status_changed")
 @bp.event_grid_trigger(arg_name="event")
 def order_status_changed(event: func.EventGridEvent) -> None:
-    deliver("order_status_changed", event)
+    on_event("order_status_changed", event)

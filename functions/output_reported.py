@@ -4,7 +4,7 @@ which batch the order produced."""
 
 import azure.functions as func
 
-from functions.inbound import deliver
+from functions.inbound import on_message
 from shared.topology import INBOUND_QUEUES, SERVICEBUS_CONNECTION
 
 bp = func.Blueprint()
@@ -18,4 +18,4 @@ bp = func.Blueprint()
     is_sessions_enabled=True,
 )
 def output_reported(message: func.ServiceBusMessage) -> None:
-    deliver("output_reported", message)
+    on_message("output_reported", message)

@@ -3,7 +3,7 @@ The order gate makes sure it overtakes nothing still waiting for the order."""
 
 import azure.functions as func
 
-from functions.inbound import deliver
+from functions.inbound import on_message
 from shared.topology import INBOUND_QUEUES, SERVICEBUS_CONNECTION
 
 bp = func.Blueprint()
@@ -17,4 +17,4 @@ bp = func.Blueprint()
     is_sessions_enabled=True,
 )
 def production_ended(message: func.ServiceBusMessage) -> None:
-    deliver("production_ended", message)
+    on_message("production_ended", message)

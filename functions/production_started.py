@@ -4,7 +4,7 @@ consume what flushes at start), so a start in doubt is parked until F&O says it 
 
 import azure.functions as func
 
-from functions.inbound import deliver
+from functions.inbound import on_message
 from shared.topology import INBOUND_QUEUES, SERVICEBUS_CONNECTION
 
 bp = func.Blueprint()
@@ -18,4 +18,4 @@ bp = func.Blueprint()
     is_sessions_enabled=True,
 )
 def production_started(message: func.ServiceBusMessage) -> None:
-    deliver("production_started", message)
+    on_message("production_started", message)

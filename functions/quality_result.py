@@ -3,7 +3,7 @@
 
 import azure.functions as func
 
-from functions.inbound import deliver
+from functions.inbound import on_message
 from shared.topology import INBOUND_QUEUES, SERVICEBUS_CONNECTION
 
 bp = func.Blueprint()
@@ -17,4 +17,4 @@ bp = func.Blueprint()
     is_sessions_enabled=True,
 )
 def quality_result(message: func.ServiceBusMessage) -> None:
-    deliver("quality_result", message)
+    on_message("quality_result", message)

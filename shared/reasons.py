@@ -10,7 +10,7 @@ from enum import StrEnum
 
 
 class ParkReason(StrEnum):
-    # Refused as read (shared/pipeline.py decode): the message cannot be processed as sent.
+    # Refused as read (shared/inbound/pipeline.py decode): the message cannot be processed as sent.
     TOO_LARGE = "too_large"
     EMPTY = "empty"
     INVALID_JSON = "invalid_json"
@@ -22,7 +22,7 @@ class ParkReason(StrEnum):
     UNSUPPORTED_VERSION = "unsupported_version"
     CLOCK_SKEW = "clock_skew"
     UNKNOWN_COMPANY = "unknown_company"
-    # The order gate (shared/ordering.py) and the ledger's duplicate check.
+    # The order gate (shared/inbound/order_gate.py) and the ledger's duplicate check.
     GAP = "gap"
     NO_START = "no_start"
     CONFLICT = "conflict"
@@ -31,5 +31,5 @@ class ParkReason(StrEnum):
     IN_DOUBT = "in_doubt"
     RETRIES_EXHAUSTED = "retries_exhausted"
     FO_FAILED = "fo_failed"  # a Failed row: F&O's message processor refused it
-    # F&O -> MES (shared/fo_events.py): a work order MES could not act on.
+    # F&O -> MES (shared/outbound/handlers.py): a work order MES could not act on.
     INVALID_WORK_ORDER = "invalid_work_order"

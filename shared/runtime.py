@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import threading
 
-from shared.event_log import EventLog
-from shared.fo_auth import MsalTokenProvider
-from shared.fo_client import FoClient
-from shared.http import PinnedTrustSession
-from shared.ledger import Ledger
-from shared.lineage import Lineage
-from shared.mapping import MappingOptions
-from shared.mes_publisher import MesPublisher, ServiceBusMesPublisher
-from shared.ordering import OrderGate
-from shared.pipeline import Ports
-from shared.servicebus import DeadLetters, Requeue, ServiceBusDeadLetters, ServiceBusRequeue
+from shared.fo.auth import MsalTokenProvider
+from shared.fo.client import FoClient
+from shared.fo.http import PinnedTrustSession
+from shared.inbound.mapping import MappingOptions
+from shared.inbound.order_gate import OrderGate
+from shared.inbound.pipeline import Ports
+from shared.inbound.servicebus import DeadLetters, Requeue, ServiceBusDeadLetters, ServiceBusRequeue
+from shared.outbound.mes_publisher import MesPublisher, ServiceBusMesPublisher
 from shared.settings import Settings, get_settings
-from shared.tables import EVENTS_TABLE, LEDGER_TABLE, LINEAGE_TABLE, service_client, table
+from shared.store.event_log import EventLog
+from shared.store.ledger import Ledger
+from shared.store.lineage import Lineage
+from shared.store.tables import EVENTS_TABLE, LEDGER_TABLE, LINEAGE_TABLE, service_client, table
 from shared.topology import MES_TOPIC
 
 _lock = threading.Lock()

@@ -11,11 +11,11 @@ from azure.data.tables import TableServiceClient
 from devtools.azurite import Azurite
 from devtools.fo_emulator import EmulatorConfig, FoEmulator
 from devtools.fo_emulator.plant import PlantSpec
-from shared.fo_auth import MsalTokenProvider
-from shared.fo_client import FoClient
-from shared.http import PinnedTrustSession
+from shared.fo.auth import MsalTokenProvider
+from shared.fo.client import FoClient
+from shared.fo.http import PinnedTrustSession
 from shared.settings import Settings, load_settings
-from shared.tables import connect
+from shared.store.tables import connect
 
 
 @pytest.fixture(scope="session")

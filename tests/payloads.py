@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from devtools.schemas import example
-from shared.messages import MES_EVENTS
+from shared.inbound.messages import MES_EVENTS
 from shared.topology import INBOUND_QUEUES
 
 FLOW_NAMES = sorted(INBOUND_QUEUES)

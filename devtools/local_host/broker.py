@@ -353,7 +353,7 @@ class InMemoryBroker:
 
     # --- the bridge's DeadLetters port ----------------------------------------------------------
     def dead_lettered(self, queue: str) -> list[Any]:
-        from shared.servicebus import DeadLettered
+        from shared.inbound.servicebus import DeadLettered
 
         return [
             DeadLettered(

@@ -20,8 +20,8 @@ from functions import order_released as released_fn
 from functions import order_status_changed as status_fn
 from functions import production_started as started_fn
 from shared.errors import Transient
-from shared.fo_events import receive
-from shared.ledger import State
+from shared.outbound.handlers import receive
+from shared.store.ledger import State
 from shared.topology import MES_TOPIC
 
 pytestmark = pytest.mark.e2e

@@ -19,7 +19,7 @@ import function_app
 from devtools import mes
 from devtools.console_server import ConsoleServer
 from devtools.operator_cases import Cases, seed, send, wait_for
-from shared.ledger import State
+from shared.store.ledger import State
 
 pytestmark = pytest.mark.e2e
 

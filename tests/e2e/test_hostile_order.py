@@ -13,9 +13,9 @@ from devtools import mes
 from functions import inventory_moved as inventory_fn
 from functions import material_consumed as consumed_fn
 from functions import production_started as started_fn
-from shared import operations
-from shared.ledger import State
-from shared.messages import MAX_SEQUENCE
+from shared.inbound.messages import MAX_SEQUENCE
+from shared.ops import operations
+from shared.store.ledger import State
 from tests.e2e.conftest import FAST
 from tests.e2e.test_inbound_flows import trigger
 from tests.e2e.test_order_gate import send_all
@@ -45,7 +45,7 @@ def test_a_sequence_out_of_range_is_parked_with_its_reason(stack, sequence):
 
 
 def test_the_largest_sequence_is_accepted():
-    from shared.messages import MaterialConsumed
+    from shared.inbound.messages import MaterialConsumed
 
     assert MaterialConsumed.model_validate(consumption("P000001", MAX_SEQUENCE)).sequence == MAX_SEQUENCE
 

@@ -16,11 +16,11 @@ from devtools import mes
 from devtools.local_host.host import to_event_grid_event
 from functions import material_consumed as consumed_fn
 from functions import message_processed as processed_fn
-from functions import operations as http
+from functions import operations_http as http
 from functions import production_started as started_fn
-from shared import operations
-from shared.ledger import State
-from shared.lineage import BatchRef
+from shared.ops import operations
+from shared.store.ledger import State
+from shared.store.lineage import BatchRef
 from shared.topology import INBOUND_QUEUES, MES_TOPIC
 
 pytestmark = pytest.mark.e2e

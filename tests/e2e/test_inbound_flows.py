@@ -20,8 +20,9 @@ from functions import output_reported as output_fn
 from functions import production_ended as ended_fn
 from functions import production_started as started_fn
 from functions import quality_result as quality_fn
-from shared.flows import INBOUND_FLOWS
-from shared.ledger import LedgerEntry, State, lease, payload_hash, utcnow
+from shared.clock import utcnow
+from shared.inbound.flows import INBOUND_FLOWS
+from shared.store.ledger import LedgerEntry, State, lease, payload_hash
 from tests.e2e.conftest import failures_other_than_storage_hiccups
 
 pytestmark = pytest.mark.e2e

@@ -17,12 +17,12 @@ from devtools import mes
 from functions import console
 from functions import inventory_moved as inventory_fn
 from functions import material_consumed as consumed_fn
-from functions import operations as http
+from functions import operations_http as http
 from functions import production_started as started_fn
 from functions.operations_actions import ACTIONS
-from shared import cli
-from shared.ledger import LedgerEntry, State
-from shared.principal import OPERATOR_ROLE, encode_principal
+from shared.ops import cli
+from shared.ops.principal import OPERATOR_ROLE, encode_principal
+from shared.store.ledger import LedgerEntry, State
 
 pytestmark = pytest.mark.e2e
 

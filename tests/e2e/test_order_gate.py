@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from devtools import mes
-from shared import operations
-from shared.flows import INBOUND_FLOWS
-from shared.ledger import State
-from shared.mapping import FoCall, SendMessage
+from shared.inbound.flows import INBOUND_FLOWS
+from shared.inbound.mapping import FoCall, SendMessage
+from shared.ops import operations
+from shared.store.ledger import State
 from tests.conftest import small_plant
 from tests.e2e.conftest import (
     FAST,

@@ -13,8 +13,8 @@ import requests
 from devtools.fo_emulator import EmulatorConfig, FoEmulator
 from devtools.fo_emulator.contracts import schemas, validate_content
 from devtools.fo_emulator.plant import DOCUMENTED_FIELDS
-from shared.http import PinnedTrustSession
-from shared.production_order import READS
+from shared.fo.http import PinnedTrustSession
+from shared.fo.production_order import READS
 from tests.conftest import small_plant
 
 pytestmark = pytest.mark.integration

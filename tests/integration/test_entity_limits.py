@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.errors import EntityTooLarge
-from shared.tables import (
+from shared.store.tables import (
     ENTITY_BYTES,
     STRING_UNITS,
     entity_size,

@@ -2,8 +2,8 @@ import threading
 
 import pytest
 
-from shared.ledger import Ledger, LedgerEntry, LostRace, State
-from shared.tables import table
+from shared.store.ledger import Ledger, LedgerEntry, LostRace, State
+from shared.store.tables import table
 
 pytestmark = pytest.mark.integration
 

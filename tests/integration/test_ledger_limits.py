@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from shared.ledger import Ledger, LedgerEntry, State
-from shared.tables import ENTITY_BYTES, entity_size, table, utf16_units
+from shared.store.ledger import Ledger, LedgerEntry, State
+from shared.store.tables import ENTITY_BYTES, entity_size, table, utf16_units
 
 pytestmark = pytest.mark.integration
 

@@ -4,10 +4,10 @@ import pytest
 
 from devtools import mes
 from devtools.lineage_bench import generate_year, run
-from shared import mapping
-from shared.lineage import BatchRef, Edge, Lineage
-from shared.messages import InventoryMoved
-from shared.tables import table
+from shared.inbound import mapping
+from shared.inbound.messages import InventoryMoved
+from shared.store.lineage import BatchRef, Edge, Lineage
+from shared.store.tables import table
 
 pytestmark = pytest.mark.integration
 

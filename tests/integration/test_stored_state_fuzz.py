@@ -14,13 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.event_log import STATUS, STATUS_UNITS, EventLog
-from shared.ledger import Ledger, LedgerEntry, State
-from shared.lineage import BatchRef, Edge, Lineage
-from shared.mes_publisher import envelope
-from shared.ordering import OrderGate
-from shared.outbound import MessageOutcome
-from shared.tables import ENTITY_BYTES, STRING_UNITS, cut_text, entity_size, table, utf16_units
+from shared.inbound.order_gate import OrderGate
+from shared.outbound.mes_publisher import envelope
+from shared.outbound.messages import MessageOutcome
+from shared.store.event_log import STATUS, STATUS_UNITS, EventLog
+from shared.store.ledger import Ledger, LedgerEntry, State
+from shared.store.lineage import BatchRef, Edge, Lineage
+from shared.store.tables import ENTITY_BYTES, STRING_UNITS, cut_text, entity_size, table, utf16_units
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def sized_text(draw: st.DrawFn, max_repeat: int = 6000) -> str:
 
 @pytest.fixture(scope="module")
 def stores(azurite):
-    from shared.tables import connect
+    from shared.store.tables import connect
 
     service = connect(azurite.connection_string)
     return (
@@ -108,13 +108,13 @@ def test_a_ledger_row_of_any_size_and_text_is_written_and_read_back(
 
 
 def stored_key(entry: LedgerEntry) -> str:
-    from shared.tables import safe_key
+    from shared.store.tables import safe_key
 
     return safe_key(entry.company)
 
 
 def ledger_key(entry: LedgerEntry) -> str:
-    from shared.tables import safe_key
+    from shared.store.tables import safe_key
 
     return safe_key(entry.message_id)
 

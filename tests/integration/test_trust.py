@@ -7,8 +7,8 @@ import requests
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from shared.errors import Transient
-from shared.fo_auth import MsalTokenProvider
-from shared.http import PinnedTrustSession
+from shared.fo.auth import MsalTokenProvider
+from shared.fo.http import PinnedTrustSession
 from shared.settings import load_settings
 from tests.conftest import bridge_env
 

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from devtools import mes
 from devtools.schemas import example
 from shared.errors import InvalidMessage
-from shared.flows import INBOUND_FLOWS
-from shared.messages import MesEvent
-from shared.pipeline import _ParkedAs, decode
+from shared.inbound.flows import INBOUND_FLOWS
+from shared.inbound.messages import MesEvent
+from shared.inbound.pipeline import _ParkedAs, decode
+from shared.inbound.servicebus import Delivery
 from shared.reasons import ParkReason
-from shared.servicebus import Delivery
 from shared.settings import load_settings
 from shared.topology import INBOUND_QUEUES
 from tests.payloads import FLOW_NAMES, payloads

@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from shared.errors import AuthError, BusinessRejection, NotFound, Throttled, Transient
-from shared.fo_client import Pacer, classify, parse_batch_response, parse_retry_after
+from shared.fo.client import Pacer, classify, parse_batch_response, parse_retry_after
 
 
 def response(status, body=None, headers=None, text=None):

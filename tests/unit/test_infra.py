@@ -387,10 +387,10 @@ def test_the_console_signs_in_with_entra_and_only_key_holding_paths_skip_it(tree
 
 
 def _logged_dimensions() -> set[str]:
-    """The customDimensions an outcome line carries (what shared/telemetry.py logs)."""
+    """The customDimensions an outcome line carries (what shared/ops/telemetry.py logs)."""
     import logging
 
-    from shared.telemetry import log_outcome
+    from shared.ops.telemetry import log_outcome
 
     records: list[logging.LogRecord] = []
 
@@ -424,7 +424,7 @@ def test_the_workbook_shows_the_overview_from_application_insights_and_every_ale
         assert name in items, name
     assert "percentile(ms, 95)" in items["fo-latency"]["query"]
     assert items["dead-letters"]["metrics"][0]["metric"].endswith("DeadletteredMessages")
-    # Every dimension a query reads is one the bridge logs (no drift from shared/telemetry.py).
+    # Every dimension a query reads is one the bridge logs (no drift from shared/ops/telemetry.py).
     logged = _logged_dimensions()
     for item in data["items"]:
         for used in re.findall(r"customDimensions\.(\w+)", item["content"].get("query", "")):

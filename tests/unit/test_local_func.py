@@ -29,7 +29,7 @@ from devtools.local_func import (
     webhook_requests,
 )
 from devtools.local_host.host import discover
-from shared.messages import MES_EVENTS
+from shared.inbound.messages import MES_EVENTS
 from shared.settings import load_settings
 from shared.topology import INBOUND_QUEUES, MES_SUBSCRIPTION, MES_TOPIC
 

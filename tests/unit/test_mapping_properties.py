@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from devtools import mes
 from devtools.fo_emulator.contracts import check_entity, schemas, validate_content
-from shared import mapping
-from shared.messages import _ID, MES_EVENTS
-from shared.pipeline import content_hash
+from shared.inbound import mapping
+from shared.inbound.messages import _ID, MES_EVENTS
+from shared.inbound.pipeline import content_hash
 
 ids = st.from_regex(_ID, fullmatch=True).map(str.strip).filter(lambda s: 0 < len(s) <= 20 and s[-1] not in " ")
 quantities = st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False)
@@ -42,7 +42,7 @@ def _accepted(call, version: str) -> None:
 
 
 def mapping_content(call) -> str:
-    from shared.fo_client import message_content
+    from shared.fo.client import message_content
 
     return message_content(call.content)
 

@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devtools.fo_emulator import odata as server_odata
-from shared import odata
+from shared.fo import odata
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """One reply shape for the two front ends of the operations: the CLI answers what the HTTP API
-answers (shared/operations.py shapes both), its refusals included."""
+answers (shared/ops/operations.py shapes both), its refusals included."""
 
 import io
 import json
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from shared import cli, operations
+from shared.ops import cli, operations
 
 
 def test_the_filter_reads_text_values_the_same_for_both_front_ends():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
-from shared.principal import OPERATOR_ROLE, decode_principal, encode_principal, operator_of
+from shared.ops.principal import OPERATOR_ROLE, decode_principal, encode_principal, operator_of
 
 ON = {"WEBSITE_AUTH_ENABLED": "True"}
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-import shared.pipeline
+import shared.inbound.pipeline
 from devtools.schemas import example
 from functions import INBOUND
-from shared.flows import INBOUND_FLOWS
-from shared.mapping import Changeset, MappingOptions, SendMessage, ServiceCall
-from shared.tables import TABLES
+from shared.inbound.flows import INBOUND_FLOWS
+from shared.inbound.mapping import Changeset, MappingOptions, SendMessage, ServiceCall
+from shared.store.tables import TABLES
 from shared.topology import INBOUND_QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def test_the_flow_table_says_what_the_flow_calls_in_fo_and_whether_a_repeat_is_s
     flow = INBOUND_FLOWS[name]
     _name, _queue, _event, fo_call, repeat_safe = FLOW_TABLE[name]
     assert repeat_safe.startswith("yes") == flow.repeatable, (
-        f"README says {repeat_safe!r}; shared/flows.py says {flow.repeatable}"
+        f"README says {repeat_safe!r}; shared/inbound/flows.py says {flow.repeatable}"
     )
     call = flow.map(flow.event.model_validate(example(name)), MappingOptions())
     if isinstance(call, SendMessage):
@@ -61,10 +61,10 @@ def steps(block: str, indent: str) -> list[str]:
 
 
 def test_the_readme_draws_the_pipeline_in_the_order_the_code_runs_it():
-    docstring = shared.pipeline.__doc__ or ""
+    docstring = shared.inbound.pipeline.__doc__ or ""
     in_code = steps(docstring.split("\n\n")[1], "    ")
-    drawing = README[README.index("## The pipeline (`shared/pipeline.py`)") :].split("```")[1]
-    assert steps(drawing, "  -> ") == in_code, "README's pipeline drawing against shared/pipeline.py's docstring"
+    drawing = README[README.index("## The pipeline (`shared/inbound/pipeline.py`)") :].split("```")[1]
+    assert steps(drawing, "  -> ") == in_code, "README's pipeline drawing against shared/inbound/pipeline.py's docstring"
     assert in_code[:3] == ["decode + validate", "order gate", "claim in ledger"]  # the gate decides before the row is written
     [overview] = re.findall(r"one pipeline:<br/>([^}]*)\}\}", README)
     assert [s.split()[-1] for s in overview.split(" · ")] == ["validate", "gate", "ledger", "send", "lineage"]
@@ -74,7 +74,7 @@ def test_the_tables_the_readme_names_are_the_tables_the_bridge_keeps():
     [row] = [r for r in table_after("| setting |") if r[0] == "`TABLES_PREFIX`"] or [[]]
     assert re.findall(r"`<prefix>(\w+)`", row[2]) == list(TABLES)
     runtime = (ROOT / "shared" / "runtime.py").read_text()
-    assert not re.search(r'prefix \+ "', runtime), "name tables with shared.tables' constants (and list them in TABLES)"
+    assert not re.search(r'prefix \+ "', runtime), "name tables with shared.store.tables' constants (and list them in TABLES)"
 
 
 def test_every_reference_the_code_cites_is_in_the_repository():

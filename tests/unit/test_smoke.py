@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from devtools.smoke import Target, health_request, parse, run, trace_request
-from shared.messages import MES_EVENTS
+from shared.inbound.messages import MES_EVENTS
 from shared.topology import INBOUND_QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,9 +5,9 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from shared import telemetry
-from shared.pipeline import Outcome, Result, _queue_age_s
-from shared.servicebus import Delivery
+from shared.inbound.pipeline import Outcome, Result, _queue_age_s
+from shared.inbound.servicebus import Delivery
+from shared.ops import telemetry
 
 
 @pytest.fixture

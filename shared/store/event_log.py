@@ -14,8 +14,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
 
-from shared.ledger import utcnow
-from shared.tables import cut_text, safe_key, storage_call
+from shared.clock import utcnow
+from shared.store.tables import cut_text, safe_key, storage_call
 
 #: F&O's status name as the order's event row keeps it, in UTF-16 code units.
 STATUS_UNITS = 1000

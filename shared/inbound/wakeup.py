@@ -17,10 +17,10 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from shared.ledger import Ledger, LedgerEntry, LostRace, State
-from shared.ordering import OrderGate, Progress
+from shared.inbound.order_gate import OrderGate, Progress
+from shared.inbound.servicebus import ATTEMPT, RESUBMIT, Requeue
 from shared.reasons import ParkReason
-from shared.servicebus import ATTEMPT, RESUBMIT, Requeue
+from shared.store.ledger import Ledger, LedgerEntry, LostRace, State
 from shared.topology import INBOUND_QUEUES
 
 #: Set on the copies `wake` schedules (the reason it was woken), for the telemetry and the tests.

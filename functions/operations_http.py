@@ -5,8 +5,8 @@ check health, and the console's overview.
 Each operation is one entry of `ACTIONS`, reached two ways: `/api/ops/<name>` with a function key
 (scripts), and `/api/console-api/<name>` for the console, where the caller must be a signed-in
 operator (functions/console.py). The operator named in the audit trail is the principal App
-Service authentication validated, never a header the caller can set. `python -m shared.cli` does
-the same from a shell; all of them call shared/operations.py.
+Service authentication validated, never a header the caller can set. `python -m shared.ops.cli` does
+the same from a shell; all of them call shared/ops/operations.py.
 """
 
 import azure.functions as func

@@ -13,9 +13,8 @@ from datetime import UTC
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from shared.fo_client import BatchOperation
-from shared.lineage import Direction, Edge
-from shared.messages import (
+from shared.fo.client import BatchOperation
+from shared.inbound.messages import (
     MES_EVENTS,
     InventoryAdjusted,
     InventoryMoved,
@@ -28,6 +27,7 @@ from shared.messages import (
     QualityResult,
 )
 from shared.settings import Settings
+from shared.store.lineage import Direction, Edge
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Literal
 
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.tables import safe_key, storage_call
+from shared.store.tables import safe_key, storage_call
 
 Direction = Literal["consumed", "produced"]
 NodeKind = Literal["production", "transfer"]

@@ -27,7 +27,6 @@ from urllib.parse import urlsplit
 
 import requests
 
-from shared import odata
 from shared.errors import (
     AuthError,
     BridgeError,
@@ -36,10 +35,11 @@ from shared.errors import (
     Throttled,
     Transient,
 )
-from shared.fo_auth import TokenProvider
+from shared.fo import odata
+from shared.fo.auth import TokenProvider
+from shared.ops.telemetry import THROTTLED
 from shared.reasons import ParkReason
 from shared.settings import Settings
-from shared.telemetry import THROTTLED
 
 SEND_MESSAGE_PATH = "/api/services/SysMessageServices/SysMessageService/SendMessage"
 _ENTRA_HINT = (

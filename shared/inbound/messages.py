@@ -55,19 +55,22 @@ Timestamp = Annotated[AwareDatetime, Field(description="ISO 8601 with a UTC offs
 Day = Annotated[date, AfterValidator(_plausible_date)]
 
 
-class Strict(BaseModel):
+class ClosedModel(BaseModel):
+    """Unknown fields are refused (a misspelt MES field must not vanish) and bodies are frozen; types
+    coerce as JSON needs (strict=False: a date arrives as text)."""
+
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True, str_strip_whitespace=False)
 
 
 # --- bodies ---------------------------------------------------------------------------------
 
 
-class ProductionStartedBody(Strict):
+class ProductionStartedBody(ClosedModel):
     started_quantity: Quantity | None = Field(None, description="defaults to the order's quantity in F&O")
     bom_consumption: Literal["flushing_principle", "always", "never"] | None = None
 
 
-class ConsumedLine(Strict):
+class ConsumedLine(ClosedModel):
     item_number: ItemNumber
     batch_number: BatchNumber | None = Field(None, description="the raw material batch consumed (traceability)")
     quantity: Quantity
@@ -78,11 +81,11 @@ class ConsumedLine(Strict):
     consumption_ended: bool = False
 
 
-class MaterialConsumedBody(Strict):
+class MaterialConsumedBody(ClosedModel):
     lines: list[ConsumedLine] = Field(min_length=1, max_length=500)
 
 
-class OperationLine(Strict):
+class OperationLine(ClosedModel):
     operation_number: OperationNumber
     hours: Hours = 0.0
     good_quantity: Quantity = 0.0
@@ -93,11 +96,11 @@ class OperationLine(Strict):
     task: Literal["setup", "process"] = "process"
 
 
-class OperationReportedBody(Strict):
+class OperationReportedBody(ClosedModel):
     lines: list[OperationLine] = Field(min_length=1, max_length=100)
 
 
-class OutputReportedBody(Strict):
+class OutputReportedBody(ClosedModel):
     item_number: ItemNumber = Field(description="the item produced: the order's item, or a co-/by-product")
     batch_number: BatchNumber | None = Field(None, description="the finished batch produced (traceability)")
     serial_numbers: list[SerialNumber] = Field(default_factory=list, max_length=1000)
@@ -118,18 +121,18 @@ class OutputReportedBody(Strict):
         return self
 
 
-class ProductionEndedBody(Strict):
+class ProductionEndedBody(ClosedModel):
     auto_report_as_finished: bool = False
 
 
-class QualityTest(Strict):
+class QualityTest(ClosedModel):
     test_id: Code
     value: Annotated[float, Field(allow_inf_nan=False, ge=-1e12, le=1e12)] | None = None
     unit: Annotated[str, StringConstraints(max_length=10, pattern=_ID)] | None = None
     outcome: Literal["pass", "fail"] | None = None
 
 
-class QualityResultBody(Strict):
+class QualityResultBody(ClosedModel):
     item_number: ItemNumber
     batch_number: BatchNumber
     test_group: Code
@@ -139,7 +142,7 @@ class QualityResultBody(Strict):
     note: Text | None = None
 
 
-class InventoryMovedBody(Strict):
+class InventoryMovedBody(ClosedModel):
     item_number: ItemNumber
     batch_number: BatchNumber | None = None
     quantity: Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)]
@@ -169,7 +172,7 @@ class InventoryMovedBody(Strict):
         return self
 
 
-class InventoryAdjustedBody(Strict):
+class InventoryAdjustedBody(ClosedModel):
     """A quantity found or lost in one place (a count difference, a spill, a sample taken): F&O posts
     it against a general ledger offset account in a movement journal."""
 
@@ -197,7 +200,7 @@ class InventoryAdjustedBody(Strict):
 # --- envelope -------------------------------------------------------------------------------
 
 
-class MesEvent(Strict):
+class MesEvent(ClosedModel):
     """What every MES event carries. `message_id` is the idempotency key: a resend keeps it."""
 
     message_id: MessageId

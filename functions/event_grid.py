@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 if TYPE_CHECKING:
-    from shared.fo_events import Handled
+    from shared.outbound.handlers import Handled
 
 
-def deliver(consumer: str, event: func.EventGridEvent) -> Handled:
+def on_event(consumer: str, event: func.EventGridEvent) -> Handled:
     from shared import runtime
-    from shared.fo_events import receive
+    from shared.outbound.handlers import receive
 
     # OpenTelemetry mode does not trace Event Grid triggers: log the event id explicitly.
     logging.getLogger("mesbridge").info(

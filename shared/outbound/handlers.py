@@ -23,7 +23,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared.business_events import (
+from shared.errors import Transient
+from shared.fo.production_order import read_released_order
+from shared.inbound.pipeline import Ports, catch_up
+from shared.outbound.envelope import (
     MESSAGE_PROCESSED,
     ORDER_RELEASED,
     ORDER_STATUS_CHANGED,
@@ -31,15 +34,12 @@ from shared.business_events import (
     NotABusinessEvent,
     parse,
 )
-from shared.errors import Transient
-from shared.event_log import RELEASE, STATUS
-from shared.ledger import LedgerEntry, LostRace, State, messages_with_content
-from shared.mes_publisher import envelope
-from shared.outbound import BomLine, MessageOutcome, OrderStatusChanged, RouteOperation, WorkOrder
-from shared.pipeline import Ports, catch_up
-from shared.production_order import read_released_order
+from shared.outbound.mes_publisher import envelope
+from shared.outbound.messages import BomLine, MessageOutcome, OrderStatusChanged, RouteOperation, WorkOrder
 from shared.reasons import ParkReason
-from shared.tables import cut_text
+from shared.store.event_log import RELEASE, STATUS
+from shared.store.ledger import LedgerEntry, LostRace, State, messages_with_content
+from shared.store.tables import cut_text
 
 #: F&O's infolog in a MES message: 32K UTF-16 units (at most 128 KB of UTF-8).
 MES_INFOLOG_UNITS = 32 * 1024

@@ -18,7 +18,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -26,7 +26,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableTransactionError, UpdateMode
 
-from shared.tables import (
+from shared.clock import utcnow
+from shared.store.tables import (
     ENTITY_BYTES,
     entity_size,
     get_text,
@@ -62,10 +63,6 @@ class State(StrEnum):
 
 
 FINAL_STATES = frozenset({State.FORWARDED, State.PROCESSED, State.FAILED, State.CANCELLED, State.DUPLICATE})
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def payload_hash(payload: bytes) -> str:

@@ -18,9 +18,9 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
 
-from shared.ledger import utcnow
+from shared.clock import utcnow
 from shared.reasons import ParkReason
-from shared.tables import safe_key, storage_call
+from shared.store.tables import safe_key, storage_call
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Progress:
     waiting_for: int | None = None
     waiting_since: datetime | None = None
     skipped: tuple[dict[str, Any], ...] = ()
-    #: Something of the order is parked by the gate (a gap, no start): a forward wakes it (shared/wakeup.py).
+    #: Something of the order is parked by the gate (a gap, no start): a forward wakes it (shared/inbound/wakeup.py).
     held: bool = False
     etag: str = ""
 

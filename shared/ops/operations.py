@@ -12,17 +12,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared import mapping
-from shared.flows import INBOUND_FLOWS
-from shared.ledger import Ledger, LedgerEntry, LostRace, State, utcnow
-from shared.lineage import Lineage
-from shared.ordering import OrderGate, Progress
-from shared.pipeline import catch_up
+from shared.clock import utcnow
+from shared.inbound import mapping
+from shared.inbound.flows import INBOUND_FLOWS
+from shared.inbound.order_gate import OrderGate, Progress
+from shared.inbound.pipeline import catch_up
+from shared.inbound.servicebus import DeadLetters, Requeue
+from shared.inbound.wakeup import Resubmitted, requeue_parked, wake
 from shared.reasons import ParkReason
-from shared.servicebus import DeadLetters, Requeue
-from shared.tables import utf16_units
+from shared.store.ledger import Ledger, LedgerEntry, LostRace, State
+from shared.store.lineage import Lineage
+from shared.store.tables import utf16_units
 from shared.topology import INBOUND_QUEUES
-from shared.wakeup import Resubmitted, requeue_parked, wake
 
 
 class OperationError(Exception):
@@ -33,7 +34,7 @@ class NoSuchMessage(OperationError):
     """The message the operation names is not in the ledger (HTTP 404, not 400)."""
 
 
-# One reply shape for both front ends (functions/operations_actions.py and shared/cli.py): an
+# One reply shape for both front ends (functions/operations_actions.py and shared/ops/cli.py): an
 # operation's answer is the JSON these functions and the operations below return.
 
 

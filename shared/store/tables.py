@@ -301,7 +301,7 @@ def _transport(pool_size: int) -> Any:
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     # Without a proxy configured, skip requests' per-call scan of the environment and ~/.netrc (as
-    # shared/http.py does); azure-core applies its use_env_settings only to sessions it creates.
+    # shared/fo/http.py does); azure-core applies its use_env_settings only to sessions it creates.
     session.trust_env = bool(getproxies())
     return RequestsTransport(session=session, session_owner=False)
 

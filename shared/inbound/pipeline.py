@@ -26,10 +26,20 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from shared.clock import utcnow
 from shared.errors import AuthError, BridgeError, BusinessRejection, ConfigError, InvalidMessage, NotFound, Transient
-from shared.event_log import EventLog
-from shared.fo_client import FoClient, InDoubt, message_content
-from shared.ledger import (
+from shared.fo.client import FoClient, InDoubt, message_content
+from shared.inbound.mapping import Changeset, FoCall, MappingOptions, SendMessage, ServiceCall
+from shared.inbound.messages import MAX_SEQUENCE, MES_EVENTS, MesEvent
+from shared.inbound.order_gate import Conflict, Decision, Duplicate, Gap, OrderGate, Progress, Wait
+from shared.inbound.servicebus import ATTEMPT, ORIGINAL_ID, RESUBMIT, DeadLetters, Delivery, Requeue
+from shared.inbound.wakeup import wake
+from shared.ops.telemetry import log_outcome
+from shared.outbound.mes_publisher import MesPublisher
+from shared.reasons import ParkReason
+from shared.settings import Settings
+from shared.store.event_log import EventLog
+from shared.store.ledger import (
     FINAL_STATES,
     Companion,
     CompanionConflict,
@@ -40,19 +50,9 @@ from shared.ledger import (
     content_index_row,
     lease,
     payload_hash,
-    utcnow,
 )
-from shared.lineage import Edge, Lineage
-from shared.mapping import Changeset, FoCall, MappingOptions, SendMessage, ServiceCall
-from shared.mes_publisher import MesPublisher
-from shared.messages import MAX_SEQUENCE, MES_EVENTS, MesEvent
-from shared.ordering import Conflict, Decision, Duplicate, Gap, OrderGate, Progress, Wait
-from shared.reasons import ParkReason
-from shared.servicebus import ATTEMPT, ORIGINAL_ID, RESUBMIT, DeadLetters, Delivery, Requeue
-from shared.settings import Settings
-from shared.telemetry import log_outcome
+from shared.store.lineage import Edge, Lineage
 from shared.topology import INBOUND_QUEUES
-from shared.wakeup import wake
 
 _MAX_DEPTH = 32
 

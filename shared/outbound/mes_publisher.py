@@ -12,8 +12,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shared.outbound import Outbound
-from shared.servicebus import servicebus_client
+from shared.inbound.servicebus import servicebus_client
+from shared.outbound.messages import Outbound
 from shared.settings import Settings
 
 

@@ -31,9 +31,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared import odata
 from shared.errors import Transient
-from shared.fo_client import FoClient
+from shared.fo import odata
+from shared.fo.client import FoClient
 
 HEADERS = "ProductionOrderHeaders"
 BOM_LINES = "ProductionOrderBillOfMaterialLines"

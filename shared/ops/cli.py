@@ -1,20 +1,20 @@
 """The operations from a shell, with the app settings in the environment:
 
-    python -m shared.cli trace --company USMF --id line3-000123
-    python -m shared.cli order --company USMF --order P000123
-    python -m shared.cli parked [--flow F] [--reason R] [--order P1] [--older-than-s 3600] [--max-attempts 2]
-    python -m shared.cli resubmit --company USMF --id line3-000123 [--payload fixed.json]
-    python -m shared.cli resubmit-parked --reason rejected --dry-run          (a filter is required)
-    python -m shared.cli resubmit-parked --reason rejected --expect 3 [--include-in-doubt]
-    python -m shared.cli cancel --company USMF --id line3-000123 --reason "sent twice by the MES"
-    python -m shared.cli confirm --company USMF --id line3-000123 --note "Message processor messages: 5531, Processed"
-    python -m shared.cli release-gap --company USMF --order P000123 --missing 4 --reason "lost on the line PC"
-    python -m shared.cli lineage --company USMF --item FG-1 --batch B1 [--direction downstream] [--depth 5]
-    python -m shared.cli dead-lettered [--flow material_consumed]
-    python -m shared.cli resubmit-dead-lettered --flow material_consumed --sequence 42
-    python -m shared.cli health
+    python -m shared.ops.cli trace --company USMF --id line3-000123
+    python -m shared.ops.cli order --company USMF --order P000123
+    python -m shared.ops.cli parked [--flow F] [--reason R] [--order P1] [--older-than-s 3600] [--max-attempts 2]
+    python -m shared.ops.cli resubmit --company USMF --id line3-000123 [--payload fixed.json]
+    python -m shared.ops.cli resubmit-parked --reason rejected --dry-run          (a filter is required)
+    python -m shared.ops.cli resubmit-parked --reason rejected --expect 3 [--include-in-doubt]
+    python -m shared.ops.cli cancel --company USMF --id line3-000123 --reason "sent twice by the MES"
+    python -m shared.ops.cli confirm --company USMF --id line3-000123 --note "Message processor messages: 5531, Processed"
+    python -m shared.ops.cli release-gap --company USMF --order P000123 --missing 4 --reason "lost on the line PC"
+    python -m shared.ops.cli lineage --company USMF --item FG-1 --batch B1 [--direction downstream] [--depth 5]
+    python -m shared.ops.cli dead-lettered [--flow material_consumed]
+    python -m shared.ops.cli resubmit-dead-lettered --flow material_consumed --sequence 42
+    python -m shared.ops.cli health
 
-Answers are the JSON the HTTP operations return (shared/operations.py shapes both), errors too.
+Answers are the JSON the HTTP operations return (shared/ops/operations.py shapes both), errors too.
 """
 
 from __future__ import annotations
@@ -26,14 +26,15 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from shared import operations, runtime
-from shared.health import health
-from shared.pipeline import Ports
+from shared import runtime
+from shared.inbound.pipeline import Ports
+from shared.ops import operations
+from shared.ops.health import health
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m shared.cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m shared.ops.cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
 

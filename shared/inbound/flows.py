@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from shared import mapping
-from shared.messages import (
+from shared.inbound import mapping
+from shared.inbound.messages import (
     InventoryAdjusted,
     InventoryMoved,
     MaterialConsumed,
@@ -17,7 +17,7 @@ from shared.messages import (
     ProductionStarted,
     QualityResult,
 )
-from shared.pipeline import Flow
+from shared.inbound.pipeline import Flow
 
 _FLOWS = [
     Flow(name="production_started", event=ProductionStarted, map=mapping.production_started, repeatable=False),

@@ -1,0 +1,1 @@
+"""Table Storage: the only code that knows tables, keys and ETags (ledger, lineage, business-event log)."""
