@@ -99,6 +99,7 @@ CHAOS_SETTINGS = {
     "GATE_FIRST_WAIT_S": "0.05",
     "GATE_MAX_WAIT_S": "1",
     "GATE_GAP_TIMEOUT_S": "60",
+    "IN_DOUBT_CHECK_AFTER_S": "10",
 }
 EVENTS_PER_ORDER = 7.5  # what build_shift makes of an order, with its resends, quality and moves
 

@@ -95,7 +95,7 @@ def build_shift(spec: ShiftSpec, production_orders: list[Row], batches: list[Row
         )
         expected.reported_good[number][f"{item}/{finished_batch}"] += quantity
         steps.append(("production_ended", {}))
-        expected.final_status[number] = "Ended"
+        expected.final_status[number] = "Completed"
         produced.append((item, finished_batch))
         documents = []
         for sequence, (kind, body) in enumerate(steps, start=1):

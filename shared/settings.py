@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     retry_first_wait_s: float = Field(15.0, gt=0)
     retry_max_wait_s: float = Field(900.0, gt=0)
     retry_give_up_after_s: float = Field(86_400.0, gt=0)
+    #: How long an in-doubt message waits for F&O's processed event before the bridge reads F&O itself.
+    in_doubt_check_after_s: float = Field(300.0, gt=0)
     #: How far a MES clock may run ahead of the bridge's: a later `occurred_at` is parked `clock_skew`.
     mes_max_clock_skew_s: float = Field(300.0, ge=0, le=86_400)
 

@@ -41,7 +41,9 @@ JOURNAL_TYPES = {
     "InventoryTransferJournalHeaders": "Transfer",
     "InventoryMovementJournalHeaders": "Movement",
 }
-STATUS_FLOW = ["Created", "Scheduled", "Released", "Started", "ReportedFinished", "Ended"]
+# ProdStatus as OData serializes it, by member name (Microsoft's ProdStatus enumeration: Created,
+# CostEstimated, Scheduled, Released, StartedUp "Started", ReportedFinished, Completed "Ended").
+STATUS_FLOW = ["Created", "Scheduled", "Released", "StartedUp", "ReportedFinished", "Completed"]
 MESSAGE_PROCESSED_EVENT = "SysMessageProcessorMessageProcessedBusinessEvent"
 ORDER_RELEASED_EVENT = "ProductionOrderReleasedBusinessEvent"
 ORDER_STATUS_EVENT = "ProductionOrderStatusChangedBusinessEvent"
@@ -543,12 +545,12 @@ class FoApplication:
         ledger = self.order_ledgers[(message.company, order["ProductionOrderNumber"])]
         kind = message.message_type
         if kind == "ProdProductionOrderStart":
-            if status not in ("Released", "Started"):
+            if status not in ("Released", "StartedUp"):
                 raise WriteError("ProdTable", f"Production order {message.order} has status {status} and cannot be started.")
             quantity = _non_negative(content.get("StartedQuantity", order["ScheduledQuantity"]), "StartedQuantity")
             ledger.started_quantity += quantity
-            self._set_status(order, "Started")
-        elif status not in ("Started", "ReportedFinished"):
+            self._set_status(order, "StartedUp")
+        elif status not in ("StartedUp", "ReportedFinished"):
             raise WriteError("ProdTable", f"Production order {message.order} has status {status}; it must be started first.")
         elif kind == "ProdProductionOrderPickingList":
             changes: list[tuple[str, float]] = []
@@ -620,7 +622,7 @@ class FoApplication:
                 raise WriteError(
                     "ProdTable", f"Production order {message.order} must be reported as finished before it can be ended."
                 )
-            self._set_status(order, "Ended")
+            self._set_status(order, "Completed")
         ledger.processed_types.append(kind)
 
     # --- quality custom service -----------------------------------------------------------------

@@ -29,10 +29,11 @@ from pydantic import ValidationError
 from shared.clock import utcnow
 from shared.errors import AuthError, BridgeError, BusinessRejection, ConfigError, InvalidMessage, NotFound, Transient
 from shared.fo.client import FoClient, InDoubt, message_content
+from shared.inbound import in_doubt
 from shared.inbound.mapping import Changeset, FoCall, MappingOptions, SendMessage, ServiceCall
 from shared.inbound.messages import MAX_SEQUENCE, MES_EVENTS, MesEvent
 from shared.inbound.order_gate import Conflict, Decision, Duplicate, Gap, OrderGate, Progress, Wait
-from shared.inbound.servicebus import ATTEMPT, ORIGINAL_ID, RESUBMIT, DeadLetters, Delivery, Requeue
+from shared.inbound.servicebus import ATTEMPT, IN_DOUBT_CHECK, ORIGINAL_ID, RESUBMIT, DeadLetters, Delivery, Requeue
 from shared.inbound.wakeup import wake
 from shared.ops.telemetry import log_outcome
 from shared.outbound.mes_publisher import MesPublisher
@@ -328,6 +329,8 @@ def _process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
     except InvalidMessage as parked:
         return _park_new(delivery, flow, ports, _identity(None, delivery, ports.settings), parked.reason, parked.message)
 
+    if IN_DOUBT_CHECK in delivery.properties:
+        return _check_in_doubt(delivery, flow, ports, event, identity.company)
     existing: LedgerEntry | None = None
     if ATTEMPT in delivery.properties or RESUBMIT in delivery.properties:
         # A copy the bridge scheduled itself: its row exists, so skip the insert that would fail.
@@ -396,7 +399,7 @@ def _settled_or_held(existing: LedgerEntry, delivery: Delivery, flow: Flow, port
         return _result(existing, Outcome.WAITING, "in_flight", "another worker is forwarding this message")
     if existing.state is State.FORWARDING and not flow.repeatable:
         detail = "a previous attempt stopped after calling F&O and before recording the answer; check F&O before resubmitting"
-        return _park_in_doubt(existing, flow, ports, event, flow.map(event, ports.options), detail)
+        return _park_in_doubt(delivery, existing, flow, ports, event, flow.map(event, ports.options), detail)
     return None
 
 
@@ -567,7 +570,7 @@ def _send(
     except InDoubt as exc:
         if not flow.repeatable:
             detail = f"{exc.message}; check F&O before resubmitting"
-            return _park_in_doubt(claimed, flow, ports, event, call, detail, _ms(started))
+            return _park_in_doubt(delivery, claimed, flow, ports, event, call, detail, _ms(started))
         return _retry_later(delivery, ports, claimed, exc)
     except (BusinessRejection, NotFound) as exc:
         infolog = exc.infolog if isinstance(exc, BusinessRejection) else ""
@@ -629,15 +632,61 @@ def _indexed(entry: LedgerEntry, call: FoCall) -> tuple[str, str, list[Companion
 
 
 def _park_in_doubt(
-    entry: LedgerEntry, flow: Flow, ports: Ports, event: MesEvent, call: FoCall, detail: str, fo_ms: float = 0.0
+    delivery: Delivery,
+    entry: LedgerEntry,
+    flow: Flow,
+    ports: Ports,
+    event: MesEvent,
+    call: FoCall,
+    detail: str,
+    fo_ms: float = 0.0,
 ) -> Result:
     """Park a send that may have been applied. Indexed by its content, so that F&O's processed event
-    settles it without an operator; the bookkeeping a forward does waits in the row until then."""
+    settles it without an operator; the bookkeeping a forward does waits in the row until then.
+    Where a read of F&O can tell, the bridge checks by itself after the window (shared/inbound/in_doubt.py)."""
     call_type, hashed, index_row = _indexed(entry, call)
     extra = {**entry.extra, "ContentHash": hashed, "Lineage": [asdict(edge) for edge in flow.lineage(event)]}
-    return _park(
+    parked = _park(
         entry, ports, ParkReason.IN_DOUBT, detail, fo_ms=fo_ms, extra=extra, companions=index_row, fo_message_type=call_type
     )
+    if in_doubt.decidable(flow.name) and event.production_order:
+        check = replace(delivery, properties={**delivery.properties, IN_DOUBT_CHECK: "1"})
+        _schedule(check, ports, entry, ports.settings.in_doubt_check_after_s)
+    return parked
+
+
+def _check_in_doubt(delivery: Delivery, flow: Flow, ports: Ports, event: MesEvent, company: str) -> Result:
+    """The bridge's own check of an in-doubt message, once F&O's processed event had its window."""
+    entry = ports.ledger.get(company, event.message_id)
+    if entry is None or entry.state is not State.PARKED or entry.reason != ParkReason.IN_DOUBT:
+        settled = entry or LedgerEntry(company=company, message_id=event.message_id, state=State.DUPLICATE)
+        return _result(settled, Outcome.DUPLICATE, "duplicate", "settled before the bridge's check")
+    order = event.production_order or ""
+    try:
+        reading = in_doubt.read(ports.fo, company, flow.name, order)
+    except (Transient, AuthError, ConfigError, NotFound) as exc:
+        _schedule(delivery, ports, entry, ports.settings.retry_first_wait_s)
+        return _result(entry, Outcome.RETRYING, exc.reason, f"checking F&O: {exc.message}")
+    if reading.applied:
+        catch_up(ports.ledger, ports.gate, ports.lineage, ports.requeue, entry, f"the bridge found {entry.message_id} in F&O")
+        try:
+            confirmed = ports.ledger.transition(
+                entry, State.FORWARDED, reason="", detail=f"confirmed by the bridge: {reading.checked}", lease_until=None
+            )
+        except LostRace:
+            return _result(entry, Outcome.DUPLICATE, "duplicate", "settled during the bridge's check")
+        return _result(confirmed, Outcome.FORWARDED, detail=f"in doubt, confirmed: {reading.checked}")
+    detail = (
+        f"{entry.detail}; the bridge read F&O after {ports.settings.in_doubt_check_after_s:g} s without a processed event: "
+        f"{reading.checked}, which cannot tell whether F&O still holds the message; check Message processor messages"
+    )
+    try:
+        kept = ports.ledger.transition(
+            entry, State.PARKED, reason=ParkReason.IN_DOUBT, detail=detail, extra={**entry.extra, "Checked": reading.checked}
+        )
+    except LostRace:
+        return _result(entry, Outcome.DUPLICATE, "duplicate", "settled during the bridge's check")
+    return _result(kept, Outcome.PARKED, ParkReason.IN_DOUBT, detail)
 
 
 def catch_up(ledger: Ledger, gate: OrderGate, lineage: Lineage, requeue: Requeue, entry: LedgerEntry, why: str) -> None:

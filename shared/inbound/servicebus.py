@@ -21,6 +21,8 @@ from shared.settings import Settings
 ATTEMPT = "mesbridge-attempt"
 ORIGINAL_ID = "mesbridge-original-message-id"
 RESUBMIT = "mesbridge-resubmit-token"
+#: On the copy of an in-doubt message that asks the bridge to check F&O (shared/inbound/in_doubt.py).
+IN_DOUBT_CHECK = "mesbridge-in-doubt-check"
 
 
 @dataclass(frozen=True)

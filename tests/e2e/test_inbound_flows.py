@@ -136,7 +136,7 @@ def test_every_flow_takes_effect_exactly_once_when_delivered_three_times(stack):
     totals = emulator.app.order_ledgers[("usmf", "P000011")]
     assert dict(totals.consumed) == {"RM-0001/B0001-002": 2.5, "RM-0002/B0002-001": 1.0}
     assert dict(totals.reported_good) == {f"{order['ItemNumber']}/FG-P000011": order["ScheduledQuantity"]}
-    assert order["ProductionOrderStatus"] == "Ended"
+    assert order["ProductionOrderStatus"] == "Completed"
     assert len(emulator.app.quality_results) == 1
     assert len(emulator.app.tables["InventoryTransferJournalHeaders"]) == 1
     [line] = emulator.app.tables["InventoryTransferJournalEntries"]

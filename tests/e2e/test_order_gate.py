@@ -276,3 +276,60 @@ def test_a_waiting_message_is_woken_by_its_predecessor_rather_than_by_its_next_p
         # Well before that minute: only the wake-up of its predecessor's forward can have let it through.
         assert _until(lambda: state_of(second) is State.FORWARDED, timeout=30)
     assert [m.order for m in stack.emulator.app.messages] == ["P000205", "P000205"]
+
+
+# --- in doubt, checked by the bridge ----------------------------------------------------------------
+
+
+def _in_doubt_start(stack: Any, order: str, *, applied: bool) -> dict[str, Any]:
+    """A production start F&O got no answer for: the emulator drops half before and half after doing
+    the work; keep sending starts of fresh orders until one of the wanted kind."""
+    stack.emulator.set_faults(drop_rate=1.0)
+    try:
+        for n in range(12):
+            number = f"P{int(order[1:]) + n:06d}"
+            start = mes.event("production_started", number, {}, sequence=1)
+            before = stack.emulator.app.send_message_calls
+            send_all(stack, [start])
+            message_id = start["message_id"]
+            assert _until(lambda: getattr(stack.ports.ledger.get("USMF", message_id), "reason", "") == "in_doubt")
+            if (stack.emulator.app.send_message_calls > before) == applied:
+                return start
+    finally:
+        stack.emulator.set_faults(drop_rate=0.0)
+    raise AssertionError("no in-doubt start of the wanted kind in 12 sends")
+
+
+@pytest.mark.parametrize("stack_env", [{**FAST, "GATE_GAP_TIMEOUT_S": "120", "IN_DOUBT_CHECK_AFTER_S": "1"}])
+def test_an_in_doubt_start_f_and_o_applied_is_confirmed_by_the_bridge_reading_the_order_status(stack):
+    ports = stack.ports
+    with stack.host:
+        start = _in_doubt_start(stack, "P000150", applied=True)
+        order = start["production_order"]
+        consume = mes.event(
+            "material_consumed",
+            order,
+            {"lines": [{"item_number": "RM-0001", "batch_number": "B0001-001", "quantity": 1.0}]},
+            sequence=2,
+        )
+        send_all(stack, [consume])
+        assert _until(lambda: ports.ledger.get("USMF", start["message_id"]).state is State.FORWARDED)
+        assert _until(lambda: getattr(ports.ledger.get("USMF", consume["message_id"]), "state", None) is State.FORWARDED)
+    row = ports.ledger.get("USMF", start["message_id"])
+    assert row.detail.startswith("confirmed by the bridge: ProductionOrderHeaders(") and "StartedUp" in row.detail
+    assert ports.gate.read("USMF", order).watermark == 2
+    starts = [m for m in stack.emulator.app.messages if m.order == order and m.message_type == "ProdProductionOrderStart"]
+    assert len(starts) == 1, "the bridge confirmed, it did not send the start again"
+
+
+@pytest.mark.parametrize("stack_env", [{**FAST, "IN_DOUBT_CHECK_AFTER_S": "1"}])
+def test_an_in_doubt_start_f_and_o_never_got_stays_for_an_operator_with_what_the_bridge_read(stack):
+    ports = stack.ports
+    with stack.host:
+        start = _in_doubt_start(stack, "P000170", applied=False)
+        assert _until(lambda: "Checked" in ports.ledger.get("USMF", start["message_id"]).extra)
+    row = ports.ledger.get("USMF", start["message_id"])
+    assert row.state is State.PARKED and row.reason == "in_doubt"
+    assert row.extra["Checked"].endswith("ProductionOrderStatus = Released")
+    assert "cannot tell whether F&O still holds the message" in row.detail
+    assert not [m for m in stack.emulator.app.messages if m.order == start["production_order"]]

@@ -213,7 +213,7 @@ def test_status_moves_released_started_reported_finished_ended(http, emulator):
     send(http, emulator, "ProdProductionOrderEnd", {"ProductionOrderNumber": "P000006"})
     send(http, emulator, "ProdProductionOrderStart", {"ProductionOrderNumber": "P000006"})
     emulator.wait_idle(5)
-    assert order["ProductionOrderStatus"] == "Ended"
+    assert order["ProductionOrderStatus"] == "Completed"
     assert [m.state for m in emulator.app.messages] == ["Processed", "Processed", "Processed", "Failed"]
     assert emulator.app.find("ItemBatches", dataAreaId="usmf", ItemNumber=order["ItemNumber"], BatchNumber="FGB-1")
 
