@@ -291,8 +291,7 @@ def _in_doubt_start(stack: Any, order: str, *, applied: bool) -> dict[str, Any]:
             start = mes.event("production_started", number, {}, sequence=1)
             before = stack.emulator.app.send_message_calls
             send_all(stack, [start])
-            message_id = start["message_id"]
-            assert _until(lambda: getattr(stack.ports.ledger.get("USMF", message_id), "reason", "") == "in_doubt")
+            assert _until(lambda m=start["message_id"]: getattr(stack.ports.ledger.get("USMF", m), "reason", "") == "in_doubt")
             if (stack.emulator.app.send_message_calls > before) == applied:
                 return start
     finally:
