@@ -530,6 +530,18 @@ class Resolution:
     waited_behind_resubmitted: int = 0
     dead_letters_resubmitted: int = 0
     rounds: int = 0
+    in_doubt_confirmed_by_bridge: int = 0
+    resumed_by_bridge: int = 0
+
+    @property
+    def operator_actions(self) -> int:
+        """Each message an operator had to act on (confirm, resubmit, resubmit from dead letters)."""
+        return (
+            len(self.in_doubt_confirmed)
+            + len(self.in_doubt_resubmitted)
+            + self.waited_behind_resubmitted
+            + self.dead_letters_resubmitted
+        )
 
 
 def _operator(
@@ -545,6 +557,14 @@ def _operator(
     resolution.in_doubt_settled_by_fo = sum(
         1 for e in ports.ledger.query() if e.state in (State.PROCESSED, State.FAILED) and "settles the doubt" in e.detail
     )
+    # What the bridge did by itself, read from the rows' histories (before the operator adds to them).
+    for listed in ports.ledger.query():
+        if listed.state not in (State.FORWARDED, State.PROCESSED, State.FAILED, State.PARKED):
+            continue
+        row = ports.ledger.get(listed.company, listed.message_id)
+        details = [h.get("detail", "") for h in row.history] if row is not None else []
+        resolution.in_doubt_confirmed_by_bridge += any(d.startswith("confirmed by the bridge") for d in details)
+        resolution.resumed_by_bridge += any(d.startswith("resumed by the bridge") for d in details)
     for _ in range(6):
         parked = list(ports.ledger.query(state=State.PARKED))
         in_doubt = [e for e in parked if e.reason == ParkReason.IN_DOUBT]
@@ -758,6 +778,14 @@ def _report(
         f"{len(resolved.in_doubt_confirmed)} confirmed by the operator (F&O had them), "
         f"{len(resolved.in_doubt_resubmitted)} resubmitted by the operator (F&O did not have them)"
         + (": " + ", ".join(resolved.in_doubt_resubmitted[:10]) if resolved.in_doubt_resubmitted else "")
+    )
+    say(
+        f"  by the bridge itself: {resolved.in_doubt_confirmed_by_bridge} in-doubt messages confirmed by reading F&O, "
+        f"{resolved.resumed_by_bridge} parked messages resumed when their order's watermark moved"
+    )
+    say(
+        f"  operator actions needed: {resolved.operator_actions} "
+        f"({resolved.operator_actions * 5000 / max(events_in, 1):.1f} per 5,000 events)"
     )
     final_parked = Counter(e.reason for e in ports.ledger.query(state=State.PARKED))
     say("  parked at the end: " + ", ".join(f"{r} {n}" for r, n in sorted(final_parked.items())))
