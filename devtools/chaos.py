@@ -557,14 +557,6 @@ def _operator(
     resolution.in_doubt_settled_by_fo = sum(
         1 for e in ports.ledger.query() if e.state in (State.PROCESSED, State.FAILED) and "settles the doubt" in e.detail
     )
-    # What the bridge did by itself, read from the rows' histories (before the operator adds to them).
-    for listed in ports.ledger.query():
-        if listed.state not in (State.FORWARDED, State.PROCESSED, State.FAILED, State.PARKED):
-            continue
-        row = ports.ledger.get(listed.company, listed.message_id)
-        details = [h.get("detail", "") for h in row.history] if row is not None else []
-        resolution.in_doubt_confirmed_by_bridge += any(d.startswith("confirmed by the bridge") for d in details)
-        resolution.resumed_by_bridge += any(d.startswith("resumed by the bridge") for d in details)
     for _ in range(6):
         parked = list(ports.ledger.query(state=State.PARKED))
         in_doubt = [e for e in parked if e.reason == ParkReason.IN_DOUBT]
@@ -598,6 +590,14 @@ def _operator(
                 operations.resubmit_dead_lettered(broker, name, message.sequence_number)
                 resolution.dead_letters_resubmitted += 1
         _settle(host, emulator, ports, timeout)
+    # What the bridge did by itself, read from the rows' histories (the operator's own steps say "by <who>").
+    for listed in ports.ledger.query():
+        if listed.state not in (State.FORWARDED, State.PROCESSED, State.FAILED, State.PARKED):
+            continue
+        row = ports.ledger.get(listed.company, listed.message_id)
+        details = [h.get("detail", "") for h in row.history] if row is not None else []
+        resolution.in_doubt_confirmed_by_bridge += any(d.startswith("confirmed by the bridge") for d in details)
+        resolution.resumed_by_bridge += any(d.startswith("resumed by the bridge") for d in details)
     if resolution.rounds:
         say(
             f"  operator: {len(resolution.in_doubt_resubmitted)} in-doubt messages F&O did not have resubmitted, "
