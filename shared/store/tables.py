@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import inspect
 import json
 import threading
 import uuid
@@ -21,6 +22,9 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline import Pipeline, PipelineContext, PipelineRequest, PipelineResponse
+from azure.core.pipeline.transport._requests_basic import RequestsTransport
+from azure.core.rest._requests_basic import RestRequestsTransportResponse
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient
 
 from shared.errors import EntityTooLarge, Transient
@@ -291,10 +295,67 @@ def storage_call(what: str) -> Iterator[None]:
         raise
 
 
+# A Table transaction is one multipart `$batch` request. azure-core (1.41, pinned in requirements.txt)
+# runs the sub-requests' policies through a ThreadPoolExecutor it creates and joins twice per
+# transaction: once preparing the request (`Pipeline._prepare_multipart_mixed_request`) and once
+# parsing the answer (`_parts_helper`), for one StorageHeadersPolicy that only sets a header. Those
+# threads cost 15-22 % of an event's CPU (BENCHMARKS.md). The two classes below do the same work in
+# the calling thread; tests/integration/test_table_transactions.py fails if azure-core changes the
+# internals they rely on (the pool comes back, or the attributes are gone).
+class SequentialMultipartPipeline(Pipeline[Any, Any]):
+    """azure-core's Pipeline, its multipart sub-requests prepared in the calling thread."""
+
+    @staticmethod
+    def _prepare_multipart_mixed_request(request: Any) -> None:
+        info = request.multipart_mixed_info
+        if not info:
+            return
+        requests, policies, _boundary, options = info
+        for sub_request in requests:
+            if sub_request.multipart_mixed_info:  # a changeset inside the batch
+                SequentialMultipartPipeline._prepare_multipart_mixed_request(sub_request)
+            pipeline_request = PipelineRequest(sub_request, PipelineContext(None, **options))
+            for policy in policies:
+                _sync(policy.on_request(pipeline_request))
+
+
+def _sync(result: Any) -> None:
+    if inspect.isawaitable(result):  # azure-core raises the same for an async policy in a sync pipeline
+        raise TypeError("an async policy in a sync Table pipeline")
+
+
+class _SequentialPartsResponse(RestRequestsTransportResponse):
+    """A `$batch` answer whose parts are decoded and passed to the sub-requests' policies in the
+    calling thread (azure-core's `_parts_helper` minus its thread pool)."""
+
+    def parts(self) -> list[Any]:
+        if not self.content_type or not self.content_type.startswith("multipart/mixed"):
+            raise ValueError("You can't get parts if the response is not multipart/mixed")
+        parts: list[Any] = self._get_raw_parts()  # type: ignore[no-untyped-call]
+        info = self.request.multipart_mixed_info
+        policies = info[1] if info else []
+        for part in parts:
+            context = PipelineContext(None)
+            pipeline_request = PipelineRequest(part.request, context)
+            pipeline_response = PipelineResponse(part.request, part, context=context)
+            for policy in policies:
+                _sync(policy.on_response(pipeline_request, pipeline_response))
+        return parts
+
+
+class TableTransport(RequestsTransport):
+    """requests' transport whose `$batch` answers parse their parts without a thread pool."""
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        response = super().send(request, **kwargs)
+        if getattr(request, "multipart_mixed_info", None) and type(response) is RestRequestsTransportResponse:
+            response.__class__ = _SequentialPartsResponse  # same object, one method replaced
+        return response
+
+
 def _transport(pool_size: int) -> Any:
     """A pooled transport as wide as the function's concurrency (azure-core's default keeps 10)."""
     import requests
-    from azure.core.pipeline.transport import RequestsTransport
 
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
@@ -303,11 +364,12 @@ def _transport(pool_size: int) -> Any:
     # Without a proxy configured, skip requests' per-call scan of the environment and ~/.netrc (as
     # shared/fo/http.py does); azure-core applies its use_env_settings only to sessions it creates.
     session.trust_env = bool(getproxies())
-    return RequestsTransport(session=session, session_owner=False)
+    return TableTransport(session=session, session_owner=False)
 
 
 def connect(connection_string: str, **options: Any) -> TableServiceClient:
     """A service client from a connection string, every write checked against Azure's limits."""
+    options.setdefault("transport", _transport(16))
     return TableServiceClient.from_connection_string(connection_string, raw_request_hook=check_request, **options)
 
 
@@ -329,4 +391,9 @@ def table(service: TableServiceClient, name: str) -> TableClient:
     """The table, created on first use (idempotent)."""
     with storage_call(f"create table {name}"):
         service.create_table_if_not_exists(name)
-    return service.get_table_client(name)
+    client = service.get_table_client(name)
+    pipeline = client._client._client._pipeline  # see SequentialMultipartPipeline
+    if type(pipeline) is not Pipeline:
+        raise TypeError(f"azure-data-tables built a {type(pipeline).__name__}, not azure-core's Pipeline")
+    pipeline.__class__ = SequentialMultipartPipeline  # same object, multipart preparation replaced
+    return client

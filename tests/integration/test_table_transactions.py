@@ -1,0 +1,136 @@
+"""Table transactions without azure-core's thread pools (shared/tables.py): the same answers as the
+SDK's own path against Azurite (results, ETags, a failing operation's status, code and index), and
+a loud failure if azure-core changes the internals the replacement relies on."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import inspect
+import re
+import uuid
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from azure.core import MatchConditions
+from azure.core.pipeline import Pipeline
+from azure.core.utils import _pipeline_transport_rest_shared
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
+
+from shared.tables import SequentialMultipartPipeline, TableTransport, connect, table
+
+pytestmark = pytest.mark.integration
+
+REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements.txt"
+
+
+class PoolCounter:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.created = 0
+        original = concurrent.futures.ThreadPoolExecutor.__init__
+
+        def counting(executor: Any, *args: Any, **kwargs: Any) -> None:
+            self.created += 1
+            original(executor, *args, **kwargs)
+
+        monkeypatch.setattr(concurrent.futures.ThreadPoolExecutor, "__init__", counting)
+
+
+def test_azure_core_is_the_pinned_version_and_still_has_the_replaced_internals():
+    pinned = re.search(r"^azure-core==(\S+)$", REQUIREMENTS.read_text(), re.MULTILINE)
+    assert pinned, "requirements.txt must pin azure-core: shared/tables.py replaces two of its internals"
+    assert version("azure-core") == pinned.group(1), "azure-core changed: re-check SequentialMultipartPipeline"
+    # The two places that create the pools, as SequentialMultipartPipeline and _SequentialPartsResponse
+    # replace them: when either changes, read them again before moving the pin.
+    prepare = inspect.getsource(Pipeline._prepare_multipart_mixed_request)
+    assert "ThreadPoolExecutor" in prepare and "multipart_mixed_info[3]" in prepare
+    assert "self._prepare_multipart_mixed_request(request)" in inspect.getsource(Pipeline._prepare_multipart)
+    parts = inspect.getsource(_pipeline_transport_rest_shared._parts_helper)
+    assert "ThreadPoolExecutor" in parts and "multipart_mixed_info[1]" in parts and "_get_raw_parts()" in parts
+
+
+def _plain(azurite_connection: str, name: str) -> TableClient:
+    """The SDK's own path (thread pools included), as the reference."""
+    service = TableServiceClient.from_connection_string(azurite_connection)
+    service.create_table_if_not_exists(name)
+    return service.get_table_client(name)
+
+
+def _shape(result: dict[str, Any]) -> dict[str, Any]:
+    return {key: type(value).__name__ for key, value in result.items()}
+
+
+def test_a_transaction_runs_in_the_calling_thread_with_the_sdk_s_answers(azurite, table_prefix, monkeypatch):
+    ours = table(connect(azurite.connection_string), table_prefix + "Tx")
+    plain = _plain(azurite.connection_string, table_prefix + "Ref")
+    pipeline: Any = cast(Any, ours)._client._client._pipeline
+    assert type(pipeline) is SequentialMultipartPipeline
+    assert isinstance(pipeline._transport._transport, TableTransport)  # under azure-data-tables' TransportWrapper
+    pools = PoolCounter(monkeypatch)
+
+    def operations(pk: str) -> list[Any]:
+        return [
+            ("create", {"PartitionKey": pk, "RowKey": "a", "N": 1}),
+            ("upsert", {"PartitionKey": pk, "RowKey": "b", "N": 2}, {"mode": UpdateMode.REPLACE}),
+            ("upsert", {"PartitionKey": pk, "RowKey": "c", "N": 3}, {"mode": UpdateMode.MERGE}),
+        ]
+
+    mine = ours.submit_transaction(operations("p"))
+    assert pools.created == 0, "a Table transaction created a thread pool: azure-core's internals changed"
+    reference = plain.submit_transaction(operations("p"))
+    sdk_pools = pools.created
+    assert sdk_pools > 0  # the counter sees the SDK's own pools, so the zero above means something
+
+    assert [_shape(dict(r)) for r in mine] == [_shape(dict(r)) for r in reference]
+    stored = {e["RowKey"]: e.metadata["etag"] for e in ours.query_entities("PartitionKey eq 'p'")}
+    assert [r["etag"] for r in mine] == [stored["a"], stored["b"], stored["c"]]
+
+    # A guarded update with the ETag the transaction answered succeeds; deleting in a transaction too.
+    entity = {"PartitionKey": "p", "RowKey": "a", "N": 10}
+    guard = {"mode": UpdateMode.MERGE, "etag": mine[0]["etag"], "match_condition": MatchConditions.IfNotModified}
+    updated = ours.submit_transaction([("update", entity, guard), ("delete", {"PartitionKey": "p", "RowKey": "c"})])
+    assert updated[0]["etag"] != mine[0]["etag"] and ours.get_entity("p", "a")["N"] == 10
+    assert {e["RowKey"] for e in ours.query_entities("PartitionKey eq 'p'")} == {"a", "b"}
+    assert pools.created == sdk_pools  # none more for ours
+
+
+def _failure(client: TableClient, operations: list[Any]) -> TableTransactionError:
+    with pytest.raises(TableTransactionError) as caught:
+        client.submit_transaction(operations)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["an entity that exists", "a stale etag", "a missing entity"],
+)
+def test_a_failing_transaction_fails_as_the_sdk_s_path_does_and_writes_nothing(azurite, table_prefix, case):
+    ours = table(connect(azurite.connection_string), table_prefix + "Fail")
+    plain = _plain(azurite.connection_string, table_prefix + "FailRef")
+    errors = []
+    for client in (ours, plain):
+        pk = uuid.uuid4().hex
+        first = client.create_entity({"PartitionKey": pk, "RowKey": "x", "N": 1})
+        client.update_entity({"PartitionKey": pk, "RowKey": "x", "N": 2})  # the first ETag is now stale
+        ops: list[Any] = [("create", {"PartitionKey": pk, "RowKey": "new", "N": 0})]
+        if case == "an entity that exists":
+            ops.append(("create", {"PartitionKey": pk, "RowKey": "x", "N": 3}))
+        elif case == "a stale etag":
+            ops.append(
+                (
+                    "update",
+                    {"PartitionKey": pk, "RowKey": "x", "N": 3},
+                    {"etag": first["etag"], "match_condition": MatchConditions.IfNotModified},
+                )
+            )
+        else:
+            ops.append(("update", {"PartitionKey": pk, "RowKey": "gone", "N": 3}))
+        error = _failure(client, ops)
+        # Atomic: the operation before the failing one is not written either.
+        assert [e["RowKey"] for e in client.query_entities(f"PartitionKey eq '{pk}'")] == ["x"]
+        errors.append(error)
+    mine, reference = (cast(Any, error) for error in errors)
+    assert mine.status_code == reference.status_code and mine.status_code in (404, 409, 412)
+    assert mine.error_code == reference.error_code and mine.error_code
+    assert str(mine).splitlines()[0] == str(reference).splitlines()[0]  # names the failing operation (index 1)
