@@ -66,7 +66,8 @@ def test_a_transaction_runs_in_the_calling_thread_with_the_sdk_s_answers(azurite
     plain = _plain(azurite.connection_string, table_prefix + "Ref")
     pipeline: Any = cast(Any, ours)._client._client._pipeline
     assert type(pipeline) is SequentialMultipartPipeline
-    assert isinstance(pipeline._transport._transport, TableTransport)  # under azure-data-tables' TransportWrapper
+    wrapper: Any = pipeline._transport  # azure-data-tables' TransportWrapper around the service's transport
+    assert isinstance(wrapper._transport, TableTransport)
     pools = PoolCounter(monkeypatch)
 
     def operations(pk: str) -> list[Any]:
