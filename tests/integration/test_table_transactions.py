@@ -18,7 +18,7 @@ from azure.core.pipeline import Pipeline
 from azure.core.utils import _pipeline_transport_rest_shared
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
-from shared.tables import SequentialMultipartPipeline, TableTransport, connect, table
+from shared.tables import SequentialMultipartPipeline, TableTransport, connect, multipart_parts, table
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +135,65 @@ def test_a_failing_transaction_fails_as_the_sdk_s_path_does_and_writes_nothing(a
     assert mine.status_code == reference.status_code and mine.status_code in (404, 409, 412)
     assert mine.error_code == reference.error_code and mine.error_code
     assert str(mine).splitlines()[0] == str(reference).splitlines()[0]  # names the failing operation (index 1)
+
+
+def _as_seen(parts: list[Any]) -> list[tuple[Any, ...]]:
+    return [(p.read(), p.status_code, p.reason, sorted(p.headers.items()), p.request) for p in parts]
+
+
+def test_the_answer_s_parts_are_those_azure_core_s_email_parser_gives(azurite, table_prefix):
+    """Each `$batch` answer Azurite gives (success, and each way one fails) decoded both ways."""
+    answers: list[Any] = []
+
+    def keep(pipeline_response: Any) -> None:
+        if pipeline_response.http_request.multipart_mixed_info:
+            answers.append(pipeline_response.http_response)
+
+    client = table(connect(azurite.connection_string, raw_response_hook=keep), table_prefix + "Parts")
+    pk = uuid.uuid4().hex
+    done = client.submit_transaction([("create", {"PartitionKey": pk, "RowKey": r, "N": 1}) for r in "abc"])
+    for ops in (
+        [("upsert", {"PartitionKey": pk, "RowKey": "d"}), ("create", {"PartitionKey": pk, "RowKey": "a"})],
+        [
+            (
+                "update",
+                {"PartitionKey": pk, "RowKey": "a"},
+                {"etag": "W/\"datetime'2000-01-01T00%3A00%3A00Z'\"", "match_condition": MatchConditions.IfNotModified},
+            )
+        ],
+        [
+            ("delete", {"PartitionKey": pk, "RowKey": "b"}),
+            (
+                "delete",
+                {"PartitionKey": pk, "RowKey": "zz"},
+                {"etag": done[0]["etag"], "match_condition": MatchConditions.IfNotModified},
+            ),
+        ],
+    ):
+        _failure(client, ops)
+    assert len(answers) == 4
+    seen = []
+    for answer in answers:
+        assert type(answer).__name__ == "_SequentialPartsResponse"
+        ours, theirs = answer._decoded_parts(), answer._get_raw_parts()
+        assert _as_seen(ours) == _as_seen(theirs) and ours
+        seen += [(part.status_code, b"odata.error" in part.read()) for part in ours]
+    # Three created, then each failure's one answer with its error body (409, 412, 404 as Azurite words them).
+    assert seen[:3] == [(201, False)] * 3 and len(seen) == 6 and all(status >= 400 and error for status, error in seen[3:])
+
+
+def test_the_splitter_takes_the_multipart_shapes_rfc_2046_allows():
+    body = (
+        b'preamble\r\n--b1\r\nContent-Type: multipart/mixed; boundary="c 1"\r\n\r\n'
+        b"--c 1\nContent-Type: application/http\nContent-Transfer-Encoding: binary\n\nHTTP/1.1 204 No Content\n\n\n"
+        b"--c 1  \r\n\r\nno headers\r\n--c 1--\r\n--b1--\r\nepilogue"
+    )
+    (outer,) = multipart_parts("multipart/mixed; boundary=b1", body)
+    assert outer[0] == 'multipart/mixed; boundary="c 1"'
+    assert multipart_parts(outer[0], outer[1]) == [
+        ("application/http", b"HTTP/1.1 204 No Content\n\n"),
+        ("", b"no headers"),
+    ]
+    for bad in (b"--b1\r\nContent-Type: x\r\n\r\nno end", b"--b1\r\nContent-Transfer-Encoding: base64\r\n\r\nAA==\r\n--b1--"):
+        with pytest.raises(ValueError):
+            multipart_parts("multipart/mixed; boundary=b1", bad)
