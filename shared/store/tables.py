@@ -303,9 +303,10 @@ def storage_call(what: str) -> Iterator[None]:
 # runs the sub-requests' policies through a ThreadPoolExecutor it creates and joins twice per
 # transaction: once preparing the request (`Pipeline._prepare_multipart_mixed_request`) and once
 # parsing the answer (`_parts_helper`), for one StorageHeadersPolicy that only sets a header. Those
-# threads cost 15-22 % of an event's CPU (BENCHMARKS.md). The two classes below do the same work in
-# the calling thread; tests/integration/test_table_transactions.py fails if azure-core changes the
-# internals they rely on (the pool comes back, or the attributes are gone).
+# threads cost 15-22 % of an event's CPU (BENCHMARKS.md), and writing the body and splitting the
+# answer with the `email` package about a fifth more. The classes below do the same work in the
+# calling thread, the multipart text by hand; tests/integration/test_table_transactions.py fails if
+# azure-core changes the internals they rely on, and compares bytes and answers with azure-core's.
 class SequentialMultipartPipeline(Pipeline[Any, Any]):
     """azure-core's Pipeline, its multipart sub-requests prepared in the calling thread."""
 

@@ -1,6 +1,6 @@
-"""Table transactions without azure-core's thread pools (shared/tables.py): the same answers as the
-SDK's own path against Azurite (results, ETags, a failing operation's status, code and index), and
-a loud failure if azure-core changes the internals the replacement relies on."""
+"""Table transactions without azure-core's thread pools and email package (shared/store/tables.py):
+the same answers as the SDK's own path against Azurite (results, ETags, a failing operation's status,
+code and index), the same request bytes, and a loud failure if azure-core changes what it relies on."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from azure.core.pipeline import Pipeline
 from azure.core.utils import _pipeline_transport_rest_shared
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
-from shared.tables import SequentialMultipartPipeline, TableTransport, connect, multipart_parts, table
+from shared.store.tables import SequentialMultipartPipeline, TableTransport, connect, multipart_parts, table
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ class PoolCounter:
 
 def test_azure_core_is_the_pinned_version_and_still_has_the_replaced_internals():
     pinned = re.search(r"^azure-core==(\S+)$", REQUIREMENTS.read_text(), re.MULTILINE)
-    assert pinned, "requirements.txt must pin azure-core: shared/tables.py replaces two of its internals"
+    assert pinned, "requirements.txt must pin azure-core: shared/store/tables.py replaces two of its internals"
     assert version("azure-core") == pinned.group(1), "azure-core changed: re-check SequentialMultipartPipeline"
     # The two places that create the pools, as SequentialMultipartPipeline and _SequentialPartsResponse
     # replace them: when either changes, read them again before moving the pin.
