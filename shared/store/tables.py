@@ -423,27 +423,37 @@ def multipart_parts(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
     found = _BOUNDARY.search(content_type)
     if not found:
         raise _Unsplittable(f"no boundary in {content_type!r}")
-    boundary = re.escape((found.group(1) or found.group(2)).encode("ascii"))
-    delimiter = re.compile(rb"(?:\A|\r?\n)--" + boundary + rb"(--)?[ \t]*(?:\r?\n|\Z)")
+    marker = b"--" + (found.group(1) or found.group(2)).encode("ascii")
     pieces: list[bytes] = []
     start: int | None = None
-    for match in delimiter.finditer(body):
-        if start is not None:
-            pieces.append(body[start : match.start()])
-        if match.group(1):
-            break
-        start = match.end()
-    else:
-        raise _Unsplittable("no closing boundary")
+    at = body.find(marker)
+    while True:  # found by hand: a regex compiled per answer (each has its own boundary) costs more
+        if at < 0:
+            raise _Unsplittable("no closing boundary")
+        if at == 0 or body[at - 1 : at] == b"\n":  # a delimiter starts a line
+            end = at + len(marker)
+            closing = body.startswith(b"--", end)
+            end += 2 if closing else 0
+            while body[end : end + 1] in (b" ", b"\t"):
+                end += 1
+            line_end = 2 if body.startswith(b"\r\n", end) else 1 if body.startswith(b"\n", end) else 0
+            if line_end or end == len(body):
+                if start is not None:  # the line break before the delimiter belongs to it
+                    cut = at - 2 if body[at - 2 : at] == b"\r\n" else at - 1
+                    pieces.append(body[start : max(start, cut)])
+                if closing:
+                    break
+                start = end + line_end
+        at = body.find(marker, at + 1)
     parts: list[tuple[str, bytes]] = []
     for piece in pieces:
         if piece.startswith((b"\r\n", b"\n")):  # no headers
             head, content = b"", piece[piece.index(b"\n") + 1 :]
         else:
-            end = _HEADERS_END.search(piece)
-            if not end:
+            blank = _HEADERS_END.search(piece)
+            if not blank:
                 raise _Unsplittable("a part without the blank line after its headers")
-            head, content = piece[: end.start()], piece[end.end() :]
+            head, content = piece[: blank.start()], piece[blank.end() :]
         headers = {}
         for line in head.decode("latin-1").splitlines():
             name, colon, value = line.partition(":")

@@ -194,6 +194,8 @@ def test_the_splitter_takes_the_multipart_shapes_rfc_2046_allows():
         ("application/http", b"HTTP/1.1 204 No Content\n\n"),
         ("", b"no headers"),
     ]
+    inside = b"--b1\r\nContent-Type: t\r\n\r\nx--b1 y\r\n--b1x\r\n--b1\t\r\n\r\nz\n--b1--"
+    assert multipart_parts('multipart/mixed; boundary="b1"', inside) == [("t", b"x--b1 y\r\n--b1x"), ("", b"z")]
     for bad in (b"--b1\r\nContent-Type: x\r\n\r\nno end", b"--b1\r\nContent-Transfer-Encoding: base64\r\n\r\nAA==\r\n--b1--"):
         with pytest.raises(ValueError):
             multipart_parts("multipart/mixed; boundary=b1", bad)
