@@ -16,7 +16,18 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION: Literal["1.0"] = "1.0"
 
-MessageId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+def _printable(value: str) -> str:
+    # The ledger keys a message by this id, and even a refused message is named by it when it is
+    # printable (pipeline._identity): the same rule here keeps the two from ever disagreeing.
+    if not value.isprintable():
+        raise ValueError("must be printable text (no control, format, private-use, unassigned or surrogate characters)")
+    return value
+
+
+MessageId = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"), AfterValidator(_printable)
+]
 _ID = r"^[A-Za-z0-9][A-Za-z0-9 _.\-/]*$"
 OrderNumber = Annotated[str, StringConstraints(min_length=1, max_length=20, pattern=_ID)]
 ItemNumber = Annotated[str, StringConstraints(min_length=1, max_length=20, pattern=_ID)]
