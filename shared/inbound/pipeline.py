@@ -39,7 +39,7 @@ from shared.ops.telemetry import log_outcome
 from shared.outbound.mes_publisher import MesPublisher
 from shared.reasons import ParkReason
 from shared.settings import Settings
-from shared.store.event_log import EventLog
+from shared.store.event_log import EventStore
 from shared.store.ledger import (
     FINAL_STATES,
     Companion,
@@ -92,7 +92,7 @@ class Ports:
     lineage: Lineage
     requeue: Requeue
     options: MappingOptions
-    events: EventLog
+    events: EventStore
     publisher: MesPublisher
     dead_letters: DeadLetters
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("mesbridge"))

@@ -10,6 +10,8 @@ One guard per kind: a status change delivered before the release must not make t
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
@@ -19,6 +21,22 @@ from shared.store.tables import cut_text, safe_key, storage_call
 
 #: F&O's status name as the order's event row keeps it, in UTF-16 code units.
 STATUS_UNITS = 1000
+
+
+class EventStore(Protocol):
+    """What the business-event handlers need from the event log; `EventLog` keeps it in Table
+    Storage, tests/fakes.py in memory, and tests/integration/test_event_log_contract.py runs the same
+    cases against both."""
+
+    def seen(self, consumer: str, event_id: str) -> bool: ...
+
+    def remember(self, consumer: str, event_id: str, business_event_id: str, outcome: str) -> None: ...
+
+    def applied(self, kind: str, company: str, order: str) -> tuple[int, str] | None: ...
+
+    def apply_control_number(self, kind: str, company: str, order: str, control_number: int, status: str) -> bool: ...
+
+    def applied_status(self, company: str, order: str) -> tuple[int, str] | None: ...
 
 
 class EventLog:
