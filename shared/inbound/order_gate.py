@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -72,6 +73,63 @@ class Conflict:
 Decision = Admit | Wait | Duplicate | Gap | Conflict
 
 
+#: The wait a decision starts: what the order now waits for (a sequence, or 0 for its start) and since when.
+Waiting = tuple[int, datetime]
+
+
+def decision(
+    progress: Progress,
+    flow: str,
+    sequence: int | None,
+    now: datetime,
+    *,
+    gap_timeout: timedelta,
+    require_start: bool = True,
+    later_waiting: int = 0,
+) -> tuple[Decision, Waiting | None]:
+    """The gate's decision for one message, from the order's progress as read and the time: pure, so
+    every branch is a unit test. The second value is the wait to note on the progress row when the
+    order starts waiting now (`OrderGate.decide` writes it under the row's ETag)."""
+    order = progress.order
+    if sequence is not None:
+        expected = progress.watermark + 1
+        if sequence < expected:
+            released = _released(progress, sequence)
+            if released is not None:
+                # The message the operator gave up on came after all: F&O never had it.
+                return Conflict(
+                    f"sequence {sequence} of {order} was released as a gap by {released['by']} at {released['at']} "
+                    f"({released['reason']}); this message came after the release and was not sent to F&O"
+                ), None
+            return Duplicate(f"sequence {sequence} is at or below the order's watermark {progress.watermark}"), None
+        if sequence == expected:
+            return Admit(progress), None
+        return _wait_or_park(progress, expected, now, gap_timeout, ParkReason.GAP, f"waiting for sequence {expected} of {order}")
+    if flow == "production_started" or not require_start:
+        if flow == "production_ended" and later_waiting:
+            return Wait("ordering", f"waiting for {later_waiting} earlier message(s) of {order}"), None
+        return Admit(progress), None
+    if not progress.started:
+        return _wait_or_park(
+            progress, None, now, gap_timeout, ParkReason.NO_START, f"waiting for the production start of {order}"
+        )
+    if flow == "production_ended" and later_waiting:
+        return Wait("ordering", f"waiting for {later_waiting} earlier message(s) of {order}"), None
+    return Admit(progress), None
+
+
+def _wait_or_park(
+    progress: Progress, expected: int | None, now: datetime, gap_timeout: timedelta, reason: ParkReason, detail: str
+) -> tuple[Decision, Waiting | None]:
+    key = expected if expected is not None else 0
+    if progress.waiting_for == key and progress.waiting_since is not None:
+        if now - progress.waiting_since >= gap_timeout:
+            missing = f"sequence {expected} never arrived" if expected is not None else "the production start never arrived"
+            return Gap(reason, f"{missing} within {gap_timeout.total_seconds():g} s", expected), None
+        return Wait("ordering", detail), None
+    return Wait("ordering", detail), (key, now)
+
+
 def _released(progress: Progress, sequence: int) -> dict[str, Any] | None:
     """The operator's release that skipped `sequence`, if one did."""
     for entry in progress.skipped:
@@ -91,8 +149,11 @@ def progress_key(order: str) -> str:
 
 
 class OrderGate:
-    def __init__(self, table: TableClient, *, gap_timeout_s: float, require_start: bool = True) -> None:
+    def __init__(
+        self, table: TableClient, *, gap_timeout_s: float, require_start: bool = True, clock: Callable[[], datetime] = utcnow
+    ) -> None:
         self._table = table
+        self._clock = clock
         self.gap_timeout = timedelta(seconds=gap_timeout_s)
         self.require_start = require_start
 
@@ -165,46 +226,25 @@ class OrderGate:
     # --- decisions ------------------------------------------------------------------------------
     def decide(self, company: str, order: str, flow: str, sequence: int | None, *, later_waiting: int = 0) -> Decision:
         progress = self.read(company, order)
-        now = utcnow()
-        if sequence is not None:
-            expected = progress.watermark + 1
-            if sequence < expected:
-                released = _released(progress, sequence)
-                if released is not None:
-                    # The message the operator gave up on came after all: F&O never had it.
-                    return Conflict(
-                        f"sequence {sequence} of {order} was released as a gap by {released['by']} at {released['at']} "
-                        f"({released['reason']}); this message came after the release and was not sent to F&O"
-                    )
-                return Duplicate(f"sequence {sequence} is at or below the order's watermark {progress.watermark}")
-            if sequence == expected:
-                return Admit(progress)
-            return self._wait_or_park(progress, expected, now, ParkReason.GAP, f"waiting for sequence {expected} of {order}")
-        if flow == "production_started" or not self.require_start:
-            if flow == "production_ended" and later_waiting:
-                return Wait("ordering", f"waiting for {later_waiting} earlier message(s) of {order}")
-            return Admit(progress)
-        if not progress.started:
-            return self._wait_or_park(progress, None, now, ParkReason.NO_START, f"waiting for the production start of {order}")
-        if flow == "production_ended" and later_waiting:
-            return Wait("ordering", f"waiting for {later_waiting} earlier message(s) of {order}")
-        return Admit(progress)
+        verdict, waiting = decision(
+            progress,
+            flow,
+            sequence,
+            self._clock(),
+            gap_timeout=self.gap_timeout,
+            require_start=self.require_start,
+            later_waiting=later_waiting,
+        )
+        if waiting is not None:
+            key, since = waiting
 
-    def _wait_or_park(self, progress: Progress, expected: int | None, now: datetime, reason: ParkReason, detail: str) -> Decision:
-        key = expected if expected is not None else 0
-        if progress.waiting_for == key and progress.waiting_since is not None:
-            if now - progress.waiting_since >= self.gap_timeout:
-                missing = f"sequence {expected} never arrived" if expected is not None else "the production start never arrived"
-                return Gap(reason, f"{missing} within {self.gap_timeout.total_seconds():g} s", expected)
-            return Wait("ordering", detail)
+            def note(p: Progress) -> Progress:
+                if p.waiting_for == key and p.waiting_since is not None:
+                    return p
+                return replace(p, waiting_for=key, waiting_since=since)
 
-        def note(p: Progress) -> Progress:
-            if p.waiting_for == key and p.waiting_since is not None:
-                return p
-            return replace(p, waiting_for=key, waiting_since=now)
-
-        self._update(progress.company, progress.order, note)
-        return Wait("ordering", detail)
+            self._update(company, order, note)
+        return verdict
 
     @staticmethod
     def _forwarded(flow: str, sequence: int | None) -> Any:
@@ -267,7 +307,7 @@ class OrderGate:
         def skip(p: Progress) -> Progress:
             if missing != p.watermark + 1:
                 raise ValueError(f"{order} waits for sequence {p.watermark + 1}, not {missing}")
-            at = utcnow().isoformat(timespec="seconds")
+            at = self._clock().isoformat(timespec="seconds")
             entry: dict[str, Any] = {"sequence": missing, "reason": reason, "by": who, "at": at}
             if last != missing:
                 entry["through"] = last
