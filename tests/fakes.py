@@ -6,13 +6,15 @@ for; the contract tests in tests/integration run the same cases against both, so
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from shared.inbound.pipeline import Ports
 from shared.outbound.mes_publisher import Envelope
 from shared.store.event_log import STATUS, STATUS_UNITS
-from shared.store.tables import cut_text
+from shared.store.lineage import BatchRef, Direction, Edge, merged, walk
+from shared.store.tables import cut_text, safe_key
 
 
 class InMemoryEventLog:
@@ -48,6 +50,52 @@ class InMemoryEventLog:
 
     def applied_status(self, company: str, order: str) -> tuple[int, str] | None:
         return self.applied(STATUS, company, order)
+
+
+class InMemoryLineage:
+    """`shared.store.lineage.Lineage` in memory: one edge per (company, node, direction, item, batch,
+    message), so a redelivery rewrites the same edge as the real upserts do; the walk is the real one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.edges: dict[tuple[str, ...], Edge] = {}
+
+    def record(self, edges: Iterable[Edge]) -> None:
+        with self._lock:
+            for edge in merged(edges):
+                key = (edge.company.upper(), edge.kind, edge.order, edge.direction, edge.item, edge.batch, edge.message_id)
+                self.edges[key] = edge
+
+    def _matching(self, company: str, direction: Direction) -> list[Edge]:
+        with self._lock:
+            return [e for e in self.edges.values() if e.company.upper() == company.upper() and e.direction == direction]
+
+    def _nodes_of_batch(self, company: str, ref: BatchRef, direction: Direction) -> set[tuple[str, str]]:
+        return {(e.kind, e.order) for e in self._matching(company, direction) if (e.item, e.batch) == (ref.item, ref.batch)}
+
+    def _batches_of_node(self, company: str, kind: str, node: str, direction: Direction) -> dict[BatchRef, tuple[float, str]]:
+        # In the real table's row order (the row key), so the warehouse the last row names wins there and here.
+        rows = sorted(
+            (e for e in self._matching(company, direction) if (e.kind, e.order) == (kind, node)),
+            key=lambda e: safe_key(f"{e.direction}|{e.item}|{e.batch}|{e.message_id}"),
+        )
+        totals: dict[BatchRef, tuple[float, str]] = {}
+        for e in rows:
+            ref = BatchRef(e.item, e.batch)
+            totals[ref] = (totals.get(ref, (0.0, ""))[0] + float(e.quantity), e.warehouse)
+        return totals
+
+    def orders_of_batch(self, company: str, item: str, batch: str, direction: Direction) -> set[str]:
+        return {n for kind, n in self._nodes_of_batch(company, BatchRef(item, batch), direction) if kind == "production"}
+
+    def batches_of_order(self, company: str, order: str, direction: Direction) -> dict[BatchRef, float]:
+        return {ref: q for ref, (q, _) in self._batches_of_node(company, "production", order, direction).items()}
+
+    def upstream(self, company: str, item: str, batch: str, depth: int = 5) -> dict[str, object]:
+        return walk(self._nodes_of_batch, self._batches_of_node, company, BatchRef(item, batch), depth, "produced", "consumed")
+
+    def downstream(self, company: str, item: str, batch: str, depth: int = 5) -> dict[str, object]:
+        return walk(self._nodes_of_batch, self._batches_of_node, company, BatchRef(item, batch), depth, "consumed", "produced")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from shared.inbound.servicebus import DeadLetters, Requeue
 from shared.inbound.wakeup import Resubmitted, requeue_parked, wake
 from shared.reasons import ParkReason
 from shared.store.ledger import Ledger, LedgerEntry, LostRace, State
-from shared.store.lineage import Lineage
+from shared.store.lineage import Lineage, LineageStore
 from shared.store.tables import utf16_units
 from shared.topology import INBOUND_QUEUES
 
@@ -497,7 +497,7 @@ def confirm_applied(
     return describe(confirmed)
 
 
-def lineage(tree: Lineage, company: str, item: str, batch: str, direction: str, depth: int = 5) -> dict[str, Any]:
+def lineage(tree: LineageStore, company: str, item: str, batch: str, direction: str, depth: int = 5) -> dict[str, Any]:
     if direction not in ("upstream", "downstream"):
         raise OperationError("direction is upstream or downstream")
     depth = max(1, min(depth, 20))

@@ -13,9 +13,9 @@ new batch; an upstream walk from the new batch reaches the orders that made the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, Protocol
 
 from azure.data.tables import TableClient, UpdateMode
 
@@ -69,6 +69,27 @@ def _node_partition(company: str, kind: str, node: str) -> str:
 
 def _kind(row: dict[str, object]) -> str:
     return str(row.get("Kind") or "production")  # rows written before transfers carry no kind
+
+
+class LineageStore(Protocol):
+    """What the pipeline and the operations need from the genealogy; `Lineage` keeps it in Table
+    Storage, tests/fakes.py in memory, and tests/integration/test_lineage_contract.py holds both to
+    the same answers."""
+
+    def record(self, edges: Iterable[Edge]) -> None: ...
+
+    def orders_of_batch(self, company: str, item: str, batch: str, direction: Direction) -> set[str]: ...
+
+    def batches_of_order(self, company: str, order: str, direction: Direction) -> dict[BatchRef, float]: ...
+
+    def upstream(self, company: str, item: str, batch: str, depth: int = 5) -> dict[str, object]: ...
+
+    def downstream(self, company: str, item: str, batch: str, depth: int = 5) -> dict[str, object]: ...
+
+
+#: (kind, node) of the nodes that consumed or produced a batch; and a node's batches with quantity and warehouse.
+NodesOfBatch = Callable[[str, BatchRef, Direction], set[tuple[str, str]]]
+BatchesOfNode = Callable[[str, str, str, Direction], dict[BatchRef, tuple[float, str]]]
 
 
 class Lineage:
@@ -139,43 +160,53 @@ class Lineage:
     def upstream(self, company: str, item: str, batch: str, depth: int = 5) -> dict[str, object]:
         """The tree of what went into `item/batch`: orders that produced it and what they consumed,
         and transfers that brought it (with the batch and warehouse it came from)."""
-        return self._walk(company, BatchRef(item, batch), depth, "produced", "consumed", set())
+        return walk(self._nodes_of_batch, self._batches_of_node, company, BatchRef(item, batch), depth, "produced", "consumed")
 
     def downstream(self, company: str, item: str, batch: str, depth: int = 5) -> dict[str, object]:
         """The tree of where `item/batch` went: orders that consumed it and what they produced, and
         transfers that moved it (with the warehouse and batch it went to)."""
-        return self._walk(company, BatchRef(item, batch), depth, "consumed", "produced", set())
+        return walk(self._nodes_of_batch, self._batches_of_node, company, BatchRef(item, batch), depth, "consumed", "produced")
 
-    def _walk(
-        self, company: str, ref: BatchRef, depth: int, link: Direction, follow: Direction, seen: set[BatchRef]
-    ) -> dict[str, object]:
-        node: dict[str, object] = {"item": ref.item, "batch": ref.batch, "orders": []}
-        if depth <= 0 or ref in seen:
-            node["truncated"] = depth <= 0
-            return node
-        seen = seen | {ref}
-        orders = []
-        transfers = []
-        for kind, name in sorted(self._nodes_of_batch(company, ref, link)):
-            found = self._batches_of_node(company, kind, name, follow)
-            children = []
-            for child, (quantity, warehouse) in sorted(found.items(), key=lambda kv: (kv[0].item, kv[0].batch)):
-                # The same batch in another warehouse is shown, not walked again (its orders are this node's).
-                walked = self._walk(company, child, depth - 1, link, follow, seen)
-                children.append({**walked, "quantity": quantity, **({"warehouse": warehouse} if warehouse else {})})
-            if kind == "production":
-                orders.append({"order": name, follow: children})
-                continue
-            sides = {follow: found, link: self._batches_of_node(company, kind, name, link)}
-            transfers.append(
-                {
-                    "transfer": name,
-                    "from_warehouse": ",".join(sorted({w for _, w in sides["consumed"].values()})),
-                    "to_warehouse": ",".join(sorted({w for _, w in sides["produced"].values()})),
-                    follow: children,
-                }
-            )
-        node["orders"] = orders
-        if transfers:
-            node["transfers"] = transfers
+
+def walk(
+    nodes_of_batch: NodesOfBatch,
+    batches_of_node: BatchesOfNode,
+    company: str,
+    ref: BatchRef,
+    depth: int,
+    link: Direction,
+    follow: Direction,
+    seen: frozenset[BatchRef] = frozenset(),
+) -> dict[str, object]:
+    """The tree from `ref` along `link` to nodes and back along `follow` to their batches: the one
+    walk of the genealogy, over the store's two lookups."""
+    node: dict[str, object] = {"item": ref.item, "batch": ref.batch, "orders": []}
+    if depth <= 0 or ref in seen:
+        node["truncated"] = depth <= 0
         return node
+    seen = seen | {ref}
+    orders = []
+    transfers = []
+    for kind, name in sorted(nodes_of_batch(company, ref, link)):
+        found = batches_of_node(company, kind, name, follow)
+        children = []
+        for child, (quantity, warehouse) in sorted(found.items(), key=lambda kv: (kv[0].item, kv[0].batch)):
+            # The same batch in another warehouse is shown, not walked again (its orders are this node's).
+            walked = walk(nodes_of_batch, batches_of_node, company, child, depth - 1, link, follow, seen)
+            children.append({**walked, "quantity": quantity, **({"warehouse": warehouse} if warehouse else {})})
+        if kind == "production":
+            orders.append({"order": name, follow: children})
+            continue
+        sides = {follow: found, link: batches_of_node(company, kind, name, link)}
+        transfers.append(
+            {
+                "transfer": name,
+                "from_warehouse": ",".join(sorted({w for _, w in sides["consumed"].values()})),
+                "to_warehouse": ",".join(sorted({w for _, w in sides["produced"].values()})),
+                follow: children,
+            }
+        )
+    node["orders"] = orders
+    if transfers:
+        node["transfers"] = transfers
+    return node
