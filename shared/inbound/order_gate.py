@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +18,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
 
-from shared.clock import utcnow
+from shared.clock import Clock, utcnow
 from shared.reasons import ParkReason
 from shared.store.tables import safe_key, storage_call
 
@@ -149,9 +148,7 @@ def progress_key(order: str) -> str:
 
 
 class OrderGate:
-    def __init__(
-        self, table: TableClient, *, gap_timeout_s: float, require_start: bool = True, clock: Callable[[], datetime] = utcnow
-    ) -> None:
+    def __init__(self, table: TableClient, *, gap_timeout_s: float, require_start: bool = True, clock: Clock = utcnow) -> None:
         self._table = table
         self._clock = clock
         self.gap_timeout = timedelta(seconds=gap_timeout_s)
