@@ -101,10 +101,13 @@ def test_releasing_a_gap_jumps_to_the_next_sequence_present(stack):
     [
         "2099-01-01T00:00:00+00:00",
         "2099-01-01T00:00:00-12:00",
-        (datetime.now(UTC) + timedelta(minutes=10)).isoformat(),  # beyond the default 300 s window
+        timedelta(minutes=10),  # from the test's own now (not collection time): beyond the default 300 s window
     ],
+    ids=["2099-utc", "2099-minus-12h", "now-plus-10-min"],
 )
 def test_a_time_the_plant_has_not_reached_is_parked_clock_skew(stack, occurred_at):
+    if isinstance(occurred_at, timedelta):
+        occurred_at = (datetime.now(UTC) + occurred_at).isoformat()
     document = consumption("P000003", None, occurred_at=occurred_at)
     del document["sequence"]
     consumed_fn.material_consumed(trigger(document))
