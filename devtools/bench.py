@@ -41,7 +41,7 @@ from shared.fo.auth import MsalTokenProvider
 from shared.fo.client import FoClient, Pacer
 from shared.fo.http import PinnedTrustSession
 from shared.inbound.flows import INBOUND_FLOWS
-from shared.inbound.pipeline import Ports
+from shared.runtime import Ports
 from shared.settings import load_settings
 from shared.store import tables
 from shared.topology import MES_TOPIC

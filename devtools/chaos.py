@@ -59,10 +59,11 @@ from shared import runtime
 from shared.fo.client import FoClient
 from shared.inbound.flows import INBOUND_FLOWS
 from shared.inbound.messages import MES_EVENTS
-from shared.inbound.pipeline import Ports, content_hash
+from shared.inbound.pipeline import content_hash
 from shared.ops import operations
 from shared.outbound.mes_publisher import Envelope, MesPublisher
 from shared.reasons import ParkReason
+from shared.runtime import Ports
 from shared.settings import load_settings
 from shared.store.ledger import State
 from shared.topology import MES_TOPIC

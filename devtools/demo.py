@@ -24,7 +24,7 @@ from devtools.operator_cases import seed
 from devtools.scenario import Shift, ShiftSpec, build_shift
 from shared import runtime
 from shared.inbound.flows import INBOUND_FLOWS
-from shared.inbound.pipeline import Ports
+from shared.runtime import Ports
 from shared.settings import load_settings
 from shared.store import tables
 from shared.store.ledger import State

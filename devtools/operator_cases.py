@@ -15,7 +15,7 @@ from devtools import mes
 from devtools.fo_emulator import FoEmulator
 from devtools.local_host import InMemoryBroker, LocalHost
 from shared.inbound.flows import INBOUND_FLOWS
-from shared.inbound.pipeline import Ports
+from shared.runtime import Ports
 from shared.store.ledger import State
 
 

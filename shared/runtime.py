@@ -5,22 +5,42 @@ Functions call `ports()`; dev tooling may `install()` other adapters (the local 
 
 from __future__ import annotations
 
+import logging
 import threading
+from dataclasses import dataclass, field
 
 from shared.fo.auth import MsalTokenProvider
 from shared.fo.client import FoClient
 from shared.fo.http import PinnedTrustSession
 from shared.inbound.mapping import MappingOptions
 from shared.inbound.order_gate import OrderGate
-from shared.inbound.pipeline import Ports
 from shared.inbound.servicebus import DeadLetters, Requeue, ServiceBusDeadLetters, ServiceBusRequeue
 from shared.outbound.mes_publisher import MesPublisher, ServiceBusMesPublisher
 from shared.settings import Settings, get_settings
-from shared.store.event_log import EventLog
+from shared.store.event_log import EventLog, EventStore
 from shared.store.ledger import Ledger
 from shared.store.lineage import Lineage
 from shared.store.tables import EVENTS_TABLE, LEDGER_TABLE, LINEAGE_TABLE, service_client, table
 from shared.topology import MES_TOPIC
+
+
+@dataclass
+class Ports:
+    """The adapters every handler takes, built here once per process (`ports()`); tests and the local
+    host pass their own (tests/fakes.py, `install`)."""
+
+    settings: Settings
+    fo: FoClient
+    ledger: Ledger
+    gate: OrderGate
+    lineage: Lineage
+    requeue: Requeue
+    options: MappingOptions
+    events: EventStore
+    publisher: MesPublisher
+    dead_letters: DeadLetters
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("mesbridge"))
+
 
 _lock = threading.Lock()
 _ports: Ports | None = None

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from shared.inbound.pipeline import Ports
 from shared.outbound.mes_publisher import Envelope
+from shared.runtime import Ports
 from shared.store.event_log import STATUS, STATUS_UNITS
 from shared.store.lineage import BatchRef, Direction, Edge, merged, walk
 from shared.store.tables import cut_text, safe_key

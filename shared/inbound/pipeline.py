@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, timedelta
 from enum import StrEnum
 from typing import Any
@@ -33,13 +32,12 @@ from shared.inbound import in_doubt
 from shared.inbound.mapping import Changeset, FoCall, MappingOptions, SendMessage, ServiceCall
 from shared.inbound.messages import MAX_SEQUENCE, MES_EVENTS, MesEvent
 from shared.inbound.order_gate import Conflict, Decision, Duplicate, Gap, OrderGate, Progress, Wait
-from shared.inbound.servicebus import ATTEMPT, IN_DOUBT_CHECK, ORIGINAL_ID, RESUBMIT, DeadLetters, Delivery, Requeue
+from shared.inbound.servicebus import ATTEMPT, IN_DOUBT_CHECK, ORIGINAL_ID, RESUBMIT, Delivery, Requeue
 from shared.inbound.wakeup import wake
 from shared.ops.telemetry import log_outcome
-from shared.outbound.mes_publisher import MesPublisher
 from shared.reasons import ParkReason
+from shared.runtime import Ports
 from shared.settings import Settings
-from shared.store.event_log import EventStore
 from shared.store.ledger import (
     FINAL_STATES,
     Companion,
@@ -81,21 +79,6 @@ class Flow:
     @property
     def queue(self) -> str:
         return INBOUND_QUEUES[self.name]
-
-
-@dataclass
-class Ports:
-    settings: Settings
-    fo: FoClient
-    ledger: Ledger
-    gate: OrderGate
-    lineage: Lineage
-    requeue: Requeue
-    options: MappingOptions
-    events: EventStore
-    publisher: MesPublisher
-    dead_letters: DeadLetters
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("mesbridge"))
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shared import runtime
-from shared.inbound.pipeline import Ports
 from shared.ops import operations
 from shared.ops.health import health
+from shared.runtime import Ports
 
 
 def _parser() -> argparse.ArgumentParser:

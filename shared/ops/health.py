@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.errors import BridgeError
-from shared.inbound.pipeline import Ports
+from shared.runtime import Ports
 
 
 def _check(name: str, probe: Callable[[], str]) -> dict[str, Any]:

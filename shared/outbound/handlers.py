@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from shared.errors import Transient
 from shared.fo.production_order import read_released_order
-from shared.inbound.pipeline import Ports, catch_up
+from shared.inbound.pipeline import catch_up
 from shared.outbound.envelope import (
     MESSAGE_PROCESSED,
     ORDER_RELEASED,
@@ -37,6 +37,7 @@ from shared.outbound.envelope import (
 from shared.outbound.mes_publisher import envelope
 from shared.outbound.messages import BomLine, MessageOutcome, OrderStatusChanged, RouteOperation, WorkOrder
 from shared.reasons import ParkReason
+from shared.runtime import Ports
 from shared.store.event_log import RELEASE, STATUS
 from shared.store.ledger import LedgerEntry, LostRace, State, messages_with_content
 from shared.store.tables import cut_text

@@ -11,7 +11,7 @@ from devtools.fo_emulator import FoEmulator
 from devtools.local_host import InMemoryBroker, LocalHost
 from devtools.local_host.broker import BrokerMesPublisher
 from shared import runtime
-from shared.inbound.pipeline import Ports
+from shared.runtime import Ports
 from shared.settings import load_settings
 from shared.topology import MES_TOPIC
 from tests.conftest import bridge_env
