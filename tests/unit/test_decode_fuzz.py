@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from devtools import mes
 from devtools.schemas import example
 from shared.errors import InvalidMessage
+from shared.inbound.decode import _ParkedAs, decode
 from shared.inbound.flows import INBOUND_FLOWS
 from shared.inbound.messages import MesEvent
-from shared.inbound.pipeline import _ParkedAs, decode
 from shared.inbound.servicebus import Delivery
 from shared.reasons import ParkReason
 from shared.settings import load_settings
