@@ -157,9 +157,8 @@ def _dead_lettered(call: Call) -> Any:
 
 def _resubmit_dead_lettered(call: Call) -> Any:
     flow, sequence = _need(call.req, "flow", "sequence")
-    if not sequence.isdigit():
-        raise operations.OperationError("sequence must be the message's sequence number")
-    return operations.resubmit_dead_lettered(runtime.ports().dead_letters, flow, int(sequence))
+    number = operations.whole_number(sequence, operations.SEQUENCE_REFUSAL)
+    return operations.resubmit_dead_lettered(runtime.ports().dead_letters, flow, number)
 
 
 def _resubmit(call: Call) -> Any:
@@ -193,23 +192,18 @@ def _confirm(call: Call) -> Any:
 
 def _release_gap(call: Call) -> Any:
     company, order, missing = _need(call.req, "company", "order", "missing")
-    if not missing.isdigit():
-        raise operations.OperationError("missing must be a sequence number")
+    number = operations.whole_number(missing, operations.MISSING_REFUSAL)
     ports = runtime.ports()
     progress, resubmitted = operations.release_gap(
-        ports.gate, ports.ledger, ports.requeue, company, order, int(missing), _text(call.req, "reason"), call.who
+        ports.gate, ports.ledger, ports.requeue, company, order, number, _text(call.req, "reason"), call.who
     )
     return operations.gap_released_reply(progress, resubmitted)
 
 
 def _lineage(call: Call) -> Any:
     company, item, batch = _need(call.req, "company", "item", "batch")
-    depth = call.req.params.get("depth", "5")
-    if not depth.isdigit():
-        raise operations.OperationError("depth must be a whole number")
-    return operations.lineage(
-        runtime.ports().lineage, company, item, batch, call.req.params.get("direction", "upstream"), int(depth)
-    )
+    depth = operations.whole_number(call.req.params.get("depth", "5"), operations.DEPTH_REFUSAL)
+    return operations.lineage(runtime.ports().lineage, company, item, batch, call.req.params.get("direction", "upstream"), depth)
 
 
 def _health(_: Call) -> Any:

@@ -105,16 +105,30 @@ def run(args: argparse.Namespace, ports: Ports) -> Any:
         )
     if args.command == "release-gap":
         progress, resubmitted = operations.release_gap(
-            ports.gate, ports.ledger, ports.requeue, args.company, args.order, int(args.missing), args.reason, who
+            ports.gate,
+            ports.ledger,
+            ports.requeue,
+            args.company,
+            args.order,
+            operations.whole_number(args.missing, operations.MISSING_REFUSAL),
+            args.reason,
+            who,
         )
         return operations.gap_released_reply(progress, resubmitted)
     if args.command == "dead-lettered":
         return operations.dead_lettered(ports.dead_letters, args.flow)
     if args.command == "resubmit-dead-lettered":
-        return operations.resubmit_dead_lettered(ports.dead_letters, args.flow, int(args.sequence))
+        return operations.resubmit_dead_lettered(
+            ports.dead_letters, args.flow, operations.whole_number(args.sequence, operations.SEQUENCE_REFUSAL)
+        )
     if args.command == "lineage":
         return operations.lineage(
-            ports.lineage, args.company, args.item, args.batch, args.direction or "upstream", int(args.depth or 5)
+            ports.lineage,
+            args.company,
+            args.item,
+            args.batch,
+            args.direction or "upstream",
+            operations.whole_number(args.depth or "5", operations.DEPTH_REFUSAL),
         )
     return health(ports)
 

@@ -31,7 +31,8 @@ class OperationError(Exception):
 
 
 class NoSuchMessage(OperationError):
-    """The message the operation names is not in the ledger (HTTP 404, not 400)."""
+    """The message the operation names does not exist: not in the ledger, or not among the
+    dead-lettered (HTTP 404, not 400)."""
 
 
 # One reply shape for both front ends (functions/operations_actions.py and shared/ops/cli.py): an
@@ -46,6 +47,20 @@ def error_reply(exc: OperationError) -> dict[str, str]:
 #: An operator's reason or note, in UTF-16 code units: it is stored (ledger detail, the order's
 #: skipped sequences), so it is bounded where it enters rather than refused by the store.
 MAX_NOTE_UNITS = 2000
+
+
+SEQUENCE_REFUSAL = "sequence must be the message's sequence number"
+MISSING_REFUSAL = "missing must be a sequence number"
+DEPTH_REFUSAL = "depth must be a whole number"
+
+
+def whole_number(raw: str | None, refusal: str) -> int:
+    """A count or a sequence number typed by an operator, the same for both front ends. ASCII digits
+    only: `str.isdigit` also accepts characters such as "²" that `int` refuses."""
+    text = (raw or "").strip()
+    if not (text.isascii() and text.isdigit()):
+        raise OperationError(refusal)
+    return int(text)
 
 
 def _short(text: str, what: str) -> None:
@@ -537,7 +552,7 @@ def resubmit_dead_lettered(port: DeadLetters, flow: str, sequence_number: int) -
     try:
         port.resubmit_dead_lettered(INBOUND_QUEUES[flow], sequence_number)
     except LookupError as exc:
-        raise OperationError(str(exc)) from None
+        raise NoSuchMessage(str(exc)) from None
     return {"flow": flow, "sequence_number": sequence_number, "resubmitted": True}
 
 

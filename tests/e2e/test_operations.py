@@ -340,7 +340,7 @@ def test_dead_lettered_messages_are_listed_and_resubmitted(stack):
     missing = http.resubmit_dead_lettered(
         request("POST", "ops/dead-lettered/resubmit", {"flow": "production_started", "sequence": "999"})
     )
-    assert missing.status_code == 400
+    assert missing.status_code == 404, "no such dead-lettered message is not found, not a bad request"
 
 
 def test_an_in_doubt_message_found_in_fo_is_confirmed_and_what_waited_behind_it_goes_on(stack):
