@@ -56,7 +56,7 @@ from devtools.local_host.broker import BrokerMesPublisher, Lease
 from devtools.local_host.host import QueueFunction
 from devtools.scenario import Shift, ShiftSpec, build_shift
 from shared import runtime
-from shared.fo.client import FoClient
+from shared.fo.client import FoApi
 from shared.inbound.flows import INBOUND_FLOWS
 from shared.inbound.messages import MES_EVENTS
 from shared.inbound.pipeline import content_hash
@@ -229,7 +229,7 @@ class FaultyMesTopic:
 class CrashingFo:
     """The F&O client, with the worker dying around the calls that change F&O."""
 
-    def __init__(self, fo: FoClient, chaos: Chaos) -> None:
+    def __init__(self, fo: FoApi, chaos: Chaos) -> None:
         self._fo, self._chaos = fo, chaos
 
     def __getattr__(self, name: str) -> Any:
@@ -431,7 +431,7 @@ def _run(
         broker.declare(MES_TOPIC, requires_session=True, duplicate_window_s=3600)
         chaos = Chaos(faults, rates, broker, args.seed)
         ports = runtime.build(settings, requeue=broker, publisher=BrokerMesPublisher(broker, MES_TOPIC), dead_letters=broker)
-        ports.fo = cast(FoClient, CrashingFo(ports.fo, chaos))
+        ports.fo = cast(FoApi, CrashingFo(ports.fo, chaos))
         ports.publisher = FaultyMesTopic(ports.publisher, chaos)
         if "event_grid_duplicates" in faults:
             emulator.app.events.duplicate_rate = rates.event_grid_duplicates

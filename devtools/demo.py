@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import function_app
 from devtools.azurite import Azurite
@@ -23,6 +23,7 @@ from devtools.mes import encode
 from devtools.operator_cases import seed
 from devtools.scenario import Shift, ShiftSpec, build_shift
 from shared import runtime
+from shared.fo.client import FoClient
 from shared.inbound.flows import INBOUND_FLOWS
 from shared.runtime import Ports
 from shared.settings import load_settings
@@ -272,9 +273,10 @@ def _report(
         f"acknowledgements to MES: {len(outcomes)}"
     )
     say(f"  work orders sent to MES .... {len(work_orders)}  (one per released order, re-read over OData)")
+    pacer = cast(FoClient, ports.fo).pacer  # the demo runs the real client (runtime.build)
     say(
-        f"  F&O throttling burst ....... {emulator.stats.throttled} requests answered 429; the bridge paused {ports.fo.pacer.pauses} times "
-        f"({ports.fo.pacer.waited_s:.1f} s waiting for pauses and slots) and lost nothing"
+        f"  F&O throttling burst ....... {emulator.stats.throttled} requests answered 429; the bridge paused {pacer.pauses} times "
+        f"({pacer.waited_s:.1f} s waiting for pauses and slots) and lost nothing"
     )
     say(
         f"  per MES event .............. {fo_calls / max(1, len(forwarded)):.2f} F&O calls, {table_ops / max(1, events_in):.1f} Table operations"

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 
 from shared.fo.auth import MsalTokenProvider
-from shared.fo.client import FoClient
+from shared.fo.client import FoApi, FoClient
 from shared.fo.http import PinnedTrustSession
 from shared.inbound.mapping import MappingOptions
 from shared.inbound.order_gate import OrderGate
@@ -18,8 +18,9 @@ from shared.inbound.servicebus import DeadLetters, Requeue, ServiceBusDeadLetter
 from shared.outbound.mes_publisher import MesPublisher, ServiceBusMesPublisher
 from shared.settings import Settings, get_settings
 from shared.store.event_log import EventLog, EventStore
-from shared.store.ledger import Ledger
-from shared.store.lineage import Lineage
+from shared.store.ledger import Ledger, LedgerStore
+from shared.store.lineage import Lineage, LineageStore
+from shared.store.progress import TableProgressStore
 from shared.store.tables import EVENTS_TABLE, LEDGER_TABLE, LINEAGE_TABLE, service_client, table
 from shared.topology import MES_TOPIC
 
@@ -30,10 +31,10 @@ class Ports:
     host pass their own (tests/fakes.py, `install`)."""
 
     settings: Settings
-    fo: FoClient
-    ledger: Ledger
+    fo: FoApi
+    ledger: LedgerStore
     gate: OrderGate
-    lineage: Lineage
+    lineage: LineageStore
     requeue: Requeue
     options: MappingOptions
     events: EventStore
@@ -64,7 +65,7 @@ def build(
         fo=FoClient(settings, tokens, session),
         ledger=Ledger(ledger_table),
         gate=OrderGate(
-            ledger_table,
+            TableProgressStore(ledger_table),
             gap_timeout_s=settings.gate_gap_timeout_s,
             require_start=settings.gate_require_start,
         ),

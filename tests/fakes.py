@@ -1,19 +1,47 @@
 """In-memory stand-ins for the adapters the handlers take through `Ports`, for unit tests that run in
 milliseconds without Azurite or the emulator. Each keeps the semantics of the real adapter it stands
-for; the contract tests in tests/integration run the same cases against both, so a fake cannot drift.
+for; the contract tests in tests/integration run the same cases against both, so a fake cannot drift:
+
+    InMemoryLedger, InMemoryProgress    test_ledger_contract.py, test_gate_contract.py (one table, as the real)
+    InMemoryEventLog                    test_event_log_contract.py
+    InMemoryLineage                     test_lineage_contract.py
+    FakeFo                              test_fo_contract.py (the F&O emulator)
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+from azure.core import MatchConditions
+from azure.data.tables import UpdateMode
+
+from shared.clock import Clock, utcnow
+from shared.errors import BridgeError, NotFound
+from shared.fo import odata
+from shared.fo.client import BatchOperation, BatchResult, CallStats
+from shared.inbound.order_gate import OrderGate
 from shared.outbound.mes_publisher import Envelope
 from shared.runtime import Ports
+from shared.settings import Settings, load_settings
 from shared.store.event_log import STATUS, STATUS_UNITS
+from shared.store.ledger import (
+    Companion,
+    CompanionConflict,
+    LedgerEntry,
+    LostRace,
+    State,
+    _history_entry,
+    compact_history,
+)
 from shared.store.lineage import BatchRef, Direction, Edge, merged, walk
+from shared.store.progress import Progress, ProgressChanged, planned_write, progress_from_entity, progress_key
 from shared.store.tables import cut_text, safe_key
 
 
@@ -120,6 +148,360 @@ class Untouchable:
 
     def __getattr__(self, attribute: str) -> Any:
         raise AssertionError(f"the code under test used ports.{self._name}.{attribute}")
+
+
+class FakeClock:
+    """A `shared.clock.Clock` that stands still until a test moves it."""
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now or datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+
+class InMemoryTable:
+    """The ledger table's rows other than messages (an order's progress, the content index), by
+    partition and row key, each with an ETag; the ledger's transaction applies its companions here
+    all or nothing, as an entity-group transaction does."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.rows: dict[tuple[str, str], tuple[dict[str, Any], str, int]] = {}  # entity, ETag, write order
+        self._version = itertools.count(1)
+
+    def stamp(self) -> tuple[str, int]:
+        n = next(self._version)
+        return f'W/"{n}"', n
+
+    def refused(self, companion: Companion) -> bool:
+        """True when Table Storage would refuse this operation (the row exists, changed or is gone)."""
+        operation, entity, options = companion
+        stored = self.rows.get((entity["PartitionKey"], entity["RowKey"]))
+        if operation == "create":
+            return stored is not None
+        if operation == "update":
+            guarded = options.get("match_condition") == MatchConditions.IfNotModified
+            return stored is None or (guarded and stored[1] != options.get("etag"))
+        if operation == "upsert":
+            return False
+        raise ValueError(f"no {operation} in a ledger transaction")
+
+    def apply(self, companion: Companion) -> str:
+        operation, entity, options = companion
+        key = (entity["PartitionKey"], entity["RowKey"])
+        stored = self.rows.get(key)
+        merge = options.get("mode", UpdateMode.MERGE if operation == "update" else UpdateMode.REPLACE) == UpdateMode.MERGE
+        row = {**(stored[0] if stored and merge else {}), **entity}
+        etag, order = self.stamp()
+        self.rows[key] = (row, etag, order)
+        return etag
+
+
+class InMemoryLedger:
+    """`shared.store.ledger.Ledger` in memory: ETag-guarded rows per company and message id, the history
+    each change appends, the payload as kept (cut past 600 KiB), companions in the same transaction,
+    and the content index. As the real row is merged, a time left empty (`None`) keeps what it held."""
+
+    PAYLOAD_KEPT = 600 * 1024
+
+    def __init__(self, table: InMemoryTable | None = None, clock: Clock = utcnow) -> None:
+        self.table = table or InMemoryTable()
+        self._clock = clock
+        self.entries: dict[tuple[str, str], tuple[LedgerEntry, bytes]] = {}
+
+    def get(self, company: str, message_id: str) -> LedgerEntry | None:
+        with self.table.lock:
+            stored = self.entries.get((company, message_id))
+        return stored[0] if stored else None
+
+    def payload(self, company: str, message_id: str) -> bytes | None:
+        with self.table.lock:
+            stored = self.entries.get((company, message_id))
+        return stored[1] if stored else None
+
+    def create(self, entry: LedgerEntry, payload: bytes | None = None) -> LedgerEntry:
+        now = self._clock()
+        with self.table.lock:
+            if (entry.company, entry.message_id) in self.entries:
+                raise LostRace(entry.message_id)
+            created = replace(
+                entry,
+                received_at=entry.received_at or now,
+                updated_at=now,
+                history=compact_history(
+                    (*entry.history, _history_entry(entry.state, entry.reason, entry.detail, now, entry.attempts))
+                ),
+                etag=self.table.stamp()[0],
+            )
+            self.entries[(entry.company, entry.message_id)] = (created, (payload or b"")[: self.PAYLOAD_KEPT])
+        return created
+
+    def transition(
+        self,
+        entry: LedgerEntry,
+        state: State,
+        *,
+        reason: str = "",
+        detail: str = "",
+        payload: bytes | None = None,
+        companions: list[Companion] | None = None,
+        **changes: Any,
+    ) -> LedgerEntry:
+        now = self._clock()
+        with self.table.lock:
+            stored = self.entries.get((entry.company, entry.message_id))
+            if stored is None or stored[0].etag != entry.etag:
+                raise LostRace(entry.message_id)
+            if any(self.table.refused(c) for c in companions or ()):
+                raise CompanionConflict(f"a row written with {entry.message_id} had changed")
+            for companion in companions or ():
+                self.table.apply(companion)
+            attempt = int(changes.get("attempts", entry.attempts))
+            history = compact_history((*entry.history, _history_entry(state, reason, detail, now, attempt)))
+            updated = replace(entry, state=state, reason=reason, detail=detail, updated_at=now, history=history, **changes)
+            updated = replace(updated, etag=self.table.stamp()[0])
+            old = stored[0]
+            kept = replace(  # the row is merged: a time or sequence left empty keeps what the row held
+                updated,
+                received_at=updated.received_at or old.received_at,
+                lease_until=updated.lease_until or old.lease_until,
+                sequence=updated.sequence if updated.sequence is not None else old.sequence,
+            )
+            self.entries[(entry.company, entry.message_id)] = (
+                kept,
+                stored[1] if payload is None else payload[: self.PAYLOAD_KEPT],
+            )
+        return updated
+
+    def write(self, companion: Companion) -> None:
+        if companion[0] != "upsert":
+            raise ValueError(f"only upserts are written alone, not {companion[0]}")
+        with self.table.lock:
+            self.table.apply(companion)
+
+    def query(
+        self,
+        *,
+        company: str | None = None,
+        state: State | None = None,
+        flow: str | None = None,
+        production_order: str | None = None,
+        updated_since: datetime | None = None,
+    ) -> Iterator[LedgerEntry]:
+        with self.table.lock:
+            rows = [e for e, _ in self.entries.values()]
+        rows.sort(key=lambda e: (safe_key(e.company), safe_key(e.message_id)))  # the table's order
+        for e in rows:
+            if (
+                (company is None or e.company == company)
+                and (state is None or e.state is state)
+                and (flow is None or e.flow == flow)
+                and (production_order is None or e.production_order == production_order)
+                and (updated_since is None or (e.updated_at is not None and e.updated_at >= updated_since))
+            ):
+                yield e
+
+    def messages_with_content(self, company: str, content_hash: str) -> list[str]:
+        low, high = f"~content~{content_hash}|", f"~content~{content_hash}}}"
+        with self.table.lock:
+            found = [
+                (order, str(row["MessageId"]))
+                for (pk, rk), (row, _, order) in self.table.rows.items()
+                if pk == safe_key(company) and low <= rk < high
+            ]
+        return [message_id for _, message_id in sorted(found)]
+
+
+class InMemoryProgress:
+    """`shared.store.progress.TableProgressStore` in memory: the rows live in the ledger's
+    `InMemoryTable`, stored as the real entities, so the ledger's transaction can move them."""
+
+    def __init__(self, table: InMemoryTable | None = None) -> None:
+        self.table = table or InMemoryTable()
+
+    def read(self, company: str, order: str) -> Progress:
+        with self.table.lock:
+            stored = self.table.rows.get((safe_key(company), progress_key(order)))
+        if stored is None:
+            return Progress(company, order)
+        return progress_from_entity(company, order, stored[0], stored[1])
+
+    def write(self, progress: Progress) -> Progress:
+        companion = planned_write(progress, progress)
+        with self.table.lock:
+            if self.table.refused(companion):
+                raise ProgressChanged(progress.order)
+            etag = self.table.apply(companion)
+        return replace(progress, etag=etag)
+
+    def planned_write(self, progress: Progress, wanted: Progress) -> Companion:
+        return planned_write(progress, wanted)
+
+
+def ledger_and_gate(
+    *, gap_timeout_s: float = 600, require_start: bool = True, clock: Clock = utcnow
+) -> tuple[InMemoryLedger, OrderGate]:
+    """The in-memory ledger and the real gate over in-memory progress rows, sharing one table."""
+    table = InMemoryTable()
+    gate = OrderGate(InMemoryProgress(table), gap_timeout_s=gap_timeout_s, require_start=require_start, clock=clock)
+    return InMemoryLedger(table, clock), gate
+
+
+_LITERAL = re.compile(r"(\w+) eq ('(?:[^']|'')*'|[^\s)]+)")
+
+
+def _odata_value(text: str) -> object:
+    if text.startswith("'"):
+        return text[1:-1].replace("''", "'")
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _matches(where: odata.Filter, row: Mapping[str, Any]) -> bool:
+    """`where` on one row: the conjunction of `eq`s that `shared.fo.odata` writes (nothing else is built)."""
+    return all(row.get(name) == _odata_value(value) for name, value in _LITERAL.findall(where.text)) and where.matches(row)
+
+
+@dataclass
+class FoCall:
+    kind: str  # "send", "service", "batch"
+    what: str  # the message type, the service path, the entity sets
+    body: Any
+
+
+class FakeFo:
+    """F&O as the bridge sees it through `FoApi`: entity sets as lists of rows (queries filter by
+    company, `eq` and `$select` as OData does), and the answers to the calls that change F&O scripted
+    by the test: `answer(error)` makes the next such call raise it (`InDoubt`: sent, no answer),
+    `fail_reads(error)` the next read. Every call that reached F&O is in `calls`; the accepted ones in `applied`."""
+
+    def __init__(self, rows: Mapping[str, list[dict[str, Any]]] | None = None) -> None:
+        self.rows: dict[str, list[dict[str, Any]]] = {name: list(r) for name, r in (rows or {}).items()}
+        self.stats = CallStats()
+        self.calls: list[FoCall] = []
+        self.applied: list[FoCall] = []
+        self.answers: deque[BaseException | None] = deque()
+        self.read_failures: deque[BaseException] = deque()
+        self.service_answers: deque[Any] = deque()
+        self.token_error: BridgeError | None = None
+
+    def answer(self, *outcomes: BaseException | None) -> None:
+        """The next changing calls' outcomes, in order: an error to raise, or None to accept."""
+        self.answers.extend(outcomes)
+
+    def fail_reads(self, *errors: BaseException) -> None:
+        self.read_failures.extend(errors)
+
+    def _change(self, call: FoCall) -> None:
+        self.stats.add(requests=1)
+        if self.token_error is not None:
+            raise self.token_error
+        self.calls.append(call)
+        outcome = self.answers.popleft() if self.answers else None
+        if outcome is not None:
+            raise outcome
+        self.applied.append(call)
+
+    def _read(self) -> None:
+        self.stats.add(requests=1)
+        if self.token_error is not None:
+            raise self.token_error
+        if self.read_failures:
+            raise self.read_failures.popleft()
+
+    def token_check(self) -> None:
+        if self.token_error is not None:
+            raise self.token_error
+
+    def send_message(self, company: str, message_type: str, content: Mapping[str, Any]) -> None:
+        self._change(FoCall("send", message_type, {"company": company, "content": dict(content)}))
+
+    def call_service(self, service_path: str, payload: Mapping[str, Any], *, idempotent: bool = False) -> Any:
+        self._change(FoCall("service", service_path, dict(payload)))
+        return self.service_answers.popleft() if self.service_answers else None
+
+    def batch(self, changeset: Sequence[BatchOperation]) -> list[BatchResult]:
+        self._change(FoCall("batch", ",".join(op.path for op in changeset), list(changeset)))
+        return [BatchResult(201, dict(op.body or {}), str(n)) for n, op in enumerate(changeset, start=1)]
+
+    def query(
+        self,
+        entity_set: str,
+        *,
+        company: str,
+        where: odata.Filter | None = None,
+        select: Sequence[str] = (),
+        top: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        self._read()
+        condition = (
+            odata.eq("dataAreaId", company.lower()) & where if where is not None else odata.eq("dataAreaId", company.lower())
+        )
+        found = [row for row in self.rows.get(entity_set, []) if _matches(condition, row)][:top]
+        for row in found:
+            yield {k: v for k, v in row.items() if k in select} if select else dict(row)
+
+    def get(self, entity_set: str, keys: Mapping[str, odata.Scalar]) -> dict[str, Any]:
+        self._read()
+        for row in self.rows.get(entity_set, []):
+            if all(row.get(k) == v for k, v in keys.items()):
+                return dict(row)
+        raise NotFound(f"F&O has no GET /data/{entity_set}{odata.key_segment(keys)}", status=404)
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    queue: str
+    body: bytes
+    message_id: str
+    session_id: str | None
+    delay_s: float
+    correlation_id: str | None
+    properties: dict[str, Any]
+
+
+@dataclass
+class RecordingRequeue:
+    """The inbound queues' scheduled messages, as a list (`shared.inbound.servicebus.Requeue`)."""
+
+    scheduled: list[Scheduled] = field(default_factory=list)
+
+    def schedule(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        message_id: str,
+        session_id: str | None,
+        delay_s: float,
+        correlation_id: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.scheduled.append(Scheduled(queue, body, message_id, session_id, delay_s, correlation_id, dict(properties or {})))
+
+
+def unit_settings(**overrides: str) -> Settings:
+    """Settings for unit tests, as app settings (`RETRY_FIRST_WAIT_S="1"`): no endpoint is ever called."""
+    return load_settings(
+        {
+            "FO_BASE_URL": "https://contoso.operations.dynamics.com/",
+            "FO_TENANT_ID": "tenant",
+            "FO_CLIENT_ID": "client",
+            "FO_CLIENT_SECRET": "s3cret-value",
+            "TABLES_CONNECTION_STRING": "UseDevelopmentStorage=true",
+            "FO_COMPANIES": "USMF,DEMF",
+            **overrides,
+        }
+    )
 
 
 def ports(**given: Any) -> Ports:

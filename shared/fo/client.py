@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -289,6 +289,36 @@ class BatchResult:
     status: int
     body: Any
     content_id: str = ""
+
+
+class FoApi(Protocol):
+    """What the bridge asks of F&O (the pipeline's sends, the in-doubt check's and the business-event
+    handlers' reads, health): `FoClient` over HTTP, `FakeFo` (tests/fakes.py) in memory, and
+    tests/integration/test_fo_contract.py holds both to the same classification of F&O's answers:
+    accepted, `BusinessRejection`, `NotFound`, `AuthError`, `Transient`, and `InDoubt` for a send
+    that got no answer."""
+
+    stats: CallStats
+
+    def token_check(self) -> None: ...
+
+    def send_message(self, company: str, message_type: str, content: Mapping[str, Any]) -> None: ...
+
+    def call_service(self, service_path: str, payload: Mapping[str, Any], *, idempotent: bool = False) -> Any: ...
+
+    def query(
+        self,
+        entity_set: str,
+        *,
+        company: str,
+        where: odata.Filter | None = None,
+        select: Sequence[str] = (),
+        top: int | None = None,
+    ) -> Iterator[dict[str, Any]]: ...
+
+    def get(self, entity_set: str, keys: Mapping[str, odata.Scalar]) -> dict[str, Any]: ...
+
+    def batch(self, changeset: Sequence[BatchOperation]) -> list[BatchResult]: ...
 
 
 class FoClient:

@@ -33,7 +33,7 @@ from typing import Any
 
 from shared.errors import Transient
 from shared.fo import odata
-from shared.fo.client import FoClient
+from shared.fo.client import FoApi
 
 HEADERS = "ProductionOrderHeaders"
 BOM_LINES = "ProductionOrderBillOfMaterialLines"
@@ -91,7 +91,7 @@ class ReleasedOrder:
     route: list[dict[str, Any]]
 
 
-def read_released_order(fo: FoClient, company: str, order: str) -> ReleasedOrder:
+def read_released_order(fo: FoApi, company: str, order: str) -> ReleasedOrder:
     where = odata.eq("ProductionOrderNumber", order)
     headers = list(fo.query(HEADERS, company=company, where=where, select=HEADER_FIELDS))
     if not headers:

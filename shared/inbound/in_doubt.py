@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.fo import odata
-from shared.fo.client import FoClient
+from shared.fo.client import FoApi
 from shared.fo.production_order import HEADERS
 
 #: The statuses that prove the message applied, per flow (only flows a status read can decide).
@@ -45,7 +45,7 @@ def decidable(flow: str) -> bool:
     return flow in APPLIED_AT
 
 
-def read(fo: FoClient, company: str, flow: str, order: str) -> Reading:
+def read(fo: FoApi, company: str, flow: str, order: str) -> Reading:
     """Read what F&O shows for `order`; transient faults propagate (the check is retried later)."""
     rows = list(
         fo.query(

@@ -9,33 +9,34 @@ overtakes nothing still waiting. Progress rows are ETag-guarded, so instances ca
 from __future__ import annotations
 
 import contextlib
-import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
-
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
+from typing import Any, Protocol
 
 from shared.clock import Clock, utcnow
 from shared.reasons import ParkReason
-from shared.store.tables import safe_key, storage_call
+from shared.store.ledger import Companion
+from shared.store.progress import Progress as Progress  # re-exported: the gate's callers read it
+from shared.store.progress import ProgressChanged
 
 
-@dataclass(frozen=True)
-class Progress:
-    company: str
-    order: str
-    watermark: int = 0
-    started: bool = False
-    ended: bool = False
-    waiting_for: int | None = None
-    waiting_since: datetime | None = None
-    skipped: tuple[dict[str, Any], ...] = ()
-    #: Something of the order is parked by the gate (a gap, no start): a forward wakes it (shared/inbound/wakeup.py).
-    held: bool = False
-    etag: str = ""
+class ProgressStore(Protocol):
+    """Where the gate keeps each order's progress: `TableProgressStore` (shared/store/progress.py) in
+    Table Storage, `InMemoryProgress` (tests/fakes.py) in memory; tests/integration/test_gate_contract.py
+    runs the same cases against both."""
+
+    def read(self, company: str, order: str) -> Progress:
+        """The order's progress as stored (a fresh one, without ETag, when it has none yet)."""
+        ...
+
+    def write(self, progress: Progress) -> Progress:
+        """Store `progress` if the row is still as read (its ETag; none: not there yet), else `ProgressChanged`."""
+        ...
+
+    def planned_write(self, progress: Progress, wanted: Progress) -> Companion:
+        """The same write, as an operation for the ledger row's transaction (`LedgerStore.transition`)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -137,77 +138,20 @@ def _released(progress: Progress, sequence: int) -> dict[str, Any] | None:
     return None
 
 
-def _int(value: Any) -> int:
-    return int(value.value if isinstance(value, EntityProperty) else value)
-
-
-def progress_key(order: str) -> str:
-    # `safe_key` encodes "~", so no message id can produce a key that starts with one: progress
-    # rows share the ledger's partition (the company) without colliding with message rows.
-    return "~order~" + safe_key(order)
-
-
 class OrderGate:
-    def __init__(self, table: TableClient, *, gap_timeout_s: float, require_start: bool = True, clock: Clock = utcnow) -> None:
-        self._table = table
+    """The gate over a `ProgressStore`: reads an order's progress, asks `decision`, and writes what
+    changes under the row's ETag, retrying when another worker wrote first."""
+
+    def __init__(self, store: ProgressStore, *, gap_timeout_s: float, require_start: bool = True, clock: Clock = utcnow) -> None:
+        self._store = store
         self._clock = clock
         self.gap_timeout = timedelta(seconds=gap_timeout_s)
         self.require_start = require_start
 
-    # --- progress rows --------------------------------------------------------------------------
     def read(self, company: str, order: str) -> Progress:
-        with storage_call("order progress read"):
-            try:
-                row = self._table.get_entity(safe_key(company), progress_key(order))
-            except ResourceNotFoundError:
-                return Progress(company, order)
-        waiting_for = row.get("WaitingFor")
-        return Progress(
-            company=company,
-            order=order,
-            watermark=_int(row.get("Watermark", 0)),
-            started=bool(row.get("Started", False)),
-            ended=bool(row.get("Ended", False)),
-            waiting_for=_int(waiting_for) if waiting_for is not None else None,
-            waiting_since=row.get("WaitingSince"),
-            skipped=tuple(json.loads(row.get("Skipped") or "[]")),
-            held=bool(row.get("Held", False)),
-            etag=str(row.metadata.get("etag", "")),
-        )
+        return self._store.read(company, order)
 
-    @staticmethod
-    def _entity(progress: Progress) -> dict[str, Any]:
-        entity: dict[str, Any] = {
-            "PartitionKey": safe_key(progress.company),
-            "RowKey": progress_key(progress.order),
-            "Company": progress.company,
-            "ProductionOrder": progress.order,
-            "Watermark": EntityProperty(progress.watermark, EdmType.INT64),
-            "Started": progress.started,
-            "Ended": progress.ended,
-            "WaitingFor": EntityProperty(progress.waiting_for, EdmType.INT64) if progress.waiting_for is not None else None,
-            "WaitingSince": progress.waiting_since,
-            "Skipped": json.dumps(list(progress.skipped)),
-            "Held": progress.held,
-        }
-        return {k: v for k, v in entity.items() if v is not None}
-
-    def _write(self, progress: Progress) -> Progress:
-        """Store `progress` if nobody changed the row since it was read; `ResourceModifiedError` if somebody did."""
-        entity = self._entity(progress)
-        with storage_call("order progress write"):
-            if not progress.etag:
-                try:
-                    metadata = self._table.create_entity(entity)
-                except ResourceExistsError:
-                    raise ResourceModifiedError("created by another worker") from None
-            else:
-                metadata = self._table.update_entity(
-                    entity, mode=UpdateMode.REPLACE, etag=progress.etag, match_condition=MatchConditions.IfNotModified
-                )
-        return replace(progress, etag=str(metadata.get("etag", "")))
-
-    def _update(self, company: str, order: str, change: Any) -> Progress:
+    def _update(self, company: str, order: str, change: Callable[[Progress], Progress]) -> Progress:
         """Apply `change(progress) -> progress` under optimistic concurrency, retrying on conflicts."""
         for _ in range(20):
             current = self.read(company, order)
@@ -215,10 +159,10 @@ class OrderGate:
             if wanted == current:
                 return current
             try:
-                return self._write(wanted)
-            except (ResourceModifiedError, ResourceNotFoundError):
+                return self._store.write(wanted)
+            except ProgressChanged:
                 continue
-        raise ResourceModifiedError(f"order progress of {order} kept changing")
+        raise ProgressChanged(f"order progress of {order} kept changing")
 
     # --- decisions ------------------------------------------------------------------------------
     def decide(self, company: str, order: str, flow: str, sequence: int | None, *, later_waiting: int = 0) -> Decision:
@@ -244,7 +188,7 @@ class OrderGate:
         return verdict
 
     @staticmethod
-    def _forwarded(flow: str, sequence: int | None) -> Any:
+    def _forwarded(flow: str, sequence: int | None) -> Callable[[Progress], Progress]:
         def forwarded(p: Progress) -> Progress:
             watermark = max(p.watermark, sequence) if sequence is not None else p.watermark
             clear = p.waiting_for is not None and (
@@ -270,23 +214,15 @@ class OrderGate:
         if not progress.held or not progress.etag:
             return
         # Changed meanwhile (perhaps a new park): the flag stays, and the next move looks again.
-        with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
-            self._write(replace(progress, held=False))
+        with contextlib.suppress(ProgressChanged):
+            self._store.write(replace(progress, held=False))
 
-    def plan_advance(
-        self, progress: Progress, flow: str, sequence: int | None
-    ) -> tuple[str, dict[str, Any], dict[str, Any]] | None:
+    def plan_advance(self, progress: Progress, flow: str, sequence: int | None) -> Companion | None:
         """The progress write for a forwarded message, as an operation for the ledger's transaction."""
         wanted = self._forwarded(flow, sequence)(progress)
         if wanted == progress:
             return None
-        if not progress.etag:
-            return ("create", self._entity(wanted), {})
-        return (
-            "update",
-            self._entity(wanted),
-            {"mode": UpdateMode.REPLACE, "etag": progress.etag, "match_condition": MatchConditions.IfNotModified},
-        )
+        return self._store.planned_write(progress, wanted)
 
     def advance(self, company: str, order: str, flow: str, sequence: int | None) -> Progress:
         """Record that a message was forwarded: the watermark moves, start and end are noted."""

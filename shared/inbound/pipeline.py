@@ -25,7 +25,7 @@ from typing import Any
 
 from shared.clock import utcnow
 from shared.errors import AuthError, BridgeError, BusinessRejection, ConfigError, InvalidMessage, NotFound, Transient
-from shared.fo.client import FoClient, InDoubt, message_content
+from shared.fo.client import FoApi, InDoubt, message_content
 from shared.inbound import in_doubt
 from shared.inbound.decode import _Identity, _identity, _ParkedAs, _refuse, decode
 from shared.inbound.mapping import Changeset, FoCall, MappingOptions, SendMessage, ServiceCall
@@ -40,15 +40,15 @@ from shared.store.ledger import (
     FINAL_STATES,
     Companion,
     CompanionConflict,
-    Ledger,
     LedgerEntry,
+    LedgerStore,
     LostRace,
     State,
     content_index_row,
     lease,
     payload_hash,
 )
-from shared.store.lineage import Edge, Lineage
+from shared.store.lineage import Edge, LineageStore
 from shared.topology import INBOUND_QUEUES
 
 
@@ -97,7 +97,7 @@ def content_hash(call: FoCall) -> str:
     return hashlib.sha256(message_content(call.content).encode()).hexdigest() if isinstance(call, SendMessage) else ""
 
 
-def execute(fo: FoClient, call: FoCall) -> str:
+def execute(fo: FoApi, call: FoCall) -> str:
     """Make the F&O call; returns F&O's reference for the ledger (quality order, journal number)."""
     if isinstance(call, SendMessage):
         fo.send_message(call.company, call.message_type, call.content)
@@ -519,7 +519,7 @@ def _check_in_doubt(delivery: Delivery, flow: Flow, ports: Ports, event: MesEven
     return _result(kept, Outcome.PARKED, ParkReason.IN_DOUBT, detail)
 
 
-def catch_up(ledger: Ledger, gate: OrderGate, lineage: Lineage, requeue: Requeue, entry: LedgerEntry, why: str) -> None:
+def catch_up(ledger: LedgerStore, gate: OrderGate, lineage: LineageStore, requeue: Requeue, entry: LedgerEntry, why: str) -> None:
     """What a forward records after F&O accepted, for a message F&O applied while the bridge was in
     doubt (its processed event, a read of F&O, or an operator who checked): the order's watermark,
     the genealogy, and the wake-up of what the gate held behind it."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from shared.inbound.order_gate import OrderGate, Progress
 from shared.inbound.servicebus import ATTEMPT, RESUBMIT, Requeue
 from shared.reasons import ParkReason
-from shared.store.ledger import Ledger, LedgerEntry, LostRace, State
+from shared.store.ledger import LedgerEntry, LedgerStore, LostRace, State
 from shared.topology import INBOUND_QUEUES
 
 #: Set on the copies `wake` schedules (the reason it was woken), for the telemetry and the tests.
@@ -42,7 +42,7 @@ def held_by_gate(entry: LedgerEntry) -> bool:
     )
 
 
-def requeue_parked(ledger: Ledger, requeue: Requeue, entry: LedgerEntry, body: bytes, detail: str) -> Resubmitted:
+def requeue_parked(ledger: LedgerStore, requeue: Requeue, entry: LedgerEntry, body: bytes, detail: str) -> Resubmitted:
     """Put a parked row's message back on its queue with a fresh resubmission token: the pipeline
     admits the copy that carries the row's token once, any other copy is a duplicate."""
     queue = INBOUND_QUEUES.get(entry.flow)
@@ -83,7 +83,7 @@ def _missing(entry: LedgerEntry) -> int:
     return int(value) if isinstance(value, int) or (isinstance(value, str) and value.isdigit()) else 2**63
 
 
-def wake(ledger: Ledger, gate: OrderGate, requeue: Requeue, company: str, order: str, why: str) -> list[Resubmitted]:
+def wake(ledger: LedgerStore, gate: OrderGate, requeue: Requeue, company: str, order: str, why: str) -> list[Resubmitted]:
     """Resume what the gate holds of `order` that its watermark now lets through. Safe to repeat and
     to race: each row moves under its ETag, and a copy the pipeline does not expect is a duplicate."""
     progress = gate.read(company, order)

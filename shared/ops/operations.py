@@ -20,8 +20,8 @@ from shared.inbound.pipeline import catch_up
 from shared.inbound.servicebus import DeadLetters, Requeue
 from shared.inbound.wakeup import Resubmitted, requeue_parked, wake
 from shared.reasons import ParkReason
-from shared.store.ledger import Ledger, LedgerEntry, LostRace, State
-from shared.store.lineage import Lineage, LineageStore
+from shared.store.ledger import LedgerEntry, LedgerStore, LostRace, State
+from shared.store.lineage import LineageStore
 from shared.store.tables import utf16_units
 from shared.topology import INBOUND_QUEUES
 
@@ -69,7 +69,7 @@ def _short(text: str, what: str) -> None:
 
 
 def resubmit(
-    ledger: Ledger,
+    ledger: LedgerStore,
     requeue: Requeue,
     company: str,
     message_id: str,
@@ -127,7 +127,9 @@ def _type_and_id(body: bytes) -> tuple[str, str]:
     return (kind if isinstance(kind, str) else ""), (message_id if isinstance(message_id, str) else "")
 
 
-def _reroute(ledger: Ledger, requeue: Requeue, entry: LedgerEntry, body: bytes, kind: str, real_id: str, who: str) -> Resubmitted:
+def _reroute(
+    ledger: LedgerStore, requeue: Requeue, entry: LedgerEntry, body: bytes, kind: str, real_id: str, who: str
+) -> Resubmitted:
     """A copy that arrived on another flow's queue goes to the queue of its event type, where it is the
     message its id names (new, or a duplicate of the real copy: never sent twice). Its own row closes."""
     queue = INBOUND_QUEUES.get(kind)
@@ -193,7 +195,14 @@ def gap_released_reply(progress: Progress, resubmitted: list[Resubmitted]) -> di
 
 
 def release_gap(
-    gate: OrderGate, ledger: Ledger, requeue: Requeue, company: str, order: str, missing: int, reason: str, who: str = "operator"
+    gate: OrderGate,
+    ledger: LedgerStore,
+    requeue: Requeue,
+    company: str,
+    order: str,
+    missing: int,
+    reason: str,
+    who: str = "operator",
 ) -> tuple[Progress, list[Resubmitted]]:
     """Skip a sequence number the MES will never send; what the gate held behind it resumes in sequence.
 
@@ -243,14 +252,14 @@ def describe(entry: LedgerEntry) -> dict[str, Any]:
     }
 
 
-def _payload_text(ledger: Ledger, company: str, message_id: str) -> str:
+def _payload_text(ledger: LedgerStore, company: str, message_id: str) -> str:
     return (ledger.payload(company, message_id) or b"")[:_SHOWN_PAYLOAD].decode("utf-8", errors="replace")
 
 
 _SHOWN_PAYLOAD = 16_384
 
 
-def with_conflict(ledger: Ledger, entry: LedgerEntry) -> dict[str, Any]:
+def with_conflict(ledger: LedgerStore, entry: LedgerEntry) -> dict[str, Any]:
     """`describe`, and for a conflict both payloads side by side: this message's and the one it
     conflicts with (None when no message holds what it conflicts with, e.g. a released gap)."""
     described = describe(entry)
@@ -271,14 +280,14 @@ def with_conflict(ledger: Ledger, entry: LedgerEntry) -> dict[str, Any]:
     return described
 
 
-def trace(ledger: Ledger, company: str, message_id: str) -> dict[str, Any]:
+def trace(ledger: LedgerStore, company: str, message_id: str) -> dict[str, Any]:
     entry = ledger.get(company, message_id)
     if entry is None:
         raise NoSuchMessage(f"no message {message_id} of {company} in the ledger")
     return with_conflict(ledger, entry)
 
 
-def order_story(ledger: Ledger, company: str, order: str) -> list[dict[str, Any]]:
+def order_story(ledger: LedgerStore, company: str, order: str) -> list[dict[str, Any]]:
     """Every message of a production order, in MES sequence (then in arrival order)."""
     entries = list(ledger.query(company=company, production_order=order))
     entries.sort(key=lambda e: (e.sequence is None, e.sequence or 0, e.received_at.isoformat() if e.received_at else ""))
@@ -335,7 +344,7 @@ def parked_filter(values: Mapping[str, Any]) -> ParkedFilter:
     )
 
 
-def parked(ledger: Ledger, where: ParkedFilter) -> list[dict[str, Any]]:
+def parked(ledger: LedgerStore, where: ParkedFilter) -> list[dict[str, Any]]:
     entries = ledger.query(company=where.company, state=State.PARKED, flow=where.flow, production_order=where.production_order)
     return [with_conflict(ledger, e) for e in entries if where.matches(e)]
 
@@ -353,7 +362,7 @@ class Selection:
     ids: tuple[tuple[str, str], ...] = ()
     include_in_doubt: bool = False
 
-    def rows(self, ledger: Ledger) -> list[LedgerEntry]:
+    def rows(self, ledger: LedgerStore) -> list[LedgerEntry]:
         if self.ids:
             found = [ledger.get(company, message_id) for company, message_id in self.ids]
             missing = [m for (_, m), e in zip(self.ids, found, strict=True) if e is None]
@@ -391,7 +400,7 @@ class BulkPlan:
         return text
 
 
-def plan_bulk(ledger: Ledger, selection: Selection, action: str) -> BulkPlan:
+def plan_bulk(ledger: LedgerStore, selection: Selection, action: str) -> BulkPlan:
     """The dry run of a bulk action: exactly which rows it would touch, and which it leaves out and why."""
     allowed = (State.PARKED,) if action == "resubmit" else (State.PARKED, State.WAITING)
     chosen: list[LedgerEntry] = []
@@ -407,7 +416,7 @@ def plan_bulk(ledger: Ledger, selection: Selection, action: str) -> BulkPlan:
 
 
 def bulk(
-    ledger: Ledger,
+    ledger: LedgerStore,
     requeue: Requeue,
     selection: Selection,
     action: str,
@@ -454,7 +463,7 @@ def bulk(
     return {**answer, "done": done, "failed": failed, "summary": plan.summary(done=True)}
 
 
-def cancel(ledger: Ledger, company: str, message_id: str, reason: str, who: str = "operator") -> dict[str, Any]:
+def cancel(ledger: LedgerStore, company: str, message_id: str, reason: str, who: str = "operator") -> dict[str, Any]:
     """Decide that a parked or waiting message must never reach F&O."""
     if not reason.strip():
         raise OperationError("cancelling needs a reason")
@@ -472,9 +481,9 @@ def cancel(ledger: Ledger, company: str, message_id: str, reason: str, who: str 
 
 
 def confirm_applied(
-    ledger: Ledger,
+    ledger: LedgerStore,
     gate: OrderGate,
-    tree: Lineage,
+    tree: LineageStore,
     requeue: Requeue,
     company: str,
     message_id: str,
@@ -576,7 +585,7 @@ def _forwarded_at(entry: LedgerEntry) -> datetime | None:
 
 
 def overview(
-    ledger: Ledger,
+    ledger: LedgerStore,
     dead: DeadLetters,
     *,
     answered_429_here: int = 0,
@@ -678,7 +687,7 @@ def fo_request(flow_name: str, raw: bytes, options: mapping.MappingOptions) -> d
 
 
 def message_detail(
-    ledger: Ledger, company: str, message_id: str, options: mapping.MappingOptions | None = None
+    ledger: LedgerStore, company: str, message_id: str, options: mapping.MappingOptions | None = None
 ) -> dict[str, Any]:
     """A message's row, its payload as received, the F&O call it makes and what F&O and the MES were told about it."""
     entry = ledger.get(company, message_id)
@@ -717,7 +726,7 @@ def message_detail(
     }
 
 
-def order_view(ledger: Ledger, gate: OrderGate, company: str, order: str) -> dict[str, Any]:
+def order_view(ledger: LedgerStore, gate: OrderGate, company: str, order: str) -> dict[str, Any]:
     """The order's sequence ladder across flows: what arrived, what waits, and where the gap is."""
     story = order_story(ledger, company, order)
     progress = gate.read(company, order)

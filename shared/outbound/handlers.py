@@ -39,7 +39,7 @@ from shared.outbound.messages import BomLine, MessageOutcome, OrderStatusChanged
 from shared.reasons import ParkReason
 from shared.runtime import Ports
 from shared.store.event_log import RELEASE, STATUS
-from shared.store.ledger import LedgerEntry, LostRace, State, messages_with_content
+from shared.store.ledger import LedgerEntry, LostRace, State
 from shared.store.tables import cut_text
 
 #: F&O's infolog in a MES message: 32K UTF-16 units (at most 128 KB of UTF-8).
@@ -204,7 +204,7 @@ def message_processed(event: BusinessEvent, ports: Ports) -> Handled:
         return Handled(Handling.IGNORED, f"message state {state or 'missing'} is not final")
     digest = hashlib.sha256(content.encode()).hexdigest()
     candidates = [
-        e for e in (ports.ledger.get(company, m) for m in messages_with_content(ports.ledger, company, digest)) if e is not None
+        e for e in (ports.ledger.get(company, m) for m in ports.ledger.messages_with_content(company, digest)) if e is not None
     ]
     open_entries = [
         e

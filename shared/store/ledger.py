@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -322,6 +322,53 @@ def _payload_properties(payload: bytes) -> dict[str, Any]:
     return properties
 
 
+class LedgerStore(Protocol):
+    """What the pipeline, the wake-up, the business-event handlers and the operations need from the
+    ledger: `Ledger` keeps it in Table Storage, `InMemoryLedger` (tests/fakes.py) in memory, and
+    tests/integration/test_ledger_contract.py runs the same cases against both."""
+
+    def get(self, company: str, message_id: str) -> LedgerEntry | None: ...
+
+    def payload(self, company: str, message_id: str) -> bytes | None: ...
+
+    def create(self, entry: LedgerEntry, payload: bytes | None = None) -> LedgerEntry:
+        """Insert the first row for a message; `LostRace` if it already exists."""
+        ...
+
+    def transition(
+        self,
+        entry: LedgerEntry,
+        state: State,
+        *,
+        reason: str = "",
+        detail: str = "",
+        payload: bytes | None = None,
+        companions: list[Companion] | None = None,
+        **changes: Any,
+    ) -> LedgerEntry:
+        """Move the row if it is still as `entry` was read (`LostRace` if not), with its companions
+        in the same transaction (`CompanionConflict`, and nothing written, if one of them had changed)."""
+        ...
+
+    def write(self, companion: Companion) -> None:
+        """Write a companion row (an upsert) on its own."""
+        ...
+
+    def query(
+        self,
+        *,
+        company: str | None = None,
+        state: State | None = None,
+        flow: str | None = None,
+        production_order: str | None = None,
+        updated_since: datetime | None = None,
+    ) -> Iterator[LedgerEntry]: ...
+
+    def messages_with_content(self, company: str, content_hash: str) -> list[str]:
+        """MES message ids whose F&O content had this hash (`content_index_row`), oldest first."""
+        ...
+
+
 class Ledger:
     def __init__(self, table: TableClient) -> None:
         self._table = table
@@ -407,6 +454,18 @@ class Ledger:
     def table(self) -> TableClient:
         return self._table
 
+    def messages_with_content(self, company: str, content_hash: str) -> list[str]:
+        """MES message ids whose F&O content had this hash, oldest index row first."""
+        low, high = f"~content~{content_hash}|", f"~content~{content_hash}}}"
+        with storage_call("content index query"):
+            rows = self._table.query_entities(
+                "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                parameters={"pk": safe_key(company), "low": low, "high": high},
+                select=["MessageId", "Timestamp"],
+            )
+            found = [(row.metadata.get("timestamp"), str(row["MessageId"])) for row in rows]
+        return [message_id for _, message_id in sorted(found, key=lambda pair: str(pair[0]))]
+
     def write(self, companion: Companion) -> None:
         """Write a companion row on its own (when its transaction could not be used)."""
         operation, entity, options = companion
@@ -491,16 +550,3 @@ def content_index_row(company: str, content_hash: str, message_id: str, fo_messa
         "FoMessageType": fo_message_type,
     }
     return ("upsert", entity, {"mode": UpdateMode.REPLACE})
-
-
-def messages_with_content(ledger: Ledger, company: str, content_hash: str) -> list[str]:
-    """MES message ids whose F&O content had this hash, oldest index row first."""
-    low, high = f"~content~{content_hash}|", f"~content~{content_hash}}}"
-    with storage_call("content index query"):
-        rows = ledger.table.query_entities(
-            "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
-            parameters={"pk": safe_key(company), "low": low, "high": high},
-            select=["MessageId", "Timestamp"],
-        )
-        found = [(row.metadata.get("timestamp"), str(row["MessageId"])) for row in rows]
-    return [message_id for _, message_id in sorted(found, key=lambda pair: str(pair[0]))]

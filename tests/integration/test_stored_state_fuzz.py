@@ -20,6 +20,7 @@ from shared.outbound.messages import MessageOutcome
 from shared.store.event_log import STATUS, STATUS_UNITS, EventLog
 from shared.store.ledger import Ledger, LedgerEntry, State
 from shared.store.lineage import BatchRef, Edge, Lineage
+from shared.store.progress import TableProgressStore
 from shared.store.tables import ENTITY_BYTES, STRING_UNITS, cut_text, entity_size, table, utf16_units
 
 pytestmark = pytest.mark.integration
@@ -50,7 +51,7 @@ def stores(azurite):
         Ledger(table(service, "fuzzLedger")),
         Lineage(table(service, "fuzzLineage")),
         EventLog(table(service, "fuzzEvents")),
-        OrderGate(table(service, "fuzzLedger"), gap_timeout_s=60),
+        OrderGate(TableProgressStore(table(service, "fuzzLedger")), gap_timeout_s=60),
     )
 
 

@@ -1,0 +1,206 @@
+"""The ledger's contract, run against the Table Storage `Ledger` (Azurite) and the in-memory fake the
+unit tests use (tests/fakes.py): the same cases, so the fake cannot drift from the real store. The
+order's progress row shares the ledger's table and transaction, so both stores are built on one table."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+
+from shared.inbound.order_gate import OrderGate
+from shared.store.ledger import (
+    CompanionConflict,
+    Ledger,
+    LedgerEntry,
+    LedgerStore,
+    LostRace,
+    State,
+    content_index_row,
+)
+from shared.store.progress import TableProgressStore
+from shared.store.tables import LEDGER_TABLE, table
+from tests.fakes import InMemoryLedger, InMemoryProgress, InMemoryTable
+
+
+@dataclass
+class Stores:
+    ledger: LedgerStore
+    gate: OrderGate
+
+
+@pytest.fixture(params=["memory", pytest.param("table", marks=pytest.mark.integration)])
+def stores(request) -> Stores:
+    if request.param == "memory":
+        rows = InMemoryTable()
+        return Stores(InMemoryLedger(rows), OrderGate(InMemoryProgress(rows), gap_timeout_s=600))
+    service, prefix = request.getfixturevalue("table_service"), request.getfixturevalue("table_prefix")
+    client = table(service, prefix + LEDGER_TABLE)
+    return Stores(Ledger(client), OrderGate(TableProgressStore(client), gap_timeout_s=600))
+
+
+def entry(message_id="m-1", **changes) -> LedgerEntry:
+    values = {
+        "company": "USMF",
+        "message_id": message_id,
+        "state": State.FORWARDING,
+        "flow": "material_consumed",
+        "production_order": "P1",
+        "sequence": 1,
+        "attempts": 1,
+    }
+    values.update(changes)
+    return LedgerEntry(**values)
+
+
+def test_a_created_row_reads_back_with_its_history_its_payload_and_an_etag(stores):
+    ledger = stores.ledger
+    created = ledger.create(entry(correlation_id="c-1", extra={"Retries": 2}), payload=b'{"a": 1}')
+    read = ledger.get("USMF", "m-1")
+    assert read is not None and read.etag == created.etag and created.etag
+    assert (read.state, read.flow, read.production_order, read.sequence, read.correlation_id, read.attempts) == (
+        State.FORWARDING,
+        "material_consumed",
+        "P1",
+        1,
+        "c-1",
+        1,
+    )
+    assert read.extra == {"Retries": 2} and read.received_at is not None and read.updated_at is not None
+    assert [h["state"] for h in read.history] == ["Forwarding"]
+    assert ledger.payload("USMF", "m-1") == b'{"a": 1}'
+    assert ledger.get("USMF", "m-2") is None and ledger.payload("USMF", "m-2") is None
+    assert ledger.get("usmf", "m-1") is None  # keys are case-sensitive, as Table Storage's are
+
+
+def test_a_second_create_of_one_message_loses_the_race_and_writes_nothing(stores):
+    ledger = stores.ledger
+    ledger.create(entry(detail="first"), payload=b"first")
+    with pytest.raises(LostRace):
+        ledger.create(entry(detail="second"), payload=b"second")
+    read = ledger.get("USMF", "m-1")
+    assert read is not None and read.detail == "first" and ledger.payload("USMF", "m-1") == b"first"
+
+
+def test_a_row_moves_only_from_the_version_that_was_read(stores):
+    ledger = stores.ledger
+    first = ledger.create(entry(), payload=b"original")
+    moved = ledger.transition(first, State.WAITING, reason="transient", detail="F&O unavailable", extra={"Retries": 1})
+    assert moved.etag != first.etag and moved.state is State.WAITING
+    with pytest.raises(LostRace):
+        ledger.transition(first, State.PARKED, reason="late")  # a stale ETag
+    read = ledger.get("USMF", "m-1")
+    assert read is not None and (read.state, read.reason, read.extra, read.etag) == (
+        State.WAITING,
+        "transient",
+        {"Retries": 1},
+        moved.etag,
+    )
+    assert [h["state"] for h in read.history] == ["Forwarding", "Waiting"]
+    assert ledger.payload("USMF", "m-1") == b"original"  # kept when the move gives none
+    ledger.transition(read, State.PARKED, reason="rejected", payload=b"resubmitted copy")
+    assert ledger.payload("USMF", "m-1") == b"resubmitted copy"
+
+
+def test_a_row_that_is_not_there_cannot_be_moved(stores):
+    with pytest.raises(LostRace):
+        stores.ledger.transition(entry(etag='W/"1"'), State.FORWARDED)
+
+
+def test_what_a_move_leaves_empty_keeps_what_the_row_held(stores):
+    # The row is merged: None writes nothing. A cleared lease stays in the row; the pipeline only
+    # reads a lease on a Forwarding row, and every move into Forwarding writes a new one.
+    ledger = stores.ledger
+    claimed = ledger.create(entry(lease_until=None))
+    leased = ledger.transition(claimed, State.FORWARDING, lease_until=claimed.updated_at + timedelta(minutes=5))
+    parked = ledger.transition(leased, State.PARKED, reason="rejected", lease_until=None)
+    assert parked.lease_until is None
+    read = ledger.get("USMF", "m-1")
+    assert read is not None and read.state is State.PARKED and read.lease_until == leased.lease_until
+
+
+def test_the_progress_row_moves_with_the_ledger_row_or_neither_moves(stores):
+    ledger, gate = stores.ledger, stores.gate
+    claimed = ledger.create(entry())
+    progress = gate.read("USMF", "P1")
+    planned = gate.plan_advance(progress, "material_consumed", 1)
+    assert planned is not None
+    forwarded = ledger.transition(claimed, State.FORWARDED, companions=[planned])
+    assert forwarded.state is State.FORWARDED and gate.read("USMF", "P1").watermark == 1
+
+
+def test_a_companion_that_changed_since_it_was_read_is_a_conflict_and_nothing_is_written(stores):
+    ledger, gate = stores.ledger, stores.gate
+    claimed = ledger.create(entry(sequence=2))
+    gate.advance("USMF", "P1", "material_consumed", 1)
+    read = gate.read("USMF", "P1")
+    gate.advance("USMF", "P1", "production_started", None)  # another flow moved the order meanwhile
+    planned = gate.plan_advance(read, "material_consumed", 2)
+    assert planned is not None
+    with pytest.raises(CompanionConflict):
+        ledger.transition(claimed, State.FORWARDED, companions=[planned])
+    read_again = ledger.get("USMF", "m-1")
+    assert read_again is not None and (read_again.state, read_again.etag) == (State.FORWARDING, claimed.etag)  # unchanged
+    assert gate.read("USMF", "P1").watermark == 1
+    ledger.transition(claimed, State.FORWARDED)
+
+
+def test_a_companion_that_creates_a_row_another_worker_created_is_a_conflict(stores):
+    ledger, gate = stores.ledger, stores.gate
+    claimed = ledger.create(entry())
+    never_read = gate.read("USMF", "P1")
+    gate.advance("USMF", "P1", "production_started", None)
+    planned = gate.plan_advance(never_read, "material_consumed", 1)
+    assert planned is not None and planned[0] == "create"
+    with pytest.raises(CompanionConflict):
+        ledger.transition(claimed, State.FORWARDED, companions=[planned])
+    assert gate.read("USMF", "P1").watermark == 0
+
+
+def test_the_ledger_row_s_race_wins_over_a_companion_s(stores):
+    ledger, gate = stores.ledger, stores.gate
+    claimed = ledger.create(entry())
+    ledger.transition(claimed, State.WAITING)
+    stale = gate.read("USMF", "P1")
+    gate.advance("USMF", "P1", "production_started", None)
+    planned = gate.plan_advance(stale, "material_consumed", 1)
+    with pytest.raises(LostRace):
+        ledger.transition(claimed, State.FORWARDED, companions=[planned] if planned else None)
+
+
+def test_the_content_index_finds_the_messages_oldest_first(stores):
+    ledger = stores.ledger
+    first = ledger.create(entry("m-1"))
+    ledger.transition(first, State.FORWARDED, companions=[content_index_row("USMF", "h1", "m-1", "ProdProductionOrderStart")])
+    ledger.write(content_index_row("USMF", "h1", "m-2", "ProdProductionOrderStart"))
+    ledger.write(content_index_row("USMF", "h1", "m-2", "ProdProductionOrderStart"))  # an upsert: once
+    ledger.write(content_index_row("USMF", "h10", "m-3", "ProdProductionOrderStart"))  # a hash with h1 as its prefix
+    ledger.write(content_index_row("DEMF", "h1", "m-4", "ProdProductionOrderStart"))
+    assert ledger.messages_with_content("USMF", "h1") == ["m-1", "m-2"]
+    assert ledger.messages_with_content("USMF", "h2") == []
+    with pytest.raises(ValueError):
+        ledger.write(("create", content_index_row("USMF", "h9", "m-9", "x")[1], {}))
+
+
+def test_a_query_matches_every_condition_and_returns_messages_only(stores):
+    ledger, gate = stores.ledger, stores.gate
+    ledger.create(entry("a", state=State.WAITING))
+    ledger.create(entry("b", state=State.PARKED, flow="production_started"))
+    ledger.create(entry("c", production_order="P2"))
+    ledger.create(entry("d", company="DEMF"))
+    gate.advance("USMF", "P1", "production_started", None)
+    ledger.write(content_index_row("USMF", "h1", "a", "x"))
+
+    def ids(**where) -> list[str]:
+        return sorted(e.message_id for e in ledger.query(**where))
+
+    assert ids() == ["a", "b", "c", "d"]
+    assert ids(company="USMF", production_order="P1") == ["a", "b"]
+    assert ids(state=State.PARKED) == ["b"]
+    assert ids(flow="material_consumed", company="USMF") == ["a", "c"]
+    assert ids(company="usmf") == []
+    later = ledger.get("USMF", "c")
+    assert later is not None and later.updated_at is not None
+    moved = ledger.transition(later, State.FORWARDED)
+    assert moved.updated_at is not None
+    assert "c" in ids(updated_since=moved.updated_at)
+    assert ids(updated_since=moved.updated_at + timedelta(seconds=1)) == []
