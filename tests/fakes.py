@@ -26,6 +26,7 @@ from shared.clock import Clock, utcnow
 from shared.errors import BridgeError, NotFound
 from shared.fo import odata
 from shared.fo.client import BatchOperation, BatchResult, CallStats
+from shared.inbound.mapping import MappingOptions
 from shared.inbound.order_gate import OrderGate
 from shared.outbound.mes_publisher import Envelope
 from shared.runtime import Ports
@@ -502,6 +503,56 @@ def unit_settings(**overrides: str) -> Settings:
             **overrides,
         }
     )
+
+
+@dataclass
+class FakeBridge:
+    """Every port the inbound pipeline and the business-event handlers use, in memory, and the fakes
+    themselves for the test to arrange and inspect."""
+
+    ports: Ports
+    ledger: InMemoryLedger
+    gate: OrderGate
+    fo: FakeFo
+    requeue: RecordingRequeue
+    lineage: InMemoryLineage
+    events: InMemoryEventLog
+    publisher: RecordingPublisher
+    clock: FakeClock
+
+
+def fake_bridge(*, fo_rows: Mapping[str, list[dict[str, Any]]] | None = None, **settings: str) -> FakeBridge:
+    """The fakes wired as `Ports`. The gate's clock is a `FakeClock` set to now (the ledger stamps the real
+    time, as the pipeline reads it); dead letters are untouchable."""
+    loaded = unit_settings(**settings)
+    clock = FakeClock(utcnow())
+    table = InMemoryTable()
+    ledger = InMemoryLedger(table)
+    gate = OrderGate(
+        InMemoryProgress(table),
+        gap_timeout_s=loaded.gate_gap_timeout_s,
+        require_start=loaded.gate_require_start,
+        clock=clock,
+    )
+    fo, requeue, lineage, events, publisher = (
+        FakeFo(fo_rows),
+        RecordingRequeue(),
+        InMemoryLineage(),
+        InMemoryEventLog(),
+        RecordingPublisher(),
+    )
+    wired = ports(
+        settings=loaded,
+        fo=fo,
+        ledger=ledger,
+        gate=gate,
+        lineage=lineage,
+        requeue=requeue,
+        options=MappingOptions.from_settings(loaded),
+        events=events,
+        publisher=publisher,
+    )
+    return FakeBridge(wired, ledger, gate, fo, requeue, lineage, events, publisher, clock)
 
 
 def ports(**given: Any) -> Ports:

@@ -1,0 +1,479 @@
+"""Every branch of the inbound pipeline through its one entry point, `process(delivery, flow, ports)`,
+in milliseconds: the ledger, the gate's progress rows, F&O, lineage and the queues are the fakes of
+tests/fakes.py (held to the real stores and the real client by tests/integration/test_*_contract.py).
+Each test arranges the situation in the fakes, delivers one message, and reads the outcome, the row
+and what was sent to F&O or scheduled on the queue."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from devtools.schemas import example
+from shared.clock import utcnow
+from shared.errors import AuthError, BusinessRejection, ConfigError, NotFound, Transient
+from shared.fo.client import InDoubt, message_content
+from shared.fo.production_order import HEADERS
+from shared.inbound.flows import INBOUND_FLOWS
+from shared.inbound.pipeline import Outcome, Result, process
+from shared.inbound.servicebus import ATTEMPT, IN_DOUBT_CHECK, RESUBMIT, Delivery
+from shared.inbound.wakeup import requeue_parked
+from shared.reasons import ParkReason
+from shared.store.ledger import LedgerEntry, State, payload_hash
+from shared.store.lineage import BatchRef
+from shared.topology import INBOUND_QUEUES
+from tests.fakes import FakeBridge, Scheduled, fake_bridge
+
+ORDER = "P000123"
+
+
+@pytest.fixture
+def bridge() -> FakeBridge:
+    return fake_bridge(
+        fo_rows={HEADERS: [{"dataAreaId": "usmf", "ProductionOrderNumber": ORDER, "ProductionOrderStatus": "Released"}]}
+    )
+
+
+def message(kind: str, message_id: str | None = None, **fields: Any) -> bytes:
+    document = example(kind)
+    document["message_id"] = message_id or f"{kind}-1"
+    for name, value in fields.items():
+        if value is None:
+            document.pop(name, None)
+        else:
+            document[name] = value
+    return json.dumps(document).encode()
+
+
+def deliver(bridge: FakeBridge, kind: str, body: bytes, **properties: Any) -> Result:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = {}
+    delivery = Delivery(
+        body=body,
+        message_id=str(document.get("message_id", "broker-1")),
+        queue=INBOUND_QUEUES[kind],
+        session_id=document.get("production_order"),
+        properties=properties,
+    )
+    return process(delivery, INBOUND_FLOWS[kind], bridge.ports)
+
+
+def again(bridge: FakeBridge, copy: Scheduled) -> Result:
+    """Deliver a copy the bridge scheduled, as the queue would."""
+    kind = next(name for name, queue in INBOUND_QUEUES.items() if queue == copy.queue)
+    delivery = Delivery(copy.body, copy.message_id, copy.queue, copy.session_id, properties=copy.properties)
+    return process(delivery, INBOUND_FLOWS[kind], bridge.ports)
+
+
+def row(bridge: FakeBridge, message_id: str) -> LedgerEntry:
+    entry = bridge.ledger.get("USMF", message_id)
+    assert entry is not None, f"no ledger row for {message_id}"
+    return entry
+
+
+def start(bridge: FakeBridge, sequence: int | None = 1, message_id: str = "start-1") -> Result:
+    result = deliver(bridge, "production_started", message("production_started", message_id, sequence=sequence))
+    assert result.outcome is Outcome.FORWARDED, result
+    return result
+
+
+# --- decoding and the ledger claim ------------------------------------------------------------
+
+
+def test_a_message_that_does_not_decode_is_parked_with_its_payload_and_f_and_o_is_not_called(bridge):
+    result = deliver(bridge, "material_consumed", b'{"message_id": "m-1", "company": "USMF", "type": ')
+    assert result.outcome is Outcome.PARKED and result.reason == ParkReason.INVALID_JSON
+    parked = next(bridge.ledger.query(state=State.PARKED))
+    assert parked.reason == ParkReason.INVALID_JSON and bridge.ledger.payload(parked.company, parked.message_id).startswith(
+        b'{"message_id"'
+    )
+    assert bridge.fo.calls == []
+
+
+def test_a_message_of_another_flow_on_this_queue_is_parked_as_such(bridge):
+    result = deliver(bridge, "material_consumed", message("production_started", "m-2"))
+    assert result.outcome is Outcome.PARKED and result.reason == ParkReason.WRONG_QUEUE and bridge.fo.calls == []
+
+
+def test_the_same_refused_message_again_is_a_duplicate(bridge):
+    body = b'{"message_id": "m-3", "company": "USMF"}'
+    first, second = deliver(bridge, "material_consumed", body), deliver(bridge, "material_consumed", body)
+    assert first.outcome is Outcome.PARKED and second.outcome is Outcome.DUPLICATE
+    assert len(list(bridge.ledger.query(state=State.PARKED))) == 1
+
+
+def test_a_second_delivery_of_a_forwarded_message_is_a_duplicate_and_f_and_o_sees_it_once(bridge):
+    body = message("production_started", sequence=1)
+    assert deliver(bridge, "production_started", body).outcome is Outcome.FORWARDED
+    again_ = deliver(bridge, "production_started", body)
+    assert again_.outcome is Outcome.DUPLICATE and "already Forwarded" in again_.detail
+    assert len(bridge.fo.calls) == 1
+
+
+def test_a_changed_copy_under_a_used_message_id_is_kept_apart_and_not_sent(bridge):
+    start(bridge)
+    changed = message("production_started", "start-1", sequence=1, body={"started_quantity": 41.0, "bom_consumption": "never"})
+    result = deliver(bridge, "production_started", changed)
+    assert result.outcome is Outcome.PARKED and result.reason == ParkReason.CONFLICT
+    [kept] = list(bridge.ledger.query(state=State.PARKED))
+    assert kept.message_id.startswith("start-1|conflict-") and kept.extra["ConflictsWith"] == "start-1"
+    assert bridge.ledger.payload("USMF", kept.message_id) == changed and row(bridge, "start-1").state is State.FORWARDED
+    assert deliver(bridge, "production_started", changed).outcome is Outcome.DUPLICATE  # its redelivery finds its row
+    assert len(bridge.fo.calls) == 1
+
+
+def test_the_same_content_written_differently_is_a_duplicate_not_a_conflict(bridge):
+    start(bridge)
+    document = json.loads(message("production_started", "start-1", sequence=1))
+    respaced = json.dumps(dict(reversed(list(document.items()))), indent=2).encode()
+    assert deliver(bridge, "production_started", respaced).outcome is Outcome.DUPLICATE
+
+
+# --- parked rows and the operator's resubmission ---------------------------------------------
+
+
+def rejected(bridge: FakeBridge, message_id: str = "s-1") -> bytes:
+    body = message("production_started", message_id, sequence=None)
+    bridge.fo.answer(
+        BusinessRejection("F&O rejected POST (HTTP 400): no such order", infolog="Production order P000123 does not exist.")
+    )
+    result = deliver(bridge, "production_started", body)
+    assert result.outcome is Outcome.PARKED and result.reason == ParkReason.REJECTED
+    return body
+
+
+def test_a_business_rejection_is_parked_with_f_and_o_s_infolog(bridge):
+    rejected(bridge)
+    parked = row(bridge, "s-1")
+    assert (parked.state, parked.reason, parked.infolog) == (
+        State.PARKED,
+        ParkReason.REJECTED,
+        "Production order P000123 does not exist.",
+    )
+    assert bridge.requeue.scheduled == [] and not bridge.gate.read("USMF", ORDER).started
+
+
+def test_not_found_is_parked_as_rejected(bridge):
+    bridge.fo.answer(NotFound("F&O has no POST /api/services/x", status=404))
+    result = deliver(bridge, "quality_result", message("quality_result", "q-1"))
+    assert result.outcome is Outcome.PARKED and result.reason == ParkReason.REJECTED and row(bridge, "q-1").infolog == ""
+
+
+def test_a_redelivery_of_a_parked_message_does_not_move_it(bridge):
+    body = rejected(bridge)
+    before = row(bridge, "s-1")
+    result = deliver(bridge, "production_started", body)
+    assert result.outcome is Outcome.DUPLICATE and "already Parked" in result.detail
+    assert row(bridge, "s-1") == before and len(bridge.fo.calls) == 1
+
+
+def test_the_operator_s_resubmission_is_admitted_once_and_only_with_the_row_s_token(bridge):
+    body = rejected(bridge)
+    resubmitted = requeue_parked(bridge.ledger, bridge.requeue, row(bridge, "s-1"), body, "resubmitted by ana")
+    [copy] = bridge.requeue.scheduled
+    assert deliver(bridge, "production_started", body, **{RESUBMIT: "an-old-token"}).outcome is Outcome.DUPLICATE
+    assert again(bridge, copy).outcome is Outcome.FORWARDED
+    assert row(bridge, "s-1").state is State.FORWARDED and resubmitted.entry.extra["Resubmissions"] == 1
+    assert again(bridge, copy).outcome is Outcome.DUPLICATE  # the same copy twice: F&O sees it once more, not twice
+    assert len(bridge.fo.applied) == 1
+
+
+# --- a row another delivery is working on -----------------------------------------------------
+
+
+def forwarding(bridge: FakeBridge, kind: str, body: bytes, lease_s: float) -> LedgerEntry:
+    document = json.loads(body)
+    return bridge.ledger.create(
+        LedgerEntry(
+            company="USMF",
+            message_id=document["message_id"],
+            state=State.FORWARDING,
+            flow=kind,
+            attempts=1,
+            production_order=document.get("production_order") or "",
+            sequence=document.get("sequence"),
+            payload_hash=payload_hash(body),
+            payload_size=len(body),
+            lease_until=utcnow() + timedelta(seconds=lease_s),
+        ),
+        payload=body,
+    )
+
+
+def test_a_message_another_worker_is_forwarding_waits_for_its_lease(bridge):
+    body = message("material_consumed", "m-1", sequence=None)
+    forwarding(bridge, "material_consumed", body, lease_s=120)
+    result = deliver(bridge, "material_consumed", body)
+    assert result.outcome is Outcome.WAITING and result.reason == "in_flight"
+    [copy] = bridge.requeue.scheduled
+    assert copy.delay_s == bridge.ports.settings.retry_first_wait_s  # the lease is longer: the retry cadence
+    assert copy.properties[ATTEMPT] == 1 and bridge.fo.calls == []
+
+
+def test_a_lease_about_to_end_is_looked_at_just_after_it(bridge):
+    body = message("material_consumed", "m-1", sequence=None)
+    forwarding(bridge, "material_consumed", body, lease_s=3)
+    deliver(bridge, "material_consumed", body)
+    assert 3 < bridge.requeue.scheduled[0].delay_s <= 4
+
+
+def test_a_lapsed_send_that_f_and_o_would_not_make_harmless_is_in_doubt_not_repeated(bridge):
+    body = message("material_consumed", "m-1", sequence=None)
+    forwarding(bridge, "material_consumed", body, lease_s=-1)
+    result = deliver(bridge, "material_consumed", body)
+    assert result.outcome is Outcome.PARKED and result.reason == ParkReason.IN_DOUBT
+    parked = row(bridge, "m-1")
+    assert parked.extra["ContentHash"] and bridge.ledger.messages_with_content("USMF", parked.extra["ContentHash"]) == ["m-1"]
+    assert bridge.fo.calls == [] and bridge.requeue.scheduled == []  # a consumption: no read can decide it
+
+
+def test_a_lapsed_send_that_f_and_o_makes_harmless_is_sent_again(bridge):
+    body = message("inventory_moved", "t-1")
+    forwarding(bridge, "inventory_moved", body, lease_s=-1)
+    result = deliver(bridge, "inventory_moved", body)
+    assert result.outcome is Outcome.FORWARDED and row(bridge, "t-1").attempts == 2 and len(bridge.fo.calls) == 1
+
+
+# --- the order gate ---------------------------------------------------------------------------
+
+
+def test_the_next_in_sequence_is_forwarded_and_moves_the_watermark(bridge):
+    start(bridge)
+    progress = bridge.gate.read("USMF", ORDER)
+    assert (progress.watermark, progress.started) == (1, True)
+
+
+def test_a_message_after_a_gap_waits_with_a_growing_delay_then_parks_naming_the_missing_number(bridge):
+    settings = bridge.ports.settings
+    body = message("material_consumed", "m-3", sequence=3)
+    first = deliver(bridge, "material_consumed", body)
+    assert first.outcome is Outcome.WAITING and first.detail == f"waiting for sequence 1 of {ORDER}"
+    assert row(bridge, "m-3").state is State.WAITING and bridge.fo.calls == []
+    second = again(bridge, bridge.requeue.scheduled[0])
+    assert second.outcome is Outcome.WAITING
+    assert [c.delay_s for c in bridge.requeue.scheduled] == [settings.gate_first_wait_s, 2 * settings.gate_first_wait_s]
+    bridge.clock.advance(settings.gate_gap_timeout_s)
+    parked = again(bridge, bridge.requeue.scheduled[-1])
+    assert parked.outcome is Outcome.PARKED and parked.reason == ParkReason.GAP
+    assert row(bridge, "m-3").extra["Missing"] == 1 and bridge.gate.read("USMF", ORDER).held
+    assert bridge.fo.calls == []
+
+
+def test_a_forward_wakes_the_next_message_the_gate_parked(bridge):
+    deliver(bridge, "material_consumed", message("material_consumed", "m-2", sequence=2))
+    bridge.clock.advance(bridge.ports.settings.gate_gap_timeout_s)
+    assert again(bridge, bridge.requeue.scheduled[-1]).reason == ParkReason.GAP
+    start(bridge)
+    woken = bridge.requeue.scheduled[-1]
+    assert woken.message_id.startswith("m-2|resubmit-") and woken.delay_s == 0 and RESUBMIT in woken.properties
+    assert again(bridge, woken).outcome is Outcome.FORWARDED
+    assert bridge.gate.read("USMF", ORDER).watermark == 2 and [c.what for c in bridge.fo.applied] == [
+        "ProdProductionOrderStart",
+        "ProdProductionOrderPickingList",
+    ]
+
+
+def test_without_sequence_nothing_overtakes_the_start(bridge):
+    result = deliver(bridge, "material_consumed", message("material_consumed", "m-1", sequence=None))
+    assert result.outcome is Outcome.WAITING and result.detail == f"waiting for the production start of {ORDER}"
+    bridge.clock.advance(bridge.ports.settings.gate_gap_timeout_s)
+    parked = again(bridge, bridge.requeue.scheduled[-1])
+    assert parked.outcome is Outcome.PARKED and parked.reason == ParkReason.NO_START
+
+
+def test_a_resend_under_a_new_id_below_the_watermark_is_a_duplicate(bridge):
+    start(bridge)
+    resent = message("production_started", "start-1-resent", sequence=1)
+    result = deliver(bridge, "production_started", resent)
+    assert result.outcome is Outcome.DUPLICATE and result.reason == "below_watermark" and "start-1" in result.detail
+    assert row(bridge, "start-1-resent").state is State.DUPLICATE and len(bridge.fo.calls) == 1
+
+
+def test_other_content_under_a_used_sequence_number_is_a_conflict_naming_its_holder(bridge):
+    start(bridge)
+    other = message("material_consumed", "m-1", sequence=1)
+    result = deliver(bridge, "material_consumed", other)
+    assert result.outcome is Outcome.PARKED and result.reason == ParkReason.CONFLICT
+    assert row(bridge, "m-1").extra["ConflictsWith"] == "start-1" and len(bridge.fo.calls) == 1
+
+
+def test_a_sequence_number_released_as_a_gap_is_a_conflict_when_its_message_comes_after_all(bridge):
+    start(bridge)
+    bridge.gate.release_gap("USMF", ORDER, 2, "never sent", "ana")
+    result = deliver(bridge, "material_consumed", message("material_consumed", "m-2", sequence=2))
+    assert (
+        result.outcome is Outcome.PARKED and result.reason == ParkReason.CONFLICT and "released as a gap by ana" in result.detail
+    )
+
+
+def test_an_end_without_sequence_overtakes_no_message_still_waiting(bridge):
+    start(bridge, sequence=None)
+    waiting = message("material_consumed", "m-1", sequence=None)
+    forwarding(bridge, "material_consumed", waiting, lease_s=-1)
+    bridge.ledger.transition(row(bridge, "m-1"), State.WAITING, reason="transient")
+    result = deliver(bridge, "production_ended", message("production_ended", "end-1", sequence=None))
+    assert result.outcome is Outcome.WAITING and result.detail == f"waiting for 1 earlier message(s) of {ORDER}"
+    assert [c.what for c in bridge.fo.calls] == ["ProdProductionOrderStart"]
+
+
+def test_a_message_outside_any_order_passes_no_gate(bridge):
+    result = deliver(bridge, "inventory_moved", message("inventory_moved", "t-1"))
+    assert result.outcome is Outcome.FORWARDED and result.order == ""
+
+
+# --- the forward ------------------------------------------------------------------------------
+
+
+def test_a_forward_records_the_genealogy_the_content_index_and_the_watermark_together(bridge):
+    start(bridge)
+    body = message("material_consumed", "m-2", sequence=2)
+    result = deliver(bridge, "material_consumed", body)
+    assert result.outcome is Outcome.FORWARDED
+    forwarded = row(bridge, "m-2")
+    [sent] = [c for c in bridge.fo.applied if c.what == "ProdProductionOrderPickingList"]
+    digest = forwarded.extra["ContentHash"]
+    assert (forwarded.state, forwarded.fo_message_type) == (State.FORWARDED, "ProdProductionOrderPickingList")
+    assert bridge.ledger.messages_with_content("USMF", digest) == ["m-2"]
+    assert digest == payload_hash(message_content(sent.body["content"]).encode())  # the hash of what F&O echoes
+    assert bridge.gate.read("USMF", ORDER).watermark == 2
+    lines = json.loads(body)["body"]["lines"]
+    assert set(bridge.lineage.batches_of_order("USMF", ORDER, "consumed")) == {
+        BatchRef(line["item_number"], line["batch_number"]) for line in lines
+    }
+
+
+def test_a_progress_row_moved_by_another_flow_meanwhile_is_advanced_apart(bridge):
+    start(bridge)
+    send = bridge.fo.send_message
+
+    def another_flow_moves_the_order_first(*args: Any) -> None:
+        bridge.gate.note_held("USMF", ORDER)  # any write to the order's row after the gate read it
+        send(*args)
+
+    bridge.fo.send_message = another_flow_moves_the_order_first
+    result = deliver(bridge, "material_consumed", message("material_consumed", "m-2", sequence=2))
+    assert result.outcome is Outcome.FORWARDED
+    progress = bridge.gate.read("USMF", ORDER)
+    assert progress.watermark == 2 and progress.held  # advanced on the row as it is now, not replaced by the one read
+    assert bridge.ledger.messages_with_content("USMF", row(bridge, "m-2").extra["ContentHash"]) == ["m-2"]
+
+
+# --- F&O's answers ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", [Transient("F&O unavailable (HTTP 503)", status=503)])
+def test_a_transient_fault_is_retried_with_a_growing_delay(bridge, error):
+    settings = bridge.ports.settings
+    bridge.fo.answer(error, error, None)
+    body = message("quality_result", "q-1")
+    first = deliver(bridge, "quality_result", body)
+    assert first.outcome is Outcome.RETRYING and first.reason == "transient"
+    waiting = row(bridge, "q-1")
+    assert (waiting.state, waiting.reason, waiting.extra["Retries"]) == (State.WAITING, "transient", 1)
+    second = again(bridge, bridge.requeue.scheduled[-1])
+    assert second.outcome is Outcome.RETRYING and row(bridge, "q-1").extra["Retries"] == 2
+    assert [c.delay_s for c in bridge.requeue.scheduled] == [settings.retry_first_wait_s, 2 * settings.retry_first_wait_s]
+    assert len({c.message_id for c in bridge.requeue.scheduled}) == 2  # fresh broker ids: duplicate detection keeps both
+    assert again(bridge, bridge.requeue.scheduled[-1]).outcome is Outcome.FORWARDED and len(bridge.fo.calls) == 3
+
+
+def test_a_fault_past_the_retry_window_parks_the_message(bridge):
+    body = message("quality_result", "q-1")
+    bridge.fo.answer(Transient("F&O unavailable (HTTP 503)", status=503))
+    deliver(bridge, "quality_result", body)
+    waiting = row(bridge, "q-1")
+    stored = bridge.ledger.entries[("USMF", "q-1")]
+    aged = replace(waiting, received_at=utcnow() - timedelta(seconds=bridge.ports.settings.retry_give_up_after_s + 1))
+    bridge.ledger.entries[("USMF", "q-1")] = (aged, stored[1])
+    bridge.fo.answer(Transient("F&O unavailable (HTTP 503)", status=503))
+    result = again(bridge, bridge.requeue.scheduled[-1])
+    assert result.outcome is Outcome.PARKED and result.reason == ParkReason.RETRIES_EXHAUSTED
+    assert "still failing after" in row(bridge, "q-1").detail and len(bridge.requeue.scheduled) == 1
+
+
+@pytest.mark.parametrize("error", [AuthError("F&O refused the token (401)", status=401), ConfigError("FO_BASE_URL is wrong")])
+def test_credentials_or_settings_f_and_o_refuses_wait_the_longest_delay(bridge, error):
+    bridge.fo.answer(error)
+    result = deliver(bridge, "quality_result", message("quality_result", "q-1"))
+    assert result.outcome is Outcome.RETRYING and result.reason == error.reason
+    assert bridge.requeue.scheduled[-1].delay_s == bridge.ports.settings.retry_max_wait_s
+
+
+def test_a_send_without_an_answer_is_parked_in_doubt_and_the_bridge_schedules_its_own_check(bridge):
+    start(bridge, sequence=None)
+    bridge.fo.answer(InDoubt("no answer from F&O after sending (ReadTimeout); it may have been applied"))
+    result = deliver(bridge, "production_ended", message("production_ended", "end-1", sequence=None))
+    assert result.outcome is Outcome.PARKED and result.reason == ParkReason.IN_DOUBT
+    parked = row(bridge, "end-1")
+    assert bridge.ledger.messages_with_content("USMF", parked.extra["ContentHash"]) == ["end-1"]
+    [check] = [c for c in bridge.requeue.scheduled if IN_DOUBT_CHECK in c.properties]
+    assert check.delay_s == bridge.ports.settings.in_doubt_check_after_s
+    assert not bridge.gate.read("USMF", ORDER).ended  # the forward's bookkeeping waits for the settlement
+
+
+def test_a_send_without_an_answer_that_f_and_o_makes_harmless_is_retried(bridge):
+    bridge.fo.answer(InDoubt("no answer"))
+    result = deliver(bridge, "inventory_moved", message("inventory_moved", "t-1"))
+    assert result.outcome is Outcome.RETRYING and row(bridge, "t-1").state is State.WAITING
+
+
+# --- the bridge's own check of an in-doubt message ---------------------------------------------
+
+
+def in_doubt_start(bridge: FakeBridge) -> Scheduled:
+    bridge.fo.answer(InDoubt("no answer"))
+    assert (
+        deliver(bridge, "production_started", message("production_started", "start-1", sequence=1)).reason == ParkReason.IN_DOUBT
+    )
+    [check] = [c for c in bridge.requeue.scheduled if IN_DOUBT_CHECK in c.properties]
+    return check
+
+
+def set_status(bridge: FakeBridge, status: str) -> None:
+    bridge.fo.rows[HEADERS][0]["ProductionOrderStatus"] = status
+
+
+def test_a_check_that_finds_the_start_applied_confirms_it_and_records_the_forward(bridge):
+    check = in_doubt_start(bridge)
+    deliver(bridge, "material_consumed", message("material_consumed", "m-2", sequence=2))  # waits behind it
+    set_status(bridge, "StartedUp")
+    result = again(bridge, check)
+    assert result.outcome is Outcome.FORWARDED and "confirmed" in result.detail
+    confirmed = row(bridge, "start-1")
+    assert confirmed.state is State.FORWARDED and "ProductionOrderStatus = StartedUp" in confirmed.detail
+    assert bridge.gate.read("USMF", ORDER).watermark == 1
+    assert bridge.requeue.scheduled[-1].message_id.startswith("m-2|wake-")  # what waited behind it resumes
+    assert len(bridge.fo.calls) == 1  # read, never re-sent
+
+
+def test_a_check_that_cannot_tell_keeps_it_parked_with_what_was_read(bridge):
+    check = in_doubt_start(bridge)
+    result = again(bridge, check)
+    assert result.outcome is Outcome.PARKED and result.reason == ParkReason.IN_DOUBT
+    kept = row(bridge, "start-1")
+    assert kept.extra["Checked"] == f"{HEADERS}({ORDER}).ProductionOrderStatus = Released" and "Message processor" in kept.detail
+    assert bridge.gate.read("USMF", ORDER).watermark == 0 and len(bridge.fo.calls) == 1
+
+
+def test_a_check_whose_read_fails_is_tried_again_later(bridge):
+    check = in_doubt_start(bridge)
+    bridge.fo.fail_reads(Transient("F&O unavailable (HTTP 503)", status=503))
+    result = again(bridge, check)
+    assert result.outcome is Outcome.RETRYING and "checking F&O" in result.detail
+    retry = bridge.requeue.scheduled[-1]
+    assert IN_DOUBT_CHECK in retry.properties and retry.delay_s == bridge.ports.settings.retry_first_wait_s
+    assert row(bridge, "start-1").reason == ParkReason.IN_DOUBT
+
+
+def test_a_check_of_a_message_settled_meanwhile_changes_nothing(bridge):
+    check = in_doubt_start(bridge)
+    parked = row(bridge, "start-1")
+    bridge.ledger.transition(parked, State.PROCESSED, detail="F&O message processor: Processed")
+    result = again(bridge, check)
+    assert result.outcome is Outcome.DUPLICATE and row(bridge, "start-1").state is State.PROCESSED
