@@ -57,9 +57,9 @@ from devtools.local_host.host import QueueFunction
 from devtools.scenario import Shift, ShiftSpec, build_shift
 from shared import runtime
 from shared.fo.client import FoApi
+from shared.inbound.dispatch import content_hash
 from shared.inbound.flows import INBOUND_FLOWS
 from shared.inbound.messages import MES_EVENTS
-from shared.inbound.pipeline import content_hash
 from shared.ops import operations
 from shared.outbound.mes_publisher import Envelope, MesPublisher
 from shared.reasons import ParkReason

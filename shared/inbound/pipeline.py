@@ -14,7 +14,6 @@ makes a repeat harmless, and F&O's processed event settles it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -25,10 +24,11 @@ from typing import Any
 
 from shared.clock import utcnow
 from shared.errors import AuthError, BridgeError, BusinessRejection, ConfigError, InvalidMessage, NotFound, Transient
-from shared.fo.client import FoApi, InDoubt, message_content
+from shared.fo.client import InDoubt
 from shared.inbound import in_doubt
 from shared.inbound.decode import _Identity, _identity, _ParkedAs, _refuse, decode
-from shared.inbound.mapping import Changeset, FoCall, MappingOptions, SendMessage, ServiceCall
+from shared.inbound.dispatch import execute, indexed
+from shared.inbound.mapping import FoCall, MappingOptions
 from shared.inbound.messages import MesEvent
 from shared.inbound.order_gate import Conflict, Decision, Duplicate, Gap, OrderGate, Progress, Wait
 from shared.inbound.servicebus import ATTEMPT, IN_DOUBT_CHECK, ORIGINAL_ID, RESUBMIT, Delivery, Requeue
@@ -44,7 +44,6 @@ from shared.store.ledger import (
     LedgerStore,
     LostRace,
     State,
-    content_index_row,
     lease,
     payload_hash,
 )
@@ -87,43 +86,6 @@ class Result:
     order: str = ""
     correlation_id: str = ""
     fo_ms: float = 0.0
-
-
-# --- F&O ----------------------------------------------------------------------------------------
-
-
-def content_hash(call: FoCall) -> str:
-    """For a SendMessage: the hash of `_messageContent` exactly as sent, which F&O echoes when it processed it."""
-    return hashlib.sha256(message_content(call.content).encode()).hexdigest() if isinstance(call, SendMessage) else ""
-
-
-def execute(fo: FoApi, call: FoCall) -> str:
-    """Make the F&O call; returns F&O's reference for the ledger (quality order, journal number)."""
-    if isinstance(call, SendMessage):
-        fo.send_message(call.company, call.message_type, call.content)
-        return ""
-    if isinstance(call, ServiceCall):
-        answer = fo.call_service(call.path, call.payload, idempotent=True)
-        return str(answer.get("QualityOrderNumber", "")) if isinstance(answer, dict) else ""
-    if isinstance(call, Changeset):
-        try:
-            fo.batch(call.operations)
-        except BusinessRejection as exc:
-            # The header's key derives from the MES message id: "already exists" on it means an
-            # earlier attempt was applied (changesets are atomic), so this one is done too.
-            if exc.operation == "1" and "already exists" in exc.infolog:
-                return call.natural_key
-            raise
-        return call.natural_key
-    raise TypeError(call)
-
-
-def _message_type(call: FoCall) -> str:
-    if isinstance(call, SendMessage):
-        return call.message_type
-    if isinstance(call, ServiceCall):
-        return call.path
-    return "$batch:" + ",".join(sorted({op.path for op in call.operations}))
 
 
 # --- the pipeline -------------------------------------------------------------------------------
@@ -393,7 +355,7 @@ def _send(
     delivery: Delivery, flow: Flow, ports: Ports, event: MesEvent, claimed: LedgerEntry, progress: Progress | None
 ) -> Result:
     call = flow.map(event, ports.options)
-    call_type, hashed, index_row = _indexed(claimed, call)
+    call_type, hashed, index_row = indexed(claimed, call)
     started = time.monotonic()
     try:
         reference = execute(ports.fo, call)
@@ -454,13 +416,6 @@ def _wake(ports: Ports, entry: LedgerEntry, why: str) -> None:
         ports.log.warning("could not wake the successors of %s: %s", entry.message_id, exc.message)
 
 
-def _indexed(entry: LedgerEntry, call: FoCall) -> tuple[str, str, list[Companion]]:
-    """The call's type, its content hash and the content index row F&O's processed event will look up."""
-    call_type = _message_type(call)
-    hashed = content_hash(call)
-    return call_type, hashed, [content_index_row(entry.company, hashed, entry.message_id, call_type)] if hashed else []
-
-
 def _park_in_doubt(
     delivery: Delivery,
     entry: LedgerEntry,
@@ -474,7 +429,7 @@ def _park_in_doubt(
     """Park a send that may have been applied. Indexed by its content, so that F&O's processed event
     settles it without an operator; the bookkeeping a forward does waits in the row until then.
     Where a read of F&O can tell, the bridge checks by itself after the window (shared/inbound/in_doubt.py)."""
-    call_type, hashed, index_row = _indexed(entry, call)
+    call_type, hashed, index_row = indexed(entry, call)
     extra = {**entry.extra, "ContentHash": hashed, "Lineage": [asdict(edge) for edge in flow.lineage(event)]}
     parked = _park(
         entry, ports, ParkReason.IN_DOUBT, detail, fo_ms=fo_ms, extra=extra, companions=index_row, fo_message_type=call_type

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from devtools import mes
 from devtools.fo_emulator.contracts import check_entity, schemas, validate_content
 from shared.inbound import mapping
+from shared.inbound.dispatch import content_hash
 from shared.inbound.messages import _ID, MES_EVENTS
-from shared.inbound.pipeline import content_hash
 
 ids = st.from_regex(_ID, fullmatch=True).map(str.strip).filter(lambda s: 0 < len(s) <= 20 and s[-1] not in " ")
 quantities = st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False)

@@ -9,8 +9,8 @@ from devtools import mes
 from devtools.fo_emulator.contracts import schemas, validate_content
 from shared.fo.client import BatchOperation
 from shared.inbound import mapping
+from shared.inbound.dispatch import content_hash, execute
 from shared.inbound.messages import MES_EVENTS, InventoryMoved, ProductionEnded, ProductionStarted
-from shared.inbound.pipeline import content_hash, execute
 
 # The plant's business day comes from its time zone (PLANT_TIME_ZONE), never from the sender's offset.
 OPTIONS = mapping.MappingOptions(time_zone="America/Chicago")
