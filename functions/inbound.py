@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 if TYPE_CHECKING:
-    from shared.inbound.pipeline import Result
+    from shared.inbound.attempt import Result
 
 
 def on_message(flow_name: str, message: func.ServiceBusMessage) -> Result:

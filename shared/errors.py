@@ -7,14 +7,14 @@ or stop and tell an administrator (AuthError, ConfigError).
 
 from __future__ import annotations
 
-from shared.reasons import ParkReason
+from shared.reasons import NotParked, ParkReason, Reason
 
 
 class BridgeError(Exception):
     """Base of every error the bridge raises on purpose."""
 
     #: Short machine-readable reason, used as the parked reason and as a telemetry dimension.
-    reason: str = "error"
+    reason: Reason = NotParked.ERROR
     #: For a failed `$batch` changeset: the Content-ID of the operation that failed.
     operation: str = ""
 
@@ -27,13 +27,13 @@ class BridgeError(Exception):
 class Transient(BridgeError):
     """Worth retrying: 5xx, timeouts, dropped connections, Table Storage hiccups."""
 
-    reason = "transient"
+    reason: Reason = NotParked.TRANSIENT
 
 
 class Throttled(Transient):
     """F&O answered 429; `retry_after` is the wait it asked for, in seconds."""
 
-    reason = "throttled"
+    reason: Reason = NotParked.THROTTLED
 
     def __init__(self, message: str, *, retry_after: float, status: int | None = 429) -> None:
         super().__init__(message, status=status)
@@ -43,7 +43,7 @@ class Throttled(Transient):
 class BusinessRejection(BridgeError):
     """F&O refused the content (4xx or a write exception with an infolog). Never retried."""
 
-    reason: str = ParkReason.REJECTED
+    reason: Reason = ParkReason.REJECTED
 
     def __init__(self, message: str, *, infolog: str = "", status: int | None = None) -> None:
         super().__init__(message, status=status)
@@ -53,13 +53,13 @@ class BusinessRejection(BridgeError):
 class NotFound(BridgeError):
     """The entity, service or record does not exist in F&O."""
 
-    reason = "not_found"
+    reason: Reason = NotParked.NOT_FOUND
 
 
 class AuthError(BridgeError):
     """Entra refused the credentials, or F&O refused the token. Needs an administrator."""
 
-    reason = "auth"
+    reason: Reason = NotParked.AUTH
 
     def __init__(self, message: str, *, aadsts: str = "", status: int | None = None) -> None:
         super().__init__(message, status=status)
@@ -69,7 +69,7 @@ class AuthError(BridgeError):
 class ConfigError(BridgeError):
     """A setting is missing or wrong; the message names it."""
 
-    reason = "config"
+    reason: Reason = NotParked.CONFIG
 
 
 class InvalidMessage(BridgeError):
@@ -86,4 +86,4 @@ class EntityTooLarge(BridgeError):
     """A Table Storage entity over Azure's limits (1 MiB, 252 properties, 64 KiB a property). Azurite
     accepts such an entity, Azure refuses it: the store refuses it first, so local runs find it too."""
 
-    reason = "entity_too_large"
+    reason: Reason = NotParked.ENTITY_TOO_LARGE

@@ -38,7 +38,7 @@ from shared.errors import (
 from shared.fo import odata
 from shared.fo.auth import TokenProvider
 from shared.ops.telemetry import THROTTLED
-from shared.reasons import ParkReason
+from shared.reasons import ParkReason, Reason
 from shared.settings import Settings
 
 SEND_MESSAGE_PATH = "/api/services/SysMessageServices/SysMessageService/SendMessage"
@@ -57,7 +57,7 @@ def message_content(content: Mapping[str, Any]) -> str:
 class InDoubt(Transient):
     """The request was sent, but no answer came back: F&O may or may not have acted on it."""
 
-    reason: str = ParkReason.IN_DOUBT
+    reason: Reason = ParkReason.IN_DOUBT
 
 
 def parse_retry_after(value: str | None, fallback: float, now: datetime | None = None) -> float:

@@ -20,13 +20,15 @@ from shared.settings import Settings
 from shared.store.ledger import payload_hash
 
 if TYPE_CHECKING:
-    from shared.inbound.pipeline import Flow
+    from shared.inbound.attempt import Flow
 
 _MAX_DEPTH = 32
 
 
 @dataclass(frozen=True)
-class _Identity:
+class Identity:
+    """What a message says of itself, as far as it can be read: its ledger row's key and labels."""
+
     company: str
     message_id: str
     order: str = ""
@@ -56,7 +58,7 @@ def _refuse(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _identity(raw: Any, delivery: Delivery, settings: Settings) -> _Identity:
+def _identity(raw: Any, delivery: Delivery, settings: Settings) -> Identity:
     """Who this message is, as far as it can be read, so that even garbage gets a ledger row."""
 
     # Named by its bytes, not by the broker's MessageId: the same garbage delivered again (a new
@@ -65,7 +67,7 @@ def _identity(raw: Any, delivery: Delivery, settings: Settings) -> _Identity:
         return "sha256:" + payload_hash(delivery.body)
 
     if not isinstance(raw, dict):
-        return _Identity(settings.fo_default_company.upper(), fallback_id(), correlation_id=delivery.correlation_id or "")
+        return Identity(settings.fo_default_company.upper(), fallback_id(), correlation_id=delivery.correlation_id or "")
 
     def text(name: str, limit: int) -> str:
         value = raw.get(name)
@@ -75,13 +77,25 @@ def _identity(raw: Any, delivery: Delivery, settings: Settings) -> _Identity:
 
     company = text("company", 4).upper()
     sequence = raw.get("sequence")
-    return _Identity(
+    return Identity(
         company=company if company in settings.companies else settings.fo_default_company.upper(),
         message_id=text("message_id", 128) or fallback_id(),
         order=text("production_order", 20),
         correlation_id=text("correlation_id", 128) or delivery.correlation_id or "",
         sequence=sequence if type(sequence) is int and 1 <= sequence <= MAX_SEQUENCE else None,
     )
+
+
+def fingerprint(body: bytes) -> str:
+    """What a message says, apart from its own id and how its JSON happens to be written (key order,
+    spacing): two copies with one fingerprint are the same message sent twice."""
+    try:
+        raw = json.loads(body, parse_constant=_refuse)
+        if isinstance(raw, dict):
+            raw = {k: v for k, v in raw.items() if k not in ("message_id", "correlation_id")}
+        return payload_hash(json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
+    except (ValueError, RecursionError):
+        return payload_hash(body)
 
 
 def _out_of_range(sequence: Any) -> bool:
@@ -95,7 +109,7 @@ def misrouted_id(message_id: str, queue_flow: str) -> str:
     return f"{message_id}|wrong-queue|{queue_flow}"
 
 
-def decode(delivery: Delivery, flow: Flow, settings: Settings) -> tuple[_Identity, MesEvent]:
+def decode(delivery: Delivery, flow: Flow, settings: Settings) -> tuple[Identity, MesEvent]:
     """Parse and validate; raises `InvalidMessage` (before the body is read) or `_ParkedAs` (with what it says of itself)."""
     if len(delivery.body) > settings.max_message_bytes:
         raise InvalidMessage(
@@ -169,6 +183,6 @@ def _ahead_of_the_clock(event: MesEvent, settings: Settings) -> str:
 class _ParkedAs(InvalidMessage):
     """Invalid, with what the message says of itself (so its parked row is keyed by its own id)."""
 
-    def __init__(self, identity: _Identity, reason: ParkReason, detail: str) -> None:
+    def __init__(self, identity: Identity, reason: ParkReason, detail: str) -> None:
         super().__init__(reason, detail)
         self.identity = identity

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Final
 
 from shared.inbound import mapping
+from shared.inbound.attempt import Flow
 from shared.inbound.messages import (
     InventoryAdjusted,
     InventoryMoved,
@@ -17,7 +18,6 @@ from shared.inbound.messages import (
     ProductionStarted,
     QualityResult,
 )
-from shared.inbound.pipeline import Flow
 
 _FLOWS = [
     Flow(name="production_started", event=ProductionStarted, map=mapping.production_started, repeatable=False),

@@ -19,7 +19,7 @@ SCHEMA_VERSION: Literal["1.0"] = "1.0"
 
 def _printable(value: str) -> str:
     # The ledger keys a message by this id, and even a refused message is named by it when it is
-    # printable (pipeline._identity): the same rule here keeps the two from ever disagreeing.
+    # printable (decode._identity): the same rule here keeps the two from ever disagreeing.
     if not value.isprintable():
         raise ValueError("must be printable text (no control, format, private-use, unassigned or surrogate characters)")
     return value

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from shared.clock import Clock, utcnow
-from shared.reasons import ParkReason
+from shared.reasons import NotParked, ParkReason
 from shared.store.ledger import Companion
 from shared.store.progress import Progress as Progress  # re-exported: the gate's callers read it
 from shared.store.progress import ProgressChanged
@@ -46,7 +46,7 @@ class Admit:
 
 @dataclass(frozen=True)
 class Wait:
-    reason: str
+    reason: NotParked
     detail: str
 
 
@@ -107,14 +107,14 @@ def decision(
         return _wait_or_park(progress, expected, now, gap_timeout, ParkReason.GAP, f"waiting for sequence {expected} of {order}")
     if flow == "production_started" or not require_start:
         if flow == "production_ended" and later_waiting:
-            return Wait("ordering", f"waiting for {later_waiting} earlier message(s) of {order}"), None
+            return Wait(NotParked.ORDERING, f"waiting for {later_waiting} earlier message(s) of {order}"), None
         return Admit(progress), None
     if not progress.started:
         return _wait_or_park(
             progress, None, now, gap_timeout, ParkReason.NO_START, f"waiting for the production start of {order}"
         )
     if flow == "production_ended" and later_waiting:
-        return Wait("ordering", f"waiting for {later_waiting} earlier message(s) of {order}"), None
+        return Wait(NotParked.ORDERING, f"waiting for {later_waiting} earlier message(s) of {order}"), None
     return Admit(progress), None
 
 
@@ -126,8 +126,8 @@ def _wait_or_park(
         if now - progress.waiting_since >= gap_timeout:
             missing = f"sequence {expected} never arrived" if expected is not None else "the production start never arrived"
             return Gap(reason, f"{missing} within {gap_timeout.total_seconds():g} s", expected), None
-        return Wait("ordering", detail), None
-    return Wait("ordering", detail), (key, now)
+        return Wait(NotParked.ORDERING, detail), None
+    return Wait(NotParked.ORDERING, detail), (key, now)
 
 
 def _released(progress: Progress, sequence: int) -> dict[str, Any] | None:

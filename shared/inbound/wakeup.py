@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from shared.inbound.order_gate import OrderGate, Progress
 from shared.inbound.servicebus import ATTEMPT, RESUBMIT, Requeue
-from shared.reasons import ParkReason
+from shared.reasons import NotParked, ParkReason
 from shared.store.ledger import LedgerEntry, LedgerStore, LostRace, State
 from shared.topology import INBOUND_QUEUES
 
@@ -38,7 +38,7 @@ class Resubmitted:
 
 def held_by_gate(entry: LedgerEntry) -> bool:
     return (entry.state is State.PARKED and entry.reason in GATE_PARKED) or (
-        entry.state is State.WAITING and entry.reason == "ordering"
+        entry.state is State.WAITING and entry.reason == NotParked.ORDERING
     )
 
 

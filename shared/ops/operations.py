@@ -16,8 +16,8 @@ from shared.clock import utcnow
 from shared.inbound import mapping
 from shared.inbound.flows import INBOUND_FLOWS
 from shared.inbound.order_gate import OrderGate, Progress
-from shared.inbound.pipeline import catch_up
 from shared.inbound.servicebus import DeadLetters, Requeue
+from shared.inbound.settlement import catch_up
 from shared.inbound.wakeup import Resubmitted, requeue_parked, wake
 from shared.reasons import ParkReason
 from shared.store.ledger import LedgerEntry, LedgerStore, LostRace, State

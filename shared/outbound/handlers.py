@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from shared.errors import Transient
 from shared.fo.production_order import read_released_order
-from shared.inbound.pipeline import catch_up
+from shared.inbound.settlement import catch_up
 from shared.outbound.envelope import (
     MESSAGE_PROCESSED,
     ORDER_RELEASED,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.inbound.order_gate import Admit, Conflict, Duplicate, Gap, Progress, Wait, decision
-from shared.reasons import ParkReason
+from shared.reasons import NotParked, ParkReason
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 TIMEOUT = timedelta(seconds=600)
@@ -43,12 +43,12 @@ def test_one_an_operator_released_as_a_gap_is_a_conflict_naming_the_release():
 
 def test_a_message_after_a_gap_waits_and_the_wait_starts_now():
     verdict, waiting = decide(progress(watermark=4), sequence=7)
-    assert verdict == Wait("ordering", "waiting for sequence 5 of P000123") and waiting == (5, NOW)
+    assert verdict == Wait(NotParked.ORDERING, "waiting for sequence 5 of P000123") and waiting == (5, NOW)
 
 
 def test_a_wait_already_noted_is_not_noted_again():
     read = progress(watermark=4, waiting_for=5, waiting_since=NOW - timedelta(seconds=30))
-    assert decide(read, sequence=7) == (Wait("ordering", "waiting for sequence 5 of P000123"), None)
+    assert decide(read, sequence=7) == (Wait(NotParked.ORDERING, "waiting for sequence 5 of P000123"), None)
 
 
 def test_a_gap_older_than_the_timeout_parks_with_the_missing_number():
@@ -72,7 +72,7 @@ def test_the_start_is_admitted_at_once():
 
 def test_nothing_overtakes_the_start():
     verdict, waiting = decide(progress(), flow="material_consumed")
-    assert verdict == Wait("ordering", "waiting for the production start of P000123") and waiting == (0, NOW)
+    assert verdict == Wait(NotParked.ORDERING, "waiting for the production start of P000123") and waiting == (0, NOW)
 
 
 def test_a_start_that_never_came_parks_as_no_start():
@@ -90,7 +90,7 @@ def test_after_the_start_messages_are_admitted():
 def test_the_end_overtakes_nothing_still_waiting(require_start):
     read = progress(started=True)
     verdict, waiting = decide(read, flow="production_ended", later_waiting=2, require_start=require_start)
-    assert verdict == Wait("ordering", "waiting for 2 earlier message(s) of P000123") and waiting is None
+    assert verdict == Wait(NotParked.ORDERING, "waiting for 2 earlier message(s) of P000123") and waiting is None
     assert decide(read, flow="production_ended", require_start=require_start) == (Admit(read), None)
 
 

@@ -16,8 +16,9 @@ from devtools.schemas import example
 from shared.errors import Transient
 from shared.fo.client import InDoubt, message_content
 from shared.fo.production_order import BOM_LINES, HEADERS, RELEASED_PRODUCTS, ROUTE_OPERATIONS
+from shared.inbound.attempt import Outcome
 from shared.inbound.flows import INBOUND_FLOWS
-from shared.inbound.pipeline import Outcome, process
+from shared.inbound.pipeline import process
 from shared.inbound.servicebus import Delivery
 from shared.outbound.envelope import MESSAGE_PROCESSED, ORDER_RELEASED, parse
 from shared.outbound.handlers import MATCH_GRACE, Handling, message_processed, order_released

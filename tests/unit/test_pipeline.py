@@ -18,8 +18,9 @@ from shared.clock import utcnow
 from shared.errors import AuthError, BusinessRejection, ConfigError, NotFound, Transient
 from shared.fo.client import InDoubt, message_content
 from shared.fo.production_order import HEADERS
+from shared.inbound.attempt import Outcome, Result
 from shared.inbound.flows import INBOUND_FLOWS
-from shared.inbound.pipeline import Outcome, Result, process
+from shared.inbound.pipeline import process
 from shared.inbound.servicebus import ATTEMPT, IN_DOUBT_CHECK, RESUBMIT, Delivery
 from shared.inbound.wakeup import requeue_parked
 from shared.reasons import ParkReason

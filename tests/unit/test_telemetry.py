@@ -5,9 +5,11 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from shared.inbound.pipeline import Outcome, Result, _queue_age_s
+from shared.inbound.attempt import Outcome, Result
+from shared.inbound.pipeline import _queue_age_s
 from shared.inbound.servicebus import Delivery
 from shared.ops import telemetry
+from shared.reasons import ParkReason
 
 
 @pytest.fixture
@@ -20,7 +22,7 @@ def reader(monkeypatch):
 
 
 def test_every_outcome_line_carries_the_dimensions_and_counts(reader, caplog):
-    result = Result(Outcome.PARKED, "USMF", "m-1", "rejected", "no such item", "P1", "corr-1", 12.5)
+    result = Result(Outcome.PARKED, "USMF", "m-1", ParkReason.REJECTED, "no such item", "P1", "corr-1", 12.5)
     with caplog.at_level(logging.INFO, logger="mesbridge"):
         telemetry.log_outcome(
             logging.getLogger("mesbridge"), "material_consumed", result, duration_ms=30, delivery_count=2, queue_age_s=95.04

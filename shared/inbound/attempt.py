@@ -1,0 +1,148 @@
+"""One attempt at one inbound message: the flow, the delivery, the adapters and what the message
+says, bundled once per delivery by `process` (shared/inbound/pipeline.py) and handed whole to the
+gate decision, the F&O call and the settlement, instead of each taking its own part of it.
+
+`Arrival` is a delivery known only by what it says of itself (enough to park it under its own id);
+`Attempt` is one whose event decoded, which is what every step past decoding needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cached_property
+from typing import Any, Literal
+
+from shared.inbound.decode import Identity, fingerprint
+from shared.inbound.mapping import FoCall, MappingOptions
+from shared.inbound.messages import MesEvent
+from shared.inbound.servicebus import ATTEMPT, IN_DOUBT_CHECK, ORIGINAL_ID, RESUBMIT, Delivery
+from shared.reasons import Reason
+from shared.runtime import Ports
+from shared.store.ledger import LedgerEntry, payload_hash
+from shared.store.lineage import Edge
+from shared.topology import INBOUND_QUEUES
+
+
+class Outcome(StrEnum):
+    FORWARDED = "forwarded"
+    DUPLICATE = "duplicate"
+    PARKED = "parked"
+    WAITING = "waiting"
+    RETRYING = "retrying"
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A flow is its message model, its F&O mapping, and what a repeat of its call would do."""
+
+    name: str
+    event: type[MesEvent]
+    map: Callable[[Any, MappingOptions], FoCall]
+    #: True when F&O makes a repeat of the call harmless (a service that dedupes on the MES message
+    #: id, a record keyed by it). A SendMessage has no such key: it is never re-sent blindly.
+    repeatable: bool
+    lineage: Callable[[Any], list[Edge]] = lambda event: []
+
+    @property
+    def queue(self) -> str:
+        return INBOUND_QUEUES[self.name]
+
+
+@dataclass(frozen=True)
+class Result:
+    """What became of one delivery: logged once (shared/ops/telemetry.py) and returned to the trigger."""
+
+    outcome: Outcome
+    company: str
+    message_id: str
+    reason: Reason | Literal[""] = ""
+    detail: str = ""
+    order: str = ""
+    correlation_id: str = ""
+    fo_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A delivered message, known by what it says of itself: enough to keep it under its own id."""
+
+    delivery: Delivery
+    flow: Flow
+    ports: Ports
+    identity: Identity
+
+    @cached_property
+    def payload_hash(self) -> str:
+        return payload_hash(self.delivery.body)
+
+    @property
+    def scheduled_by_bridge(self) -> bool:
+        """A copy the bridge scheduled itself (a wait, a retry) or an operator's resubmission: its row exists."""
+        return ATTEMPT in self.delivery.properties or RESUBMIT in self.delivery.properties
+
+    @property
+    def waits(self) -> int:
+        """How many times this message has waited, this time included: the count travels on the
+        message (its attempt property), so waiting again costs no ledger write."""
+        return int(self.delivery.properties.get(ATTEMPT, 0)) + 1
+
+    def result(
+        self, entry: LedgerEntry, outcome: Outcome, reason: Reason | Literal[""] = "", detail: str = "", fo_ms: float = 0.0
+    ) -> Result:
+        return Result(
+            outcome, entry.company, entry.message_id, reason, detail, entry.production_order, entry.correlation_id, fo_ms
+        )
+
+    def resubmits(self, parked: LedgerEntry) -> bool:
+        """True for the operator's resubmission of this parked row; any other copy (a redelivery, the
+        MES sending it again) has no token or an old one and must not move it."""
+        token = self.delivery.properties.get(RESUBMIT)
+        return token is not None and token == parked.extra.get("ResubmitToken")
+
+    def changed_copy(self, existing: LedgerEntry) -> bool:
+        """True for a copy from the MES (not one the bridge scheduled or resubmitted itself) that says
+        something else than what its message id said first."""
+        if self.scheduled_by_bridge:
+            return False
+        if existing.payload_hash == self.payload_hash:
+            return False
+        stored = self.ports.ledger.payload(existing.company, existing.message_id)
+        return stored is None or fingerprint(stored) != fingerprint(self.delivery.body)
+
+    def schedule(self, entry: LedgerEntry, delay_s: float, *, in_doubt_check: bool = False) -> None:
+        """Put a copy of this delivery back on its queue and session after `delay_s` (the bridge's own
+        redelivery: a wait, a retry, or with `in_doubt_check` the bridge's check of an in-doubt send)."""
+        delivery = self.delivery
+        attempt = self.waits
+        properties = {k: v for k, v in delivery.properties.items() if k not in (ATTEMPT, ORIGINAL_ID)}
+        if in_doubt_check:
+            properties[IN_DOUBT_CHECK] = "1"
+        properties.update({ATTEMPT: attempt, ORIGINAL_ID: delivery.properties.get(ORIGINAL_ID, delivery.message_id)})
+        self.ports.requeue.schedule(
+            delivery.queue,
+            delivery.body,
+            # A fresh broker id per attempt (duplicate detection would drop a copy with the old one),
+            # the same one if this step is repeated after a crash (so the repeat is dropped instead).
+            message_id=f"{entry.message_id}|{entry.attempts}.{attempt}"[:128],
+            session_id=delivery.session_id,
+            delay_s=delay_s,
+            correlation_id=entry.correlation_id or None,
+            properties=properties,
+        )
+
+
+@dataclass(frozen=True)
+class Attempt(Arrival):
+    """A delivery whose event decoded: what the gate, the F&O call and the settlement work on."""
+
+    event: MesEvent
+
+    @property
+    def order(self) -> str:
+        return self.event.production_order or ""
+
+    def call(self) -> FoCall:
+        """The F&O call this event maps to."""
+        return self.flow.map(self.event, self.ports.options)

@@ -1,0 +1,304 @@
+"""How an attempt ends in the ledger, once the pipeline has decided: forwarded (with its
+bookkeeping), parked, parked in doubt, waiting, or retried later; and the catch-up of a message F&O
+applied while the bridge was in doubt.
+
+Every function writes the row first and schedules the next copy after, so a row never says
+Waiting without a copy on its way; what comes after F&O accepted is retried for a few seconds
+(`record`), since giving up then leaves the message in doubt.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import timedelta
+from typing import Any
+
+from shared.clock import utcnow
+from shared.errors import AuthError, BridgeError, ConfigError, NotFound, Transient
+from shared.inbound import in_doubt
+from shared.inbound.attempt import Arrival, Attempt, Outcome, Result
+from shared.inbound.dispatch import indexed
+from shared.inbound.mapping import FoCall
+from shared.inbound.order_gate import OrderGate, Progress
+from shared.inbound.servicebus import Requeue
+from shared.inbound.wakeup import wake
+from shared.reasons import NotParked, ParkReason
+from shared.runtime import Ports
+from shared.store.ledger import Companion, CompanionConflict, LedgerEntry, LedgerStore, LostRace, State
+from shared.store.lineage import Edge, LineageStore
+
+# --- forwarded ----------------------------------------------------------------------------------
+
+
+def forwarded(
+    attempt: Attempt, claimed: LedgerEntry, call: FoCall, reference: str, progress: Progress | None, fo_ms: float
+) -> Result:
+    """F&O accepted: record the genealogy, then the Forwarded row with the order's watermark and the
+    content index in one transaction, and wake what the gate held behind it."""
+    ports, flow, event = attempt.ports, attempt.flow, attempt.event
+    call_type, hashed, index_row = indexed(claimed, call)
+    # Genealogy first: should the worker stop before Forwarded is recorded, the message is in
+    # doubt and its settlement writes the same (idempotent) edges again; never the other way round.
+    edges = flow.lineage(event)
+    if edges:
+        record(lambda: ports.lineage.record(edges))
+    extra = {**claimed.extra, "ContentHash": hashed, "FoReference": reference, "FoMs": round(fo_ms, 1)}
+    planned = ports.gate.plan_advance(progress, flow.name, event.sequence) if progress is not None else None
+    companions = [*([planned] if planned is not None else []), *index_row]
+
+    def forward(together: bool) -> LedgerEntry:
+        return ports.ledger.transition(
+            claimed,
+            State.FORWARDED,
+            reason="",
+            detail=call_type,
+            fo_message_type=call_type,
+            lease_until=None,
+            extra=extra,
+            companions=companions if together else None,
+        )
+
+    try:
+        done: LedgerEntry = record(lambda: forward(True))
+    except CompanionConflict:
+        # Another flow touched the order's progress since the gate read it: record the rows apart.
+        done = record(lambda: forward(False))
+        record(lambda: ports.gate.advance(done.company, attempt.order, flow.name, event.sequence))
+        if index_row:
+            record(lambda: ports.ledger.write(index_row[0]))
+    if progress is not None and (progress.held or progress.waiting_for is not None):
+        # Somebody waited for this one or is parked behind it: the next in sequence resumes now.
+        wake_behind(ports, done, f"{done.message_id} was forwarded")
+    return attempt.result(done, Outcome.FORWARDED, fo_ms=fo_ms)
+
+
+def wake_behind(ports: Ports, entry: LedgerEntry, why: str) -> None:
+    """Wake what the gate holds behind `entry`. The message itself is done: a failure here is logged,
+    and the order's `held` flag makes its next watermark move look again."""
+    try:
+        record(lambda: wake(ports.ledger, ports.gate, ports.requeue, entry.company, entry.production_order, why))
+    except BridgeError as exc:
+        ports.log.warning("could not wake the successors of %s: %s", entry.message_id, exc.message)
+
+
+def catch_up(ledger: LedgerStore, gate: OrderGate, lineage: LineageStore, requeue: Requeue, entry: LedgerEntry, why: str) -> None:
+    """What a forward records after F&O accepted, for a message F&O applied while the bridge was in
+    doubt (its processed event, a read of F&O, or an operator who checked): the order's watermark,
+    the genealogy, and the wake-up of what the gate held behind it."""
+    if entry.production_order:
+        gate.advance(entry.company, entry.production_order, entry.flow, entry.sequence)
+    edges = [Edge(**edge) for edge in entry.extra.get("Lineage", [])]
+    if edges:
+        lineage.record(edges)
+    if entry.production_order:
+        wake(ledger, gate, requeue, entry.company, entry.production_order, why)
+
+
+def record(write: Callable[[], Any]) -> Any:
+    """Bookkeeping after F&O accepted: a storage hiccup (or a restart) is retried for a few seconds
+    before giving up to the broker, since a redelivery then finds the message in doubt."""
+    for attempt in range(6):
+        try:
+            return write()
+        except Transient:
+            if attempt == 5:
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+# --- parked -------------------------------------------------------------------------------------
+
+
+def park(
+    arrival: Arrival,
+    entry: LedgerEntry,
+    reason: ParkReason,
+    detail: str,
+    *,
+    infolog: str = "",
+    fo_ms: float = 0.0,
+    extra: dict[str, Any] | None = None,
+    companions: list[Companion] | None = None,
+    **changes: Any,
+) -> Result:
+    """Move the row to Parked for an operator, with the reason and what F&O said."""
+    parked = record(
+        lambda: arrival.ports.ledger.transition(
+            entry,
+            State.PARKED,
+            reason=reason,
+            detail=detail,
+            infolog=infolog,
+            lease_until=None,
+            extra=extra if extra is not None else entry.extra,
+            companions=companions or None,
+            **changes,
+        )
+    )
+    return arrival.result(parked, Outcome.PARKED, reason, detail, fo_ms)
+
+
+def park_refused(arrival: Arrival, reason: ParkReason, detail: str) -> Result:
+    """Park a message refused as read, under what it says of itself, with its payload. Only the
+    operator's resubmission moves a row that exists; any other copy is a duplicate or a changed copy."""
+    identity, ledger = arrival.identity, arrival.ports.ledger
+    body = arrival.delivery.body
+    entry = LedgerEntry(
+        company=identity.company,
+        message_id=identity.message_id,
+        state=State.PARKED,
+        flow=arrival.flow.name,
+        reason=reason,
+        detail=detail,
+        production_order=identity.order,
+        sequence=identity.sequence,
+        correlation_id=identity.correlation_id,
+        payload_hash=arrival.payload_hash,
+        payload_size=len(body),
+    )
+    try:
+        created = ledger.create(entry, payload=body)
+    except LostRace:
+        existing = ledger.get(identity.company, identity.message_id)
+        resubmitted = existing is not None and arrival.resubmits(existing)
+        if existing is not None and not resubmitted and arrival.changed_copy(existing):
+            return park_changed_copy(arrival, existing)
+        if existing is None or not resubmitted:
+            return arrival.result(existing or entry, Outcome.DUPLICATE, NotParked.DUPLICATE, "this message was recorded before")
+        created = ledger.transition(existing, State.PARKED, reason=reason, detail=detail, payload=body)
+    return arrival.result(created, Outcome.PARKED, reason, detail)
+
+
+def park_changed_copy(arrival: Arrival, existing: LedgerEntry) -> Result:
+    """Keep a changed copy apart, on a row of its own that names the first: neither replaces the other.
+    Its id derives from its content, so a redelivery of the same copy finds that row."""
+    identity, ledger = arrival.identity, arrival.ports.ledger
+    digest = arrival.payload_hash
+    detail = (
+        f"message id {existing.message_id} arrived before with other content (that copy is {existing.state.value}); "
+        "this copy was kept apart and not sent to F&O"
+    )
+    entry = LedgerEntry(
+        company=existing.company,
+        message_id=f"{existing.message_id}|conflict-{digest[:16]}",
+        state=State.PARKED,
+        flow=arrival.flow.name,
+        reason=ParkReason.CONFLICT,
+        detail=detail,
+        production_order=identity.order,
+        sequence=identity.sequence,
+        correlation_id=identity.correlation_id,
+        payload_hash=digest,
+        payload_size=len(arrival.delivery.body),
+        extra={"Conflict": "message_id", "ConflictsWith": existing.message_id},
+    )
+    try:
+        created = ledger.create(entry, payload=arrival.delivery.body)
+    except LostRace:
+        kept = ledger.get(entry.company, entry.message_id)
+        return arrival.result(kept or entry, Outcome.DUPLICATE, NotParked.DUPLICATE, "this conflicting copy was recorded before")
+    return arrival.result(created, Outcome.PARKED, ParkReason.CONFLICT, detail)
+
+
+# --- in doubt -----------------------------------------------------------------------------------
+
+
+def park_in_doubt(attempt: Attempt, entry: LedgerEntry, call: FoCall, detail: str, fo_ms: float = 0.0) -> Result:
+    """Park a send that may have been applied. Indexed by its content, so that F&O's processed event
+    settles it without an operator; the bookkeeping a forward does waits in the row until then.
+    Where a read of F&O can tell, the bridge checks by itself after the window (shared/inbound/in_doubt.py)."""
+    call_type, hashed, index_row = indexed(entry, call)
+    extra = {**entry.extra, "ContentHash": hashed, "Lineage": [asdict(edge) for edge in attempt.flow.lineage(attempt.event)]}
+    parked = park(
+        attempt, entry, ParkReason.IN_DOUBT, detail, fo_ms=fo_ms, extra=extra, companions=index_row, fo_message_type=call_type
+    )
+    if in_doubt.decidable(attempt.flow.name) and attempt.event.production_order:
+        attempt.schedule(entry, attempt.ports.settings.in_doubt_check_after_s, in_doubt_check=True)
+    return parked
+
+
+def check_in_doubt(attempt: Attempt) -> Result:
+    """The bridge's own check of an in-doubt message, once F&O's processed event had its window."""
+    ports, company, message_id = attempt.ports, attempt.identity.company, attempt.event.message_id
+    entry = ports.ledger.get(company, message_id)
+    if entry is None or entry.state is not State.PARKED or entry.reason != ParkReason.IN_DOUBT:
+        settled = entry or LedgerEntry(company=company, message_id=message_id, state=State.DUPLICATE)
+        return attempt.result(settled, Outcome.DUPLICATE, NotParked.DUPLICATE, "settled before the bridge's check")
+    try:
+        reading = in_doubt.read(ports.fo, company, attempt.flow.name, attempt.order)
+    except (Transient, AuthError, ConfigError, NotFound) as exc:
+        attempt.schedule(entry, ports.settings.retry_first_wait_s)
+        return attempt.result(entry, Outcome.RETRYING, exc.reason, f"checking F&O: {exc.message}")
+    if reading.applied:
+        catch_up(ports.ledger, ports.gate, ports.lineage, ports.requeue, entry, f"the bridge found {entry.message_id} in F&O")
+        try:
+            confirmed = ports.ledger.transition(
+                entry, State.FORWARDED, reason="", detail=f"confirmed by the bridge: {reading.checked}", lease_until=None
+            )
+        except LostRace:
+            return attempt.result(entry, Outcome.DUPLICATE, NotParked.DUPLICATE, "settled during the bridge's check")
+        return attempt.result(confirmed, Outcome.FORWARDED, detail=f"in doubt, confirmed: {reading.checked}")
+    detail = (
+        f"{entry.detail}; the bridge read F&O after {ports.settings.in_doubt_check_after_s:g} s without a processed event: "
+        f"{reading.checked}, which cannot tell whether F&O still holds the message; check Message processor messages"
+    )
+    try:
+        kept = ports.ledger.transition(
+            entry, State.PARKED, reason=ParkReason.IN_DOUBT, detail=detail, extra={**entry.extra, "Checked": reading.checked}
+        )
+    except LostRace:
+        return attempt.result(entry, Outcome.DUPLICATE, NotParked.DUPLICATE, "settled during the bridge's check")
+    return attempt.result(kept, Outcome.PARKED, ParkReason.IN_DOUBT, detail)
+
+
+# --- waiting ------------------------------------------------------------------------------------
+
+
+def wait(attempt: Arrival, waiting: LedgerEntry, detail: str) -> Result:
+    """The gate holds it: look again later, at a delay that grows with each wait."""
+    settings = attempt.ports.settings
+    delay = min(settings.gate_max_wait_s, settings.gate_first_wait_s * 2 ** min(attempt.waits - 1, 16))
+    attempt.schedule(waiting, delay)
+    return attempt.result(waiting, Outcome.WAITING, NotParked.ORDERING, detail)
+
+
+def retry_later(attempt: Arrival, entry: LedgerEntry, error: BridgeError) -> Result:
+    """A fault worth waiting out: Waiting with a growing delay, parked once the retry window closes."""
+    ports, settings = attempt.ports, attempt.ports.settings
+    received = entry.received_at or utcnow()
+    if utcnow() - received > timedelta(seconds=settings.retry_give_up_after_s):
+        return park(
+            attempt,
+            entry,
+            ParkReason.RETRIES_EXHAUSTED,
+            f"still failing after {settings.retry_give_up_after_s:g} s: {error.message}",
+        )
+    retries = int(entry.extra.get("Retries", 0)) + 1
+    delay = min(settings.retry_max_wait_s, settings.retry_first_wait_s * 2 ** min(retries - 1, 20))
+    if isinstance(error, (AuthError, ConfigError)):
+        ports.log.error("F&O refused the bridge's credentials: %s", error.message, extra={"flow": entry.flow, "outcome": "auth"})
+        delay = settings.retry_max_wait_s
+    waiting = record(
+        lambda: ports.ledger.transition(
+            entry,
+            State.WAITING,
+            reason=error.reason,
+            detail=error.message,
+            lease_until=None,
+            extra={**entry.extra, "Retries": retries},
+        )
+    )
+    attempt.schedule(waiting, delay)
+    return attempt.result(waiting, Outcome.RETRYING, error.reason, error.message)
+
+
+def still_in_flight(attempt: Arrival, existing: LedgerEntry) -> Result:
+    """Another worker holds the row now. Look again after its lease: if it crashed, this copy
+    finishes the job. Look again at the retry cadence, and never later than just after its lease runs out."""
+    settings = attempt.ports.settings
+    remaining = (existing.lease_until - utcnow()).total_seconds() if existing.lease_until else settings.message_lock_budget_s
+    attempt.schedule(existing, max(0.05, min(remaining + 1.0, settings.retry_first_wait_s)))
+    return attempt.result(existing, Outcome.WAITING, NotParked.IN_FLIGHT, "another worker is forwarding this message")
