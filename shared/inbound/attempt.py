@@ -83,9 +83,9 @@ class Arrival:
         return ATTEMPT in self.delivery.properties or RESUBMIT in self.delivery.properties
 
     @property
-    def waits(self) -> int:
-        """How many times this message has waited, this time included: the count travels on the
-        message (its attempt property), so waiting again costs no ledger write."""
+    def next_copy(self) -> int:
+        """The number of the next copy the bridge schedules (waits and retries alike): the count
+        travels on the message (its attempt property), so waiting again costs no ledger write."""
         return int(self.delivery.properties.get(ATTEMPT, 0)) + 1
 
     def result(
@@ -115,7 +115,7 @@ class Arrival:
         """Put a copy of this delivery back on its queue and session after `delay_s` (the bridge's own
         redelivery: a wait, a retry, or with `in_doubt_check` the bridge's check of an in-doubt send)."""
         delivery = self.delivery
-        attempt = self.waits
+        attempt = self.next_copy
         properties = {k: v for k, v in delivery.properties.items() if k not in (ATTEMPT, ORIGINAL_ID)}
         if in_doubt_check:
             properties[IN_DOUBT_CHECK] = "1"

@@ -10,10 +10,10 @@ This module tells that story and makes its decisions; each delivery becomes one 
 (shared/inbound/attempt.py) handed to the steps: decode (decode.py), the F&O call (dispatch.py),
 and how the attempt ends in the ledger (settlement.py).
 
-Failures are sorted by class, here and nowhere else: invalid input and F&O business rejections
-are parked; transient faults are retried later with a growing delay, then parked when the retry
-window closes; a send that may have been applied (no answer) is parked as in doubt unless F&O
-makes a repeat harmless, and F&O's processed event settles it.
+Failures are sorted by class, here (`_send`) and in the bridge's own in-doubt check (settlement.py):
+invalid input and F&O business rejections are parked; transient faults are retried later with a
+growing delay, then parked when the retry window closes; a send that may have been applied (no
+answer) is parked as in doubt unless F&O makes a repeat harmless, and F&O's processed event settles it.
 """
 
 from __future__ import annotations

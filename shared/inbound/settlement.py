@@ -2,9 +2,8 @@
 bookkeeping), parked, parked in doubt, waiting, or retried later; and the catch-up of a message F&O
 applied while the bridge was in doubt.
 
-Every function writes the row first and schedules the next copy after, so a row never says
-Waiting without a copy on its way; what comes after F&O accepted is retried for a few seconds
-(`record`), since giving up then leaves the message in doubt.
+What is written after F&O accepted is retried for a few seconds (`record`): giving up then
+leaves the message in doubt.
 """
 
 from __future__ import annotations
@@ -260,7 +259,7 @@ def check_in_doubt(attempt: Attempt) -> Result:
 def wait(attempt: Arrival, waiting: LedgerEntry, detail: str) -> Result:
     """The gate holds it: look again later, at a delay that grows with each wait."""
     settings = attempt.ports.settings
-    delay = min(settings.gate_max_wait_s, settings.gate_first_wait_s * 2 ** min(attempt.waits - 1, 16))
+    delay = min(settings.gate_max_wait_s, settings.gate_first_wait_s * 2 ** min(attempt.next_copy - 1, 16))
     attempt.schedule(waiting, delay)
     return attempt.result(waiting, Outcome.WAITING, NotParked.ORDERING, detail)
 
