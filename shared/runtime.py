@@ -9,6 +9,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from shared.clock import Clock, utcnow
 from shared.fo.auth import MsalTokenProvider
 from shared.fo.client import FoApi, FoClient
 from shared.fo.http import PinnedTrustSession
@@ -41,6 +42,8 @@ class Ports:
     publisher: MesPublisher
     dead_letters: DeadLetters
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("mesbridge"))
+    #: What the pipeline reads the time from (a lease, the retry window, a queue age); tests pass a FakeClock.
+    clock: Clock = field(default=utcnow)
 
 
 _lock = threading.Lock()

@@ -522,12 +522,12 @@ class FakeBridge:
 
 
 def fake_bridge(*, fo_rows: Mapping[str, list[dict[str, Any]]] | None = None, **settings: str) -> FakeBridge:
-    """The fakes wired as `Ports`. The gate's clock is a `FakeClock` set to now (the ledger stamps the real
-    time, as the pipeline reads it); dead letters are untouchable."""
+    """The fakes wired as `Ports`, with one `FakeClock` (set to now) for the pipeline, the ledger's stamps
+    and the gate; dead letters are untouchable."""
     loaded = unit_settings(**settings)
     clock = FakeClock(utcnow())
     table = InMemoryTable()
-    ledger = InMemoryLedger(table)
+    ledger = InMemoryLedger(table, clock)
     gate = OrderGate(
         InMemoryProgress(table),
         gap_timeout_s=loaded.gate_gap_timeout_s,
@@ -551,6 +551,7 @@ def fake_bridge(*, fo_rows: Mapping[str, list[dict[str, Any]]] | None = None, **
         options=MappingOptions.from_settings(loaded),
         events=events,
         publisher=publisher,
+        clock=clock,
     )
     return FakeBridge(wired, ledger, gate, fo, requeue, lineage, events, publisher, clock)
 
@@ -558,4 +559,5 @@ def fake_bridge(*, fo_rows: Mapping[str, list[dict[str, Any]]] | None = None, **
 def ports(**given: Any) -> Ports:
     """Ports with the given fakes; every other port is `Untouchable`."""
     names = ("settings", "fo", "ledger", "gate", "lineage", "requeue", "options", "events", "publisher", "dead_letters")
-    return Ports(**{name: given.get(name, cast(Any, Untouchable(name))) for name in names})
+    optional = {name: given[name] for name in ("log", "clock") if name in given}
+    return Ports(**{name: given.get(name, cast(Any, Untouchable(name))) for name in names}, **optional)

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.clock import utcnow
 from shared.errors import AuthError, BusinessRejection, ConfigError, InvalidMessage, NotFound, Transient
 from shared.fo.client import InDoubt
 from shared.inbound import settlement
@@ -35,7 +34,7 @@ from shared.inbound.servicebus import IN_DOUBT_CHECK, Delivery
 from shared.ops.telemetry import log_outcome
 from shared.reasons import NotParked, ParkReason
 from shared.runtime import Ports
-from shared.store.ledger import FINAL_STATES, LedgerEntry, LostRace, State, lease
+from shared.store.ledger import FINAL_STATES, LedgerEntry, LostRace, State
 
 
 def process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
@@ -47,17 +46,17 @@ def process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
         result,
         duration_ms=(time.monotonic() - started) * 1000,
         delivery_count=delivery.delivery_count,
-        queue_age_s=_queue_age_s(delivery),
+        queue_age_s=_queue_age_s(delivery, ports.clock()),
     )
     return result
 
 
-def _queue_age_s(delivery: Delivery) -> float | None:
+def _queue_age_s(delivery: Delivery, now: datetime) -> float | None:
     """How long the message sat in its queue; the trigger's enqueued time may come without a zone (UTC)."""
     if delivery.enqueued_at is None:
         return None
     enqueued = delivery.enqueued_at if delivery.enqueued_at.tzinfo else delivery.enqueued_at.replace(tzinfo=UTC)
-    return max(0.0, (utcnow() - enqueued).total_seconds())
+    return max(0.0, (now - enqueued).total_seconds())
 
 
 def _process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
@@ -88,7 +87,7 @@ def _process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
             correlation_id=identity.correlation_id,
             payload_hash=attempt.payload_hash,
             payload_size=len(delivery.body),
-            received_at=utcnow(),
+            received_at=ports.clock(),
         )
         # The gate decides before the row is written, so a row that says Forwarding always
         # means "about to call F&O": a failure before that point leaves nothing in doubt.
@@ -120,7 +119,8 @@ def _settled_or_held(attempt: Attempt, existing: LedgerEntry) -> Result | None:
             NotParked.DUPLICATE,
             f"already {existing.state.value}" + ("" if same else "; the payload differs"),
         )
-    if existing.state is State.FORWARDING and existing.lease_active:
+    leased = existing.lease_until is not None and existing.lease_until > attempt.ports.clock()
+    if existing.state is State.FORWARDING and leased:
         return settlement.still_in_flight(attempt, existing)
     if existing.state is State.FORWARDING and not attempt.flow.repeatable:
         detail = "a previous attempt stopped after calling F&O and before recording the answer; check F&O before resubmitting"
@@ -226,7 +226,7 @@ def _enter(attempt: Attempt, entry: LedgerEntry, decision: Decision | None, *, n
         reason="",
         detail="" if new else "resubmitted" if resubmitted else f"attempt {entry.attempts + 1}",
         attempts=entry.attempts if new else entry.attempts + 1,
-        lease_until=lease(ports.settings.message_lock_budget_s),
+        lease_until=ports.clock() + timedelta(seconds=ports.settings.message_lock_budget_s),
     )
     if _end_without_sequence(attempt):
         # Asked again now that the end's own row is written: a message of another flow whose row was

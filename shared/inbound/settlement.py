@@ -14,7 +14,6 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-from shared.clock import utcnow
 from shared.errors import AuthError, BridgeError, ConfigError, NotFound, Transient
 from shared.inbound import in_doubt
 from shared.inbound.attempt import Arrival, Attempt, Outcome, Result
@@ -267,8 +266,9 @@ def wait(attempt: Arrival, waiting: LedgerEntry, detail: str) -> Result:
 def retry_later(attempt: Arrival, entry: LedgerEntry, error: BridgeError) -> Result:
     """A fault worth waiting out: Waiting with a growing delay, parked once the retry window closes."""
     ports, settings = attempt.ports, attempt.ports.settings
-    received = entry.received_at or utcnow()
-    if utcnow() - received > timedelta(seconds=settings.retry_give_up_after_s):
+    now = attempt.ports.clock()
+    received = entry.received_at or now
+    if now - received > timedelta(seconds=settings.retry_give_up_after_s):
         return park(
             attempt,
             entry,
@@ -298,6 +298,7 @@ def still_in_flight(attempt: Arrival, existing: LedgerEntry) -> Result:
     """Another worker holds the row now. Look again after its lease: if it crashed, this copy
     finishes the job. Look again at the retry cadence, and never later than just after its lease runs out."""
     settings = attempt.ports.settings
-    remaining = (existing.lease_until - utcnow()).total_seconds() if existing.lease_until else settings.message_lock_budget_s
+    lease_until = existing.lease_until
+    remaining = (lease_until - attempt.ports.clock()).total_seconds() if lease_until else settings.message_lock_budget_s
     attempt.schedule(existing, max(0.05, min(remaining + 1.0, settings.retry_first_wait_s)))
     return attempt.result(existing, Outcome.WAITING, NotParked.IN_FLIGHT, "another worker is forwarding this message")

@@ -106,10 +106,6 @@ class LedgerEntry:
     #: How many string properties each stored text occupies now (a shorter rewrite blanks the rest).
     stored_parts: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
-    @property
-    def lease_active(self) -> bool:
-        return self.lease_until is not None and self.lease_until > utcnow()
-
 
 class LostRace(Exception):
     """Another worker changed the row first (ETag mismatch or the row already existed)."""

@@ -7,14 +7,12 @@ and what was sent to F&O or scheduled on the queue."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from devtools.schemas import example
-from shared.clock import utcnow
 from shared.errors import AuthError, BusinessRejection, ConfigError, NotFound, Transient
 from shared.fo.client import InDoubt, message_content
 from shared.fo.production_order import HEADERS
@@ -201,7 +199,7 @@ def forwarding(bridge: FakeBridge, kind: str, body: bytes, lease_s: float) -> Le
             sequence=document.get("sequence"),
             payload_hash=payload_hash(body),
             payload_size=len(body),
-            lease_until=utcnow() + timedelta(seconds=lease_s),
+            lease_until=bridge.clock() + timedelta(seconds=lease_s),
         ),
         payload=body,
     )
@@ -221,7 +219,7 @@ def test_a_lease_about_to_end_is_looked_at_just_after_it(bridge):
     body = message("material_consumed", "m-1", sequence=None)
     forwarding(bridge, "material_consumed", body, lease_s=3)
     deliver(bridge, "material_consumed", body)
-    assert 3 < bridge.requeue.scheduled[0].delay_s <= 4
+    assert bridge.requeue.scheduled[0].delay_s == 4  # the lease (3 s on the clock) and one second
 
 
 def test_a_lapsed_send_that_f_and_o_would_not_make_harmless_is_in_doubt_not_repeated(bridge):
@@ -388,10 +386,7 @@ def test_a_fault_past_the_retry_window_parks_the_message(bridge):
     body = message("quality_result", "q-1")
     bridge.fo.answer(Transient("F&O unavailable (HTTP 503)", status=503))
     deliver(bridge, "quality_result", body)
-    waiting = row(bridge, "q-1")
-    stored = bridge.ledger.entries[("USMF", "q-1")]
-    aged = replace(waiting, received_at=utcnow() - timedelta(seconds=bridge.ports.settings.retry_give_up_after_s + 1))
-    bridge.ledger.entries[("USMF", "q-1")] = (aged, stored[1])
+    bridge.clock.advance(bridge.ports.settings.retry_give_up_after_s + 1)
     bridge.fo.answer(Transient("F&O unavailable (HTTP 503)", status=503))
     result = again(bridge, bridge.requeue.scheduled[-1])
     assert result.outcome is Outcome.PARKED and result.reason == ParkReason.RETRIES_EXHAUSTED
