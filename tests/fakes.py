@@ -31,7 +31,7 @@ from shared.inbound.order_gate import OrderGate
 from shared.outbound.mes_publisher import Envelope
 from shared.runtime import Ports
 from shared.settings import Settings, load_settings
-from shared.store.event_log import STATUS, STATUS_UNITS
+from shared.store.event_log import EVENT_ID_UNITS, STATUS, STATUS_UNITS, Applied
 from shared.store.ledger import (
     Companion,
     CompanionConflict,
@@ -47,37 +47,44 @@ from shared.store.tables import cut_text, safe_key
 
 
 class InMemoryEventLog:
-    """`shared.store.event_log.EventLog` in memory: EventIds per consumer (case-insensitive, as the
-    real row key is upper-cased), and per kind, company and order the ControlNumber last applied,
-    which only moves up."""
+    """`shared.store.event_log.EventLog` in memory: per kind, company (case-insensitive) and order the
+    ControlNumber last applied, which only moves up, with its status and the EventId that moved it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.handled: dict[tuple[str, str], tuple[str, str]] = {}
-        self.guards: dict[tuple[str, str, str], tuple[int, str]] = {}
+        self.guards: dict[tuple[str, str, str], Applied] = {}
+        self._versions = itertools.count(1)
 
-    def seen(self, consumer: str, event_id: str) -> bool:
-        with self._lock:
-            return (consumer, event_id.upper()) in self.handled
-
-    def remember(self, consumer: str, event_id: str, business_event_id: str, outcome: str) -> None:
-        with self._lock:
-            self.handled[(consumer, event_id.upper())] = (business_event_id, str(outcome))
-
-    def applied(self, kind: str, company: str, order: str) -> tuple[int, str] | None:
+    def applied(self, kind: str, company: str, order: str) -> Applied | None:
         with self._lock:
             return self.guards.get((kind, company.upper(), order))
 
-    def apply_control_number(self, kind: str, company: str, order: str, control_number: int, status: str) -> bool:
+    def apply_control_number(
+        self,
+        kind: str,
+        company: str,
+        order: str,
+        control_number: int,
+        status: str,
+        *,
+        event_id: str = "",
+        since: Applied | None = None,
+    ) -> bool:
+        # `since` only saves the real store a read; whatever it says, the guard as it is decides.
         key = (kind, company.upper(), order)
         with self._lock:
             current = self.guards.get(key)
-            if current is not None and control_number <= current[0]:
+            if current is not None and control_number <= current.control_number:
                 return False
-            self.guards[key] = (control_number, cut_text(status, STATUS_UNITS, "the order's event row"))
+            self.guards[key] = Applied(
+                control_number,
+                cut_text(status, STATUS_UNITS, "the order's event row"),
+                cut_text(event_id.upper(), EVENT_ID_UNITS, "the order's event row"),
+                etag=str(next(self._versions)),
+            )
             return True
 
-    def applied_status(self, company: str, order: str) -> tuple[int, str] | None:
+    def applied_status(self, company: str, order: str) -> Applied | None:
         return self.applied(STATUS, company, order)
 
 

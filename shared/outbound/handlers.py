@@ -1,14 +1,20 @@
 """F&O -> MES: what the bridge does with each business event.
 
 One path for every Event Grid function: parse (string or object `data`), ignore the activation
-test event and events of other kinds with a log line, skip an EventId this consumer handled
-already, run the handler, remember the EventId. A handler that raises makes Event Grid retry.
+test event and events of other kinds with a log line, run the handler. A handler that raises makes
+Event Grid retry.
 
 Effect first, then record: a handler reads F&O and publishes to MES before any state moves (the
-EventId, the order's ControlNumber guard, the ledger row), so a failure anywhere is retried in
-full. Every message to MES has a MessageId derived from what it is about (kind, company, order,
-ControlNumber or MES message id and outcome): the retry of a publish that did reach the topic
-is dropped by the topic's duplicate detection (infra/resources.bicep, devtools/local_host/broker.py).
+order's ControlNumber guard, the ledger row), so a failure anywhere is retried in full. Every
+message to MES has a MessageId derived from what it is about (kind, company, order, ControlNumber
+or MES message id and outcome): the retry of a publish that did reach the topic is dropped by the
+topic's duplicate detection (infra/resources.bicep, devtools/local_host/broker.py).
+
+A redelivered EventId is recognised by the row its first delivery wrote, which the handler reads
+anyway: the order's guard names the EventId that moved it, a settled ledger row the EventIds that
+settled it. So a status change or a release costs two Table operations (the guard's read, then
+its write conditional on that read's ETag) and a processed message three (the content index, the
+ledger row, its settling write); a redelivery costs the reads only.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from shared.outbound.mes_publisher import envelope
 from shared.outbound.messages import BomLine, MessageOutcome, OrderStatusChanged, RouteOperation, WorkOrder
 from shared.reasons import ParkReason
 from shared.runtime import Ports
-from shared.store.event_log import RELEASE, STATUS
+from shared.store.event_log import RELEASE, STATUS, Applied
 from shared.store.ledger import LedgerEntry, LostRace, State
 from shared.store.tables import cut_text
 
@@ -48,9 +54,15 @@ MES_INFOLOG_UNITS = 32 * 1024
 #: How long a processed message may go unmatched before the bridge decides it was not its own.
 MATCH_GRACE = timedelta(minutes=10)
 
+#: How many settling EventIds a ledger row keeps (Failed, Processed, and a margin for re-processing).
+SETTLING_EVENTS = 10
+
+#: The release guard's status when the release was parked rather than published.
+PARKED_RELEASE = "Parked"
+
 
 class Handling(StrEnum):
-    """What became of one F&O business event (logged, and kept in the event log as its outcome)."""
+    """What became of one F&O business event (logged with it as its outcome)."""
 
     PUBLISHED = "published"  # told MES
     IGNORED = "ignored"  # not for the bridge, or not final yet
@@ -85,8 +97,11 @@ def order_released(event: BusinessEvent, ports: Ports) -> Handled:
     if not order:
         return Handled(Handling.IGNORED, "the event names no production order")
     applied = ports.events.applied(RELEASE, company, order)
-    if applied is not None and event.control_number <= applied[0]:
-        return Handled(Handling.STALE, f"a release with ControlNumber {applied[0]} was published for this order already")
+    if applied is not None and event.control_number <= applied.control_number:
+        done = "parked" if applied.status == PARKED_RELEASE else "published"
+        if applied.brought_by(event.event_id):
+            return Handled(Handling.DUPLICATE, f"this EventId's work order was {done} before")
+        return Handled(Handling.STALE, f"a release with ControlNumber {applied.control_number} was {done} for this order already")
     read = read_released_order(ports.fo, company, order)
     header = read.header
     try:
@@ -129,16 +144,22 @@ def order_released(event: BusinessEvent, ports: Ports) -> Handled:
             ],
         )
     except ValidationError as exc:
-        return _park_work_order(event, ports, company, order, exc)
+        return _park_work_order(event, ports, company, order, exc, applied)
     message_id = mes_message_id("work-order", company, order, event.control_number)
     ports.publisher.publish(envelope(work_order, message_id, correlation_id=event.event_id))
-    ports.events.apply_control_number(RELEASE, company, order, event.control_number, "Released")
+    ports.events.apply_control_number(
+        RELEASE, company, order, event.control_number, "Released", event_id=event.event_id, since=applied
+    )
     return Handled(Handling.PUBLISHED, f"work order {order}: {len(read.bom)} BOM lines, {len(read.route)} operations")
 
 
-def _park_work_order(event: BusinessEvent, ports: Ports, company: str, order: str, exc: ValidationError) -> Handled:
+def _park_work_order(
+    event: BusinessEvent, ports: Ports, company: str, order: str, exc: ValidationError, applied: Applied | None
+) -> Handled:
     """A work order MES could not act on (no quantity, no unit, a line without its item) is not
-    published: a Parked ledger row keeps it, with what is missing, for an operator to see."""
+    published: a Parked ledger row keeps it, with what is missing, for an operator to see. The
+    release guard moves too (after the row), so a redelivery or an older release costs no OData read;
+    a newer release, once the planner has fixed the order, is read and published."""
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
     detail = f"F&O's production order {order} does not give a valid work order: {problems}"
     entry = LedgerEntry(
@@ -154,6 +175,9 @@ def _park_work_order(event: BusinessEvent, ports: Ports, company: str, order: st
     )
     with contextlib.suppress(LostRace):  # parked by an earlier delivery of the same release
         ports.ledger.create(entry)
+    ports.events.apply_control_number(
+        RELEASE, company, order, event.control_number, PARKED_RELEASE, event_id=event.event_id, since=applied
+    )
     return Handled(Handling.PARKED, detail)
 
 
@@ -163,7 +187,9 @@ def order_status_changed(event: BusinessEvent, ports: Ports) -> Handled:
     if not order or not status:
         return Handled(Handling.IGNORED, "the event names no production order or status")
     applied = ports.events.applied(STATUS, company, order)
-    if applied is not None and event.control_number <= applied[0]:
+    if applied is not None and event.control_number <= applied.control_number:
+        if applied.brought_by(event.event_id):
+            return Handled(Handling.DUPLICATE, "this EventId's status was published before")
         return _superseded(event, status, applied)
     message = OrderStatusChanged(
         company=company,
@@ -176,22 +202,24 @@ def order_status_changed(event: BusinessEvent, ports: Ports) -> Handled:
     )
     message_id = mes_message_id("status", company, order, event.control_number)
     ports.publisher.publish(envelope(message, message_id, correlation_id=event.event_id))
-    if not ports.events.apply_control_number(STATUS, company, order, event.control_number, status):
+    if not ports.events.apply_control_number(
+        STATUS, company, order, event.control_number, status, event_id=event.event_id, since=applied
+    ):
         # A newer status was applied while this one was being published: MES has both, and
         # `fo_control_number` tells it which is current.
         newer = ports.events.applied(STATUS, company, order)
         return Handled(
             Handling.PUBLISHED,
-            f"{order} is {status}; a newer status ({newer[1] if newer else '?'}) was published meanwhile",
+            f"{order} is {status}; a newer status ({newer.status if newer else '?'}) was published meanwhile",
         )
     return Handled(Handling.PUBLISHED, f"{order} is {status}")
 
 
-def _superseded(event: BusinessEvent, status: str, applied: tuple[int, str]) -> Handled:
+def _superseded(event: BusinessEvent, status: str, applied: Applied) -> Handled:
     return Handled(
         Handling.SUPERSEDED,
-        f"status {status} (ControlNumber {event.control_number}) is older than {applied[1]} "
-        f"(ControlNumber {applied[0]}), which MES has already",
+        f"status {status} (ControlNumber {event.control_number}) is older than {applied.status} "
+        f"(ControlNumber {applied.control_number}), which MES has already",
     )
 
 
@@ -206,6 +234,11 @@ def message_processed(event: BusinessEvent, ports: Ports) -> Handled:
     candidates = [
         e for e in (ports.ledger.get(company, m) for m in ports.ledger.messages_with_content(company, digest)) if e is not None
     ]
+    # Two MES messages may have the same content: the redelivery of the event that settled the first
+    # must not settle the second, so the EventId is looked for on the rows before any is chosen.
+    settled_by_it = [e.message_id for e in candidates if event.event_id.upper() in settling_events(e)]
+    if settled_by_it:
+        return Handled(Handling.DUPLICATE, f"this EventId settled {settled_by_it[0]} already")
     open_entries = [
         e
         for e in candidates
@@ -266,11 +299,28 @@ def _settle(entry: LedgerEntry, event: BusinessEvent, state: str, ports: Ports, 
             reason="" if new_state is State.PROCESSED else ParkReason.FO_FAILED,
             detail=detail,
             infolog=infolog,
-            extra={**entry.extra, "FoEventId": event.event_id, "FoMessagePage": event.text("MessageProcessorMessagePageUrl")},
+            extra={
+                **entry.extra,
+                "FoEventId": event.event_id,
+                # Every event that settled the row (Failed, then Processed after a re-process), so
+                # that each one's redelivery is recognised; bounded, as a row settles a few times.
+                "FoEventIds": [*settling_events(entry), event.event_id.upper()][-SETTLING_EVENTS:],
+                "FoMessagePage": event.text("MessageProcessorMessagePageUrl"),
+            },
         )
     except LostRace:
         raise Transient("the ledger row changed while settling it; Event Grid will retry") from None
     return Handled(Handling.MATCHED, f"{entry.message_id} {new_state.value}")
+
+
+def settling_events(entry: LedgerEntry) -> list[str]:
+    """The EventIds (upper-cased) of the processed events that settled this ledger row."""
+    ids = entry.extra.get("FoEventIds")
+    kept = [str(i) for i in ids] if isinstance(ids, list) else []
+    first = entry.extra.get("FoEventId")  # a row settled before FoEventIds was kept
+    if first and str(first).upper() not in kept:
+        kept.insert(0, str(first).upper())
+    return kept
 
 
 HANDLERS: dict[str, tuple[str, Handler]] = {
@@ -307,13 +357,7 @@ def receive(consumer: str, event_grid_id: str, data: Any, ports: Ports) -> Handl
             extra={**log_extra, "outcome": "ignored"},
         )
         return Handled(Handling.IGNORED, f"{event.business_event_id} is not {business_event_id}")
-    if ports.events.seen(consumer, event.event_id):
-        ports.log.info(
-            "%s skipped event %s: handled before", consumer, event.event_id, extra={**log_extra, "outcome": "duplicate"}
-        )
-        return Handled(Handling.DUPLICATE, "this EventId was handled before")
     handled = handler(event, ports)
-    ports.events.remember(consumer, event.event_id, event.business_event_id, handled.outcome)
     ports.log.info(
         "%s event %s %s: %s",
         consumer,

@@ -1,15 +1,19 @@
-"""State for F&O business events: which EventIds each consumer handled (at-least-once delivery),
-and, per production order and event kind, the last ControlNumber whose effect reached MES
-(unordered delivery).
+"""State for F&O business events: per production order and event kind, the last ControlNumber whose
+effect reached MES (unordered delivery), and the EventId that brought it (at-least-once delivery).
 
-Both are written only after the effect (the OData read and the MES publish) succeeded: a failure
-leaves them where they were, so Event Grid's retry does the work again, and the deterministic
-MessageId of what it publishes lets the MES topic's duplicate detection drop a second copy.
-One guard per kind: a status change delivered before the release must not make the release stale.
+Written only after the effect (the OData read and the MES publish) succeeded: a failure leaves the
+guard where it was, so Event Grid's retry does the work again, and the deterministic MessageId of
+what it publishes lets the MES topic's duplicate detection drop a second copy. One guard per kind:
+a status change delivered before the release must not make the release stale.
+
+A redelivered EventId needs no row of its own: the guard it moved names it, so its redelivery is
+told apart from an older event (`Applied.event_id`) by the same read that orders them. The
+message-processed events leave theirs on the ledger row they settle (shared/outbound/handlers.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from azure.core import MatchConditions
@@ -21,6 +25,24 @@ from shared.store.tables import cut_text, safe_key, storage_call
 
 #: F&O's status name as the order's event row keeps it, in UTF-16 code units.
 STATUS_UNITS = 1000
+#: A business event's EventId (a GUID) as the guard keeps it; bounded, whatever an event says.
+EVENT_ID_UNITS = 200
+_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What the guard of one order and kind says: the ControlNumber and status last applied, the
+    EventId that applied it (upper-cased: F&O's EventIds are GUIDs), and the row's version, which the
+    next `apply_control_number` checks so that it needs no read of its own."""
+
+    control_number: int
+    status: str
+    event_id: str = ""
+    etag: str = field(default="", compare=False, repr=False)
+
+    def brought_by(self, event_id: str) -> bool:
+        return bool(self.event_id) and self.event_id == _event_key(event_id)
 
 
 class EventStore(Protocol):
@@ -28,64 +50,65 @@ class EventStore(Protocol):
     Storage, tests/fakes.py in memory, and tests/integration/test_event_log_contract.py runs the same
     cases against both."""
 
-    def seen(self, consumer: str, event_id: str) -> bool: ...
+    def applied(self, kind: str, company: str, order: str) -> Applied | None: ...
 
-    def remember(self, consumer: str, event_id: str, business_event_id: str, outcome: str) -> None: ...
+    def apply_control_number(
+        self,
+        kind: str,
+        company: str,
+        order: str,
+        control_number: int,
+        status: str,
+        *,
+        event_id: str = "",
+        since: Applied | None = None,
+    ) -> bool: ...
 
-    def applied(self, kind: str, company: str, order: str) -> tuple[int, str] | None: ...
-
-    def apply_control_number(self, kind: str, company: str, order: str, control_number: int, status: str) -> bool: ...
-
-    def applied_status(self, company: str, order: str) -> tuple[int, str] | None: ...
+    def applied_status(self, company: str, order: str) -> Applied | None: ...
 
 
 class EventLog:
     def __init__(self, table: TableClient) -> None:
         self._table = table
 
-    def seen(self, consumer: str, event_id: str) -> bool:
-        with storage_call("event log read"):
-            try:
-                self._table.get_entity(safe_key(f"handled|{consumer}"), safe_key(event_id.upper()))
-            except ResourceNotFoundError:
-                return False
-        return True
-
-    def remember(self, consumer: str, event_id: str, business_event_id: str, outcome: str) -> None:
-        entity = {
-            "PartitionKey": safe_key(f"handled|{consumer}"),
-            "RowKey": safe_key(event_id.upper()),
-            "BusinessEventId": business_event_id,
-            "Outcome": outcome,
-            "HandledAt": utcnow(),
-        }
-        with storage_call("event log write"):
-            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
-
-    def applied(self, kind: str, company: str, order: str) -> tuple[int, str] | None:
-        """The ControlNumber (and status) last applied for this kind of event of the order."""
+    def applied(self, kind: str, company: str, order: str) -> Applied | None:
+        """The ControlNumber (and status, and EventId) last applied for this kind of event of the order."""
         with storage_call("control number read"):
             try:
                 row = self._table.get_entity(*_guard_key(kind, company, order))
             except ResourceNotFoundError:
                 return None
         value = row["ControlNumber"]
-        return int(value.value if isinstance(value, EntityProperty) else value), str(row.get("Status", ""))
+        return Applied(
+            control_number=int(value.value if isinstance(value, EntityProperty) else value),
+            status=str(row.get("Status", "")),
+            event_id=str(row.get("EventId", "")),
+            etag=str(row.metadata.get("etag", "")),
+        )
 
-    def apply_control_number(self, kind: str, company: str, order: str, control_number: int, status: str) -> bool:
-        """Move the order's applied ControlNumber for `kind` up; False when a newer event was applied already."""
+    def apply_control_number(
+        self,
+        kind: str,
+        company: str,
+        order: str,
+        control_number: int,
+        status: str,
+        *,
+        event_id: str = "",
+        since: Applied | None = None,
+    ) -> bool:
+        """Move the order's applied ControlNumber for `kind` up; False when a newer event was applied already.
+
+        `since` is the guard as the caller read it (None: there was none): the write is conditional
+        on it (created if absent, replaced if its ETag still matches), so the usual case is one
+        operation. Should another event have moved the guard meanwhile, it is read again and compared.
+        """
         partition, row = _guard_key(kind, company, order)
-        for _ in range(20):
-            with storage_call("control number read"):
-                try:
-                    current = self._table.get_entity(partition, row)
-                except ResourceNotFoundError:
-                    current = None
-            applied = current.get("ControlNumber") if current else None
-            applied_value = (
-                int(applied.value if isinstance(applied, EntityProperty) else applied) if applied is not None else None
-            )
-            if applied_value is not None and control_number <= applied_value:
+        current = since
+        for attempt in range(_ATTEMPTS):
+            if attempt:
+                current = self.applied(kind, company, order)
+            if current is not None and control_number <= current.control_number:
                 return False
             entity = {
                 "PartitionKey": partition,
@@ -93,25 +116,23 @@ class EventLog:
                 "ControlNumber": EntityProperty(control_number, EdmType.INT64),
                 # F&O's status name; bounded, since a property holds 64 KiB whatever an event says.
                 "Status": cut_text(status, STATUS_UNITS, "the order's event row"),
+                "EventId": _event_key(event_id),
                 "AppliedAt": utcnow(),
             }
             with storage_call("control number write"):
                 try:
-                    if current is None:
+                    if current is None or not current.etag:
                         self._table.create_entity(entity)
                     else:
                         self._table.update_entity(
-                            entity,
-                            mode=UpdateMode.REPLACE,
-                            etag=current.metadata["etag"],
-                            match_condition=MatchConditions.IfNotModified,
+                            entity, mode=UpdateMode.REPLACE, etag=current.etag, match_condition=MatchConditions.IfNotModified
                         )
                     return True
-                except (ResourceExistsError, ResourceModifiedError):
-                    continue
+                except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+                    continue  # moved (or created, or removed) since it was read
         raise ResourceModifiedError(f"control number of {order} kept changing")
 
-    def applied_status(self, company: str, order: str) -> tuple[int, str] | None:
+    def applied_status(self, company: str, order: str) -> Applied | None:
         return self.applied(STATUS, company, order)
 
 
@@ -119,6 +140,11 @@ class EventLog:
 RELEASE, STATUS = "release", "order"
 
 
+def _event_key(event_id: str) -> str:
+    return cut_text(event_id.upper(), EVENT_ID_UNITS, "the order's event row")
+
+
 def _guard_key(kind: str, company: str, order: str) -> tuple[str, str]:
-    # The status guard keeps its historic partition ("order|"), so a deployed table keeps its state.
-    return safe_key(f"{kind}|{company.upper()}"), safe_key(order)
+    """One partition per order: no partition carries a whole company's business events (Table
+    Storage serves about 2,000 entities/s per partition), and an order's two guards sit together."""
+    return safe_key(f"{company.upper()}|{order}"), kind

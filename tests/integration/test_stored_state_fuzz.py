@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from shared.inbound.order_gate import OrderGate
 from shared.outbound.mes_publisher import envelope
 from shared.outbound.messages import MessageOutcome
-from shared.store.event_log import STATUS, STATUS_UNITS, EventLog
+from shared.store.event_log import RELEASE, STATUS, STATUS_UNITS, EventLog
 from shared.store.ledger import Ledger, LedgerEntry, State
 from shared.store.lineage import BatchRef, Edge, Lineage
 from shared.store.progress import TableProgressStore
@@ -150,16 +150,19 @@ def test_an_order_number_and_a_status_of_any_text_keep_their_progress(stores, or
     assert gate.advance(company, order, "production_started", 1).watermark == 1
     assert gate.read(company, order).watermark == 1 and gate.read(company, order).started
     assert events.apply_control_number(STATUS, company, order, 5, status)
-    assert events.applied(STATUS, company, order) == (5, cut_text(status, STATUS_UNITS, "the order's event row"))
-    assert not events.apply_control_number(STATUS, company, order, 4, status)
+    applied = events.applied(STATUS, company, order)
+    assert (applied.control_number, applied.status) == (5, cut_text(status, STATUS_UNITS, "the order's event row"))
+    assert not events.apply_control_number(STATUS, company, order, 4, status, since=applied)
 
 
 @FUZZ
-@given(event_id=st.text(st.one_of(characters, awkward), min_size=1, max_size=2000), outcome=short_text)
-def test_an_event_id_of_any_text_is_remembered(stores, event_id, outcome):
+@given(event_id=st.text(st.one_of(characters, awkward), min_size=1, max_size=2000))
+def test_an_event_id_of_any_text_is_recognised_on_the_guard_it_moved(stores, event_id):
     events = stores[2]
-    events.remember("fuzz", event_id, "BusinessEvent", outcome)
-    assert events.seen("fuzz", event_id)
+    order = "P" + uuid.uuid4().hex[:8]
+    assert events.apply_control_number(RELEASE, "USMF", order, 5, "Released", event_id=event_id)
+    applied = events.applied(RELEASE, "USMF", order)
+    assert applied.brought_by(event_id) and not applied.brought_by(event_id + "x")
 
 
 @settings(max_examples=60, deadline=None)

@@ -7,6 +7,7 @@ test_outbound_handlers.py."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +25,7 @@ from shared.outbound.envelope import MESSAGE_PROCESSED, ORDER_RELEASED, parse
 from shared.outbound.handlers import MATCH_GRACE, Handling, message_processed, order_released
 from shared.reasons import ParkReason
 from shared.store.event_log import RELEASE
-from shared.store.ledger import State
+from shared.store.ledger import State, content_index_row
 from shared.store.lineage import BatchRef
 from shared.topology import INBOUND_QUEUES
 from tests.fakes import FakeBridge, fake_bridge
@@ -92,7 +93,8 @@ def test_a_released_order_is_read_over_odata_and_published_as_one_work_order():
     assert (work_order["quantity"], work_order["unit"], work_order["item_number"]) == (40.0, "pcs", "FG-0006")
     assert [line["line_number"] for line in work_order["bom"]] == [1, 2]
     assert [op["operation_number"] for op in work_order["route"]] == [10, 20]
-    assert bridge.events.applied(RELEASE, "USMF", ORDER) == (7, "Released")
+    applied = bridge.events.applied(RELEASE, "USMF", ORDER)
+    assert applied is not None and (applied.control_number, applied.status) == (7, "Released") and applied.brought_by("e-7")
 
 
 def test_an_order_not_readable_yet_is_retried_by_event_grid_and_publishes_nothing():
@@ -114,14 +116,26 @@ def test_an_order_that_makes_no_valid_work_order_is_parked_once_not_published():
     bridge = fake_bridge(fo_rows=released_order(quantity=0))
     handled = order_released(release(), bridge.ports)
     assert handled.outcome is Handling.PARKED and "quantity" in handled.detail
-    assert order_released(release(), bridge.ports).outcome is Handling.PARKED  # a redelivery: the same row
+    reads = bridge.fo.stats.requests
+    again = order_released(release(), bridge.ports)  # a redelivery: the guard knows it, F&O is not read again
+    assert again.outcome is Handling.DUPLICATE and "parked" in again.detail and bridge.fo.stats.requests == reads
+    assert order_released(release(6), bridge.ports).outcome is Handling.STALE  # an older release
     [parked] = list(bridge.ledger.query(state=State.PARKED))
     assert (parked.message_id, parked.reason, parked.flow) == (
         f"work-order|USMF|{ORDER}|7",
         ParkReason.INVALID_WORK_ORDER,
         "order_released",
     )
-    assert bridge.publisher.sent == [] and bridge.events.applied(RELEASE, "USMF", ORDER) is None
+    applied = bridge.events.applied(RELEASE, "USMF", ORDER)
+    assert bridge.publisher.sent == [] and applied is not None and (applied.control_number, applied.status) == (7, "Parked")
+
+
+def test_a_newer_release_of_a_parked_order_is_read_again_and_published():
+    bridge = fake_bridge(fo_rows=released_order(quantity=0))
+    assert order_released(release(7), bridge.ports).outcome is Handling.PARKED
+    bridge.fo.rows[HEADERS][0]["ScheduledQuantity"] = 40.0  # the planner fixed the order, F&O released it again
+    assert order_released(release(9), bridge.ports).outcome is Handling.PUBLISHED
+    assert [m.message_id for m in bridge.publisher.sent] == [f"work-order|USMF|{ORDER}|9"]
 
 
 # --- message processed -> the MES message settled, MES told -----------------------------------
@@ -231,7 +245,21 @@ def test_a_content_whose_messages_are_all_settled_is_a_duplicate(bridge):
     content = sent_content(bridge, "ProdProductionOrderStart")
     message_processed(processed(content), bridge.ports)
     assert message_processed(processed(content, event_id="p-2"), bridge.ports).outcome is Handling.DUPLICATE
+    assert message_processed(processed(content), bridge.ports).outcome is Handling.DUPLICATE  # p-1 redelivered
     assert len(bridge.publisher.sent) == 1
+
+
+def test_the_redelivery_of_the_event_that_settled_one_message_does_not_settle_another_with_its_content(bridge):
+    deliver(bridge, "production_started", "start-1", sequence=1)
+    content = sent_content(bridge, "ProdProductionOrderStart")
+    twin = bridge.ledger.get("USMF", "start-1")
+    assert twin is not None
+    bridge.ledger.create(replace(twin, message_id="start-2", etag="", history=()))
+    bridge.ledger.write(content_index_row("USMF", twin.extra["ContentHash"], "start-2", "ProdProductionOrderStart"))
+    assert message_processed(processed(content), bridge.ports).detail == "start-1 Processed"
+    again = message_processed(processed(content), bridge.ports)
+    assert again.outcome is Handling.DUPLICATE and bridge.ledger.get("USMF", "start-2").state is State.FORWARDED
+    assert message_processed(processed(content, event_id="p-2"), bridge.ports).detail == "start-2 Processed"
 
 
 def test_a_failed_publish_leaves_the_row_open_for_event_grid_s_retry(bridge):

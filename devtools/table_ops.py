@@ -1,0 +1,120 @@
+"""Where a `make demo` run's Table operations go, for the F&O -> MES side: each operation is
+attributed to the business event being handled (its consumer and what became of it) and to what
+it was (the label of its `storage_call`); operations made outside a business event are counted as
+the MES -> F&O side.
+
+    PYTHONPATH=$PWD .venv/bin/python -m devtools.table_ops [the demo's flags]
+
+The figures are counts, not timings: the same seed gives nearly the same table on any machine
+(Event Grid retries and the order of deliveries still vary a little from run to run).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from devtools import demo
+from shared.outbound import handlers
+from shared.store import tables
+
+
+@dataclass
+class Attribution:
+    """Operations per (consumer, outcome): how many deliveries, how many operations, and by label."""
+
+    deliveries: Counter[tuple[str, str]] = field(default_factory=Counter)
+    operations: Counter[tuple[str, str]] = field(default_factory=Counter)
+    labels: defaultdict[tuple[str, str], Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    outside: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _current: threading.local = field(default_factory=threading.local)
+
+    def count(self, what: str) -> None:
+        labels: Counter[str] | None = getattr(self._current, "labels", None)
+        if labels is not None:
+            labels[what] += 1  # this thread's own event: no lock needed until it is merged
+        else:
+            with self._lock:
+                self.outside[what] += 1
+
+    @contextmanager
+    def event(self, consumer: str) -> Iterator[dict[str, str]]:
+        self._current.labels = labels = Counter[str]()
+        result = {"outcome": "raised (Event Grid retries)"}
+        try:
+            yield result
+        finally:
+            self._current.labels = None
+            key = (consumer, result["outcome"])
+            with self._lock:
+                self.deliveries[key] += 1
+                self.operations[key] += sum(labels.values())
+                self.labels[key].update(labels)
+
+    def report(self) -> str:
+        lines = ["Table operations of the F&O -> MES side, per Event Grid delivery:"]
+        lines.append(f"  {'consumer':<22} {'outcome':<28} {'deliveries':>10} {'ops':>6} {'ops each':>9}  by label")
+        for consumer in sorted({c for c, _ in self.deliveries}):
+            for key in sorted((k for k in self.deliveries if k[0] == consumer), key=lambda k: -self.deliveries[k]):
+                n, ops = self.deliveries[key], self.operations[key]
+                labels = ", ".join(f"{label} {count}" for label, count in self.labels[key].most_common())
+                lines.append(f"  {consumer:<22} {key[1]:<28} {n:>10} {ops:>6} {ops / n:>9.2f}  {labels}")
+            n = sum(v for k, v in self.deliveries.items() if k[0] == consumer)
+            ops = sum(v for k, v in self.operations.items() if k[0] == consumer)
+            lines.append(f"  {consumer:<22} {'(every delivery)':<28} {n:>10} {ops:>6} {ops / max(n, 1):>9.2f}")
+        total = sum(self.operations.values())
+        lines.append(f"  F&O -> MES in all: {total} operations for {sum(self.deliveries.values())} deliveries")
+        lines.append(f"  outside business events (MES -> F&O, set-up): {sum(self.outside.values())} operations")
+        return "\n".join(lines)
+
+
+def attribute(attribution: Attribution) -> Callable[[], None]:
+    """Count every Table operation into `attribution` from now on; the returned function undoes it."""
+    counter = tables.TABLE_OPS
+    original_add, original_receive = counter.add, handlers.receive
+
+    def add(n: int = 1) -> None:
+        original_add(n)
+        # Called from `storage_call`'s generator, whose `what` says what the operation was.
+        caller = sys._getframe(1)
+        attribution.count(str(caller.f_locals.get("what", caller.f_code.co_name)))
+
+    def receive(consumer: str, event_grid_id: str, data: Any, ports: Any) -> handlers.Handled:
+        with attribution.event(consumer) as result:
+            handled = original_receive(consumer, event_grid_id, data, ports)
+            result["outcome"] = str(handled.outcome)
+            return handled
+
+    counter.add = add  # type: ignore[method-assign]
+    handlers.receive = receive
+
+    def undo() -> None:
+        counter.add = original_add  # type: ignore[method-assign]
+        handlers.receive = original_receive
+
+    return undo
+
+
+def main(argv: list[str] | None = None) -> None:
+    attribution = Attribution()
+    undo = attribute(attribution)
+    summary = io.StringIO()
+    try:
+        verdict = demo.run(demo.build_parser().parse_args(argv), out=summary)
+    finally:
+        undo()
+    print(summary.getvalue().rstrip())
+    print()
+    print(attribution.report())
+    sys.exit(verdict)
+
+
+if __name__ == "__main__":
+    main()
