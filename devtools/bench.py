@@ -14,7 +14,9 @@ import argparse
 import http.server
 import json
 import logging
+import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -129,10 +131,18 @@ class _Ingestion(http.server.BaseHTTPRequestHandler):
 
 def production_telemetry(sampling_ratio: float = 0.1) -> None:
     """Configure what the Functions worker configures in production (telemetryMode OpenTelemetry,
-    the Azure Monitor distro, spans sampled as infra/main.bicep's traceSamplingRatio), exporting
-    to a local stub: from now on every case pays for its telemetry as a deployed instance does."""
+    the Azure Monitor distro, spans sampled as infra/main.bicep's traceSamplingRatio, the
+    instrumentations infra/resources.bicep disables), exporting to a local stub: from now on every
+    case pays for its telemetry as a deployed instance does."""
     from azure.monitor.opentelemetry import configure_azure_monitor
 
+    # The app settings that shape what the distro instruments, as infra/ deploys them.
+    bicep = (ROOT / "infra" / "resources.bicep").read_text()
+    for name in ("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",):
+        found = re.search(rf"^\s*{name}: '([^']*)'", bicep, re.MULTILINE)
+        if found is None:
+            raise RuntimeError(f"{name} is not in infra/resources.bicep's app settings")
+        os.environ[name] = found.group(1)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ingestion)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{server.server_address[1]}/"

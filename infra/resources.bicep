@@ -285,6 +285,10 @@ var appSettings = {
   // distro samples its spans by these standard variables (README "Telemetry cost").
   OTEL_TRACES_SAMPLER: 'microsoft.fixed_percentage'
   OTEL_TRACES_SAMPLER_ARG: traceSamplingRatio
+  // azure-core's own spans (two per Table call, three for a single-entity one) duplicate the
+  // dependency span the requests instrumentation already makes for the same HTTP call: a third of
+  // an event's telemetry CPU and of its dependency items (BENCHMARKS.md). devtools/bench.py reads it here.
+  OTEL_PYTHON_DISABLED_INSTRUMENTATIONS: 'azure_sdk'
   FO_BASE_URL: foBaseUrl
   FO_AUTH_MODE: 'client_secret'
   FO_TENANT_ID: foTenantId

@@ -32,6 +32,7 @@ from azure.core.utils._pipeline_transport_rest_shared import BytesIOSocket
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient
 
 from shared.errors import EntityTooLarge, Transient
+from shared.fo.http import install_header_parser
 from shared.settings import Settings
 
 # The tables the bridge keeps, each named TABLES_PREFIX + this. The order progress and the content
@@ -57,6 +58,8 @@ MAX_PROPERTIES = 252  # 255 with PartitionKey, RowKey and Timestamp
 
 def utf16_units(text: str) -> int:
     """The length Table Storage counts: UTF-16 code units (an emoji is two, a lone surrogate one)."""
+    if text.isascii():  # nearly every key and value: one unit a character, without encoding a copy
+        return len(text)
     return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
@@ -487,6 +490,7 @@ def _transport(pool_size: int) -> Any:
     # Without a proxy configured, skip requests' per-call scan of the environment and ~/.netrc (as
     # shared/fo/http.py does); azure-core applies its use_env_settings only to sessions it creates.
     session.trust_env = bool(getproxies())
+    install_header_parser()  # each transaction's answer and its parts: see shared/fo/http.py
     return TableTransport(session=session, session_owner=False)
 
 

@@ -356,6 +356,8 @@ def test_sampling_is_configured_where_open_telemetry_mode_applies_it(tree, main)
     assert settings["OTEL_TRACES_SAMPLER"] == "microsoft.fixed_percentage"  # azure-monitor-opentelemetry's sampler
     assert settings["OTEL_TRACES_SAMPLER_ARG"] == "traceSamplingRatio"
     assert 0 < float(main["parameters"]["traceSamplingRatio"]["default"]) <= 1
+    # One dependency span per HTTP call (the requests instrumentation's), not azure-core's copies of it.
+    assert settings["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] == "azure_sdk"
     # The bridge's outcome lines are exported by the worker itself (not filtered by host.json), so the
     # host's own per-invocation lines can stay off without losing any of them.
     assert settings["PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"] == "true"
