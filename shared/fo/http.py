@@ -12,10 +12,98 @@ from urllib.request import getproxies
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.models import PreparedRequest
+from requests.structures import CaseInsensitiveDict
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 
-class PinnedTrustSession(requests.Session):
+class DirectSession(requests.Session):
+    """requests' Session, its `request` preparing the request without `Session.prepare_request`'s
+    merging of session settings the bridge never sets (cookies, auth, params, proxies, hooks).
+
+    That merging (dictionaries rebuilt through `to_key_val_list`, each checked against typing
+    protocols, a cookie jar built and merged twice) was about a tenth of an event's CPU, over the
+    six HTTP calls of an event. The request is the same: the session's headers under the call's,
+    then requests' own `PreparedRequest.prepare`; anything the shortcut does not cover (a proxy,
+    the environment, a cookie, auth, hooks) takes requests' own path. tests/unit/test_http_headers.py
+    compares the two."""
+
+    def request(
+        self,
+        method: str | bytes,
+        url: str | bytes,
+        params: Any = None,
+        data: Any = None,
+        headers: Any = None,
+        cookies: Any = None,
+        files: Any = None,
+        auth: Any = None,
+        timeout: Any = None,
+        allow_redirects: bool = True,
+        proxies: Any = None,
+        hooks: Any = None,
+        stream: bool | None = None,
+        verify: Any = None,
+        cert: Any = None,
+        json: Any = None,
+    ) -> requests.Response:
+        if (
+            self.trust_env
+            or self.auth
+            or self.params
+            or self.proxies
+            or len(self.cookies)
+            or any(self.hooks.values())
+            or cookies
+            or auth
+            or hooks
+            or proxies
+        ):
+            return super().request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=headers,
+                cookies=cookies,
+                files=files,
+                auth=auth,
+                timeout=timeout,
+                allow_redirects=allow_redirects,
+                proxies=proxies,
+                hooks=hooks,
+                stream=stream,
+                verify=verify,
+                cert=cert,
+                json=json,
+            )
+        merged = CaseInsensitiveDict(self.headers)
+        if headers:
+            merged.update(headers)
+        for name in [name for name, value in merged.items() if value is None]:
+            del merged[name]
+        prepared = PreparedRequest()
+        prepared.prepare(
+            method=(method.decode() if isinstance(method, bytes) else method).upper(),
+            url=url.decode("utf-8") if isinstance(url, bytes) else url,
+            headers=merged,
+            files=files,
+            data=data or {},
+            json=json,
+            params=params or {},
+        )
+        return self.send(
+            prepared,
+            timeout=timeout,
+            allow_redirects=allow_redirects,
+            proxies={},
+            stream=self.stream if stream is None else stream,
+            verify=self.verify if verify is None else verify,
+            cert=self.cert if cert is None else cert,
+        )
+
+
+class PinnedTrustSession(DirectSession):
     """A pooled session whose certificate trust cannot be changed by the environment.
 
     `requests` lets REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) replace `verify=True`, on the session and

@@ -32,7 +32,7 @@ from azure.core.utils._pipeline_transport_rest_shared import BytesIOSocket
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient
 
 from shared.errors import EntityTooLarge, Transient
-from shared.fo.http import install_header_parser
+from shared.fo.http import DirectSession, install_header_parser
 from shared.settings import Settings
 
 # The tables the bridge keeps, each named TABLES_PREFIX + this. The order progress and the content
@@ -483,7 +483,7 @@ def _transport(pool_size: int) -> Any:
     """A pooled transport as wide as the function's concurrency (azure-core's default keeps 10)."""
     import requests
 
-    session = requests.Session()
+    session = DirectSession()
     adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
     session.mount("https://", adapter)
     session.mount("http://", adapter)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import email.parser
 import http.client
 import io
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+import requests
 
 from shared.fo import http as bridge_http
 
@@ -87,3 +90,67 @@ class _Socket:
 
     def makefile(self, *_: object, **__: object) -> io.BufferedReader:
         return io.BufferedReader(io.BytesIO(self._data))
+
+
+# --- DirectSession: the same request as requests' own Session.request -----------------------------
+
+CALLS: list[dict[str, Any]] = [
+    {"method": "post", "url": "https://fo.example/api/x", "json": {"a": 1, "é": "ü"}, "headers": {"Authorization": "Bearer t"}},
+    {
+        "method": "POST",
+        "url": "https://login.example/t/oauth2/v2.0/token",
+        "data": {"grant_type": "client_credentials", "scope": "s x"},
+    },
+    {"method": "GET", "url": "https://fo.example/data/E?$filter=Name eq 'a b'&$top=1", "params": {"cross-company": "true"}},
+    {"method": "PATCH", "url": b"https://t.example/Ledger(PartitionKey='USMF',RowKey='m%2F1')", "data": b'{"State":"x"}'},
+    {
+        "method": "POST",
+        "url": "https://t.example/$batch",
+        "data": b"--b\r\n\r\n--b--\r\n",
+        "headers": {"Accept-Encoding": None, "X": "1"},
+    },
+    {
+        "method": "GET",
+        "url": "http://127.0.0.1:10002/devstoreaccount1/T()",
+        "headers": {"User-Agent": "azsdk"},
+        "timeout": (5, 10),
+    },
+    {"method": "PUT", "url": "https://t.example/x", "files": {"f": ("name.txt", b"content")}},
+]
+
+
+def _sent(session: requests.Session, call: dict[str, Any], through: Callable[..., Any]) -> tuple[Any, ...]:
+    captured: dict[str, Any] = {}
+
+    def send(request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        captured.update(kwargs, request=request)
+        return requests.Response()
+
+    session.send = send  # type: ignore[method-assign]
+    through(session, **call)
+    request = captured.pop("request")
+    body, headers = request.body, dict(request.headers)
+    if call.get("files"):  # a multipart form's boundary is random: compare without it
+        boundary = headers.pop("Content-Type").split("boundary=")[1]
+        body = body.replace(boundary.encode(), b"")
+    return request.method, request.url, headers, body, {k: v for k, v in captured.items() if v != {}}
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_a_direct_session_sends_what_requests_would(call: dict[str, Any]) -> None:
+    direct = bridge_http.DirectSession()
+    direct.trust_env = False
+    plain = requests.Session()
+    plain.trust_env = False
+    assert _sent(direct, call, bridge_http.DirectSession.request) == _sent(plain, call, requests.Session.request)
+
+
+def test_a_direct_session_with_a_cookie_or_the_environment_takes_requests_own_path() -> None:
+    session = bridge_http.DirectSession()
+    session.cookies.set("c", "1")
+    session.trust_env = False
+    assert _sent(session, CALLS[0], bridge_http.DirectSession.request)[2]["Cookie"] == "c=1"
+    session = bridge_http.DirectSession()
+    session.trust_env = True
+    session.auth = ("u", "p")
+    assert _sent(session, CALLS[0], bridge_http.DirectSession.request)[2]["Authorization"].startswith("Basic ")
