@@ -2,6 +2,7 @@
 
 The pipeline decides what to do with a failure from its class alone:
 retry (Transient, Throttled), park with a reason (BusinessRejection, InvalidMessage, NotFound),
+retry or park by the flow (InDoubt: a repeat is harmless for some F&O calls, never for SendMessage),
 or stop and tell an administrator (AuthError, ConfigError).
 """
 
@@ -38,6 +39,13 @@ class Throttled(Transient):
     def __init__(self, message: str, *, retry_after: float, status: int | None = 429) -> None:
         super().__init__(message, status=status)
         self.retry_after = retry_after
+
+
+class InDoubt(Transient):
+    """The request was sent, but no answer came back: F&O may or may not have acted on it. Retried
+    only where a repeat is harmless; otherwise parked `in_doubt` (shared/inbound/pipeline.py)."""
+
+    reason: Reason = ParkReason.IN_DOUBT
 
 
 class BusinessRejection(BridgeError):

@@ -31,6 +31,7 @@ from shared.errors import (
     AuthError,
     BridgeError,
     BusinessRejection,
+    InDoubt,
     NotFound,
     Throttled,
     Transient,
@@ -38,7 +39,6 @@ from shared.errors import (
 from shared.fo import odata
 from shared.fo.auth import TokenProvider
 from shared.ops.telemetry import THROTTLED
-from shared.reasons import ParkReason, Reason
 from shared.settings import Settings
 
 SEND_MESSAGE_PATH = "/api/services/SysMessageServices/SysMessageService/SendMessage"
@@ -52,12 +52,6 @@ _ENTRA_HINT = (
 def message_content(content: Mapping[str, Any]) -> str:
     """The `_messageContent` string exactly as sent: F&O echoes it in its processed-message event."""
     return json.dumps(content, separators=(",", ":"), ensure_ascii=False)
-
-
-class InDoubt(Transient):
-    """The request was sent, but no answer came back: F&O may or may not have acted on it."""
-
-    reason: Reason = ParkReason.IN_DOUBT
 
 
 def parse_retry_after(value: str | None, fallback: float, now: datetime | None = None) -> float:

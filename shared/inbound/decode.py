@@ -110,22 +110,23 @@ def misrouted_id(message_id: str, queue_flow: str) -> str:
 
 
 def decode(delivery: Delivery, flow: Flow, settings: Settings) -> tuple[Identity, MesEvent]:
-    """Parse and validate; raises `InvalidMessage` (before the body is read) or `_ParkedAs` (with what it says of itself)."""
+    """Parse and validate: the event with its identity, or `Refused` with the reason and the identity
+    (named by its bytes when the body cannot be read)."""
     if len(delivery.body) > settings.max_message_bytes:
-        raise InvalidMessage(
-            ParkReason.TOO_LARGE, f"{len(delivery.body)} bytes; the limit is {settings.max_message_bytes}"
-        ) from None
+        unread = _identity(None, delivery, settings)
+        raise Refused(unread, ParkReason.TOO_LARGE, f"{len(delivery.body)} bytes; the limit is {settings.max_message_bytes}")
     if not delivery.body.strip():
-        raise InvalidMessage(ParkReason.EMPTY, "the message body is empty")
+        raise Refused(_identity(None, delivery, settings), ParkReason.EMPTY, "the message body is empty")
     try:
         raw = json.loads(delivery.body, parse_constant=_refuse)
     except (ValueError, RecursionError) as exc:
-        raise InvalidMessage(ParkReason.INVALID_JSON, f"not JSON: {str(exc)[:300]}") from None
+        unread = _identity(None, delivery, settings)
+        raise Refused(unread, ParkReason.INVALID_JSON, f"not JSON: {str(exc)[:300]}") from None
     identity = _identity(raw, delivery, settings)
     if _depth(raw, _MAX_DEPTH) > _MAX_DEPTH:
-        raise _ParkedAs(identity, ParkReason.TOO_DEEP, f"nested deeper than {_MAX_DEPTH} levels")
+        raise Refused(identity, ParkReason.TOO_DEEP, f"nested deeper than {_MAX_DEPTH} levels")
     if not isinstance(raw, dict):
-        raise _ParkedAs(identity, ParkReason.INVALID_MESSAGE, "the body must be a JSON object")
+        raise Refused(identity, ParkReason.INVALID_MESSAGE, "the body must be a JSON object")
     kind = raw.get("type")
     if kind != flow.name:
         if isinstance(kind, str) and kind in MES_EVENTS:
@@ -133,29 +134,25 @@ def decode(delivery: Delivery, flow: Flow, settings: Settings) -> tuple[Identity
             # place in the order) whichever copy comes first; a resubmission sends this one there.
             misrouted = replace(identity, message_id=misrouted_id(identity.message_id, flow.name))
             detail = f"a {kind} event arrived on the {flow.name} queue ({flow.queue}); resubmitting sends it to its own queue"
-            raise _ParkedAs(misrouted, ParkReason.WRONG_QUEUE, detail)
-        raise _ParkedAs(identity, ParkReason.UNKNOWN_TYPE, f"unknown event type {str(kind)[:60]!r}; expected {flow.name!r}")
+            raise Refused(misrouted, ParkReason.WRONG_QUEUE, detail)
+        raise Refused(identity, ParkReason.UNKNOWN_TYPE, f"unknown event type {str(kind)[:60]!r}; expected {flow.name!r}")
     sequence = raw.get("sequence")
     if _out_of_range(sequence):
         # Checked apart from the model: the gate and the ledger's Int64 column rely on the range.
-        raise _ParkedAs(
-            identity, ParkReason.SEQUENCE_OUT_OF_RANGE, f"sequence {str(sequence)[:40]} is outside 1 to {MAX_SEQUENCE}"
-        )
+        raise Refused(identity, ParkReason.SEQUENCE_OUT_OF_RANGE, f"sequence {str(sequence)[:40]} is outside 1 to {MAX_SEQUENCE}")
     version = raw.get("schema_version", "1.0")
     if version != "1.0":
-        raise _ParkedAs(
-            identity, ParkReason.UNSUPPORTED_VERSION, f"schema_version {str(version)[:20]!r} is not supported (1.0 is)"
-        )
+        raise Refused(identity, ParkReason.UNSUPPORTED_VERSION, f"schema_version {str(version)[:20]!r} is not supported (1.0 is)")
     try:
         event = flow.event.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
-        raise _ParkedAs(identity, ParkReason.INVALID_MESSAGE, problems) from None
+        raise Refused(identity, ParkReason.INVALID_MESSAGE, problems) from None
     ahead = _ahead_of_the_clock(event, settings)
     if ahead:
-        raise _ParkedAs(identity, ParkReason.CLOCK_SKEW, ahead)
+        raise Refused(identity, ParkReason.CLOCK_SKEW, ahead)
     if event.company.upper() not in settings.companies:
-        raise _ParkedAs(
+        raise Refused(
             identity,
             ParkReason.UNKNOWN_COMPANY,
             f"company {event.company} is not one of FO_COMPANIES ({', '.join(sorted(settings.companies))})",
@@ -180,7 +177,7 @@ def _ahead_of_the_clock(event: MesEvent, settings: Settings) -> str:
     return ""
 
 
-class _ParkedAs(InvalidMessage):
+class Refused(InvalidMessage):
     """Invalid, with what the message says of itself (so its parked row is keyed by its own id)."""
 
     def __init__(self, identity: Identity, reason: ParkReason, detail: str) -> None:

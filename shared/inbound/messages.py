@@ -28,16 +28,16 @@ def _printable(value: str) -> str:
 MessageId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"), AfterValidator(_printable)
 ]
-_ID = r"^[A-Za-z0-9][A-Za-z0-9 _.\-/]*$"
-OrderNumber = Annotated[str, StringConstraints(min_length=1, max_length=20, pattern=_ID)]
-ItemNumber = Annotated[str, StringConstraints(min_length=1, max_length=20, pattern=_ID)]
-BatchNumber = Annotated[str, StringConstraints(min_length=1, max_length=20, pattern=_ID)]
-SerialNumber = Annotated[str, StringConstraints(min_length=1, max_length=20, pattern=_ID)]
-WarehouseId = Annotated[str, StringConstraints(min_length=1, max_length=10, pattern=_ID)]
-LocationId = Annotated[str, StringConstraints(min_length=1, max_length=10, pattern=_ID)]
-SiteId = Annotated[str, StringConstraints(min_length=1, max_length=10, pattern=_ID)]
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.\-/]*$"
+OrderNumber = Annotated[str, StringConstraints(min_length=1, max_length=20, pattern=ID_PATTERN)]
+ItemNumber = Annotated[str, StringConstraints(min_length=1, max_length=20, pattern=ID_PATTERN)]
+BatchNumber = Annotated[str, StringConstraints(min_length=1, max_length=20, pattern=ID_PATTERN)]
+SerialNumber = Annotated[str, StringConstraints(min_length=1, max_length=20, pattern=ID_PATTERN)]
+WarehouseId = Annotated[str, StringConstraints(min_length=1, max_length=10, pattern=ID_PATTERN)]
+LocationId = Annotated[str, StringConstraints(min_length=1, max_length=10, pattern=ID_PATTERN)]
+SiteId = Annotated[str, StringConstraints(min_length=1, max_length=10, pattern=ID_PATTERN)]
 CompanyId = Annotated[str, StringConstraints(min_length=1, max_length=4, pattern=r"^[A-Za-z0-9]+$")]
-Code = Annotated[str, StringConstraints(min_length=1, max_length=30, pattern=_ID)]
+Code = Annotated[str, StringConstraints(min_length=1, max_length=30, pattern=ID_PATTERN)]
 Text = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")]
 Quantity = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
 Hours = Annotated[float, Field(ge=0, le=10_000, allow_inf_nan=False)]
@@ -85,7 +85,7 @@ class ConsumedLine(ClosedModel):
     item_number: ItemNumber
     batch_number: BatchNumber | None = Field(None, description="the raw material batch consumed (traceability)")
     quantity: Quantity
-    unit: Annotated[str, StringConstraints(max_length=10, pattern=_ID)] | None = None
+    unit: Annotated[str, StringConstraints(max_length=10, pattern=ID_PATTERN)] | None = None
     operation_number: OperationNumber | None = None
     bom_line_number: Annotated[float, Field(ge=0, le=99_999)] | None = None
     scrap_quantity: Quantity | None = None
@@ -139,7 +139,7 @@ class ProductionEndedBody(ClosedModel):
 class QualityTest(ClosedModel):
     test_id: Code
     value: Annotated[float, Field(allow_inf_nan=False, ge=-1e12, le=1e12)] | None = None
-    unit: Annotated[str, StringConstraints(max_length=10, pattern=_ID)] | None = None
+    unit: Annotated[str, StringConstraints(max_length=10, pattern=ID_PATTERN)] | None = None
     outcome: Literal["pass", "fail"] | None = None
 
 

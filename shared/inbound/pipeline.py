@@ -23,11 +23,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.errors import AuthError, BusinessRejection, ConfigError, InvalidMessage, NotFound, Transient
-from shared.fo.client import InDoubt
+from shared.errors import AuthError, BusinessRejection, ConfigError, InDoubt, NotFound, Transient
 from shared.inbound import settlement
 from shared.inbound.attempt import Arrival, Attempt, Flow, Outcome, Result
-from shared.inbound.decode import _identity, _ParkedAs, decode, fingerprint
+from shared.inbound.decode import Refused, decode, fingerprint
 from shared.inbound.dispatch import execute, message_type
 from shared.inbound.order_gate import Conflict, Decision, Duplicate, Gap, Progress, Wait
 from shared.inbound.servicebus import IN_DOUBT_CHECK, Delivery
@@ -46,12 +45,12 @@ def process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
         result,
         duration_ms=(time.monotonic() - started) * 1000,
         delivery_count=delivery.delivery_count,
-        queue_age_s=_queue_age_s(delivery, ports.clock()),
+        queue_age_s=queue_age_s(delivery, ports.clock()),
     )
     return result
 
 
-def _queue_age_s(delivery: Delivery, now: datetime) -> float | None:
+def queue_age_s(delivery: Delivery, now: datetime) -> float | None:
     """How long the message sat in its queue; the trigger's enqueued time may come without a zone (UTC)."""
     if delivery.enqueued_at is None:
         return None
@@ -62,11 +61,8 @@ def _queue_age_s(delivery: Delivery, now: datetime) -> float | None:
 def _process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
     try:
         identity, event = decode(delivery, flow, ports.settings)
-    except _ParkedAs as parked:
-        return settlement.park_refused(Arrival(delivery, flow, ports, parked.identity), parked.reason, parked.message)
-    except InvalidMessage as parked:
-        refused = Arrival(delivery, flow, ports, _identity(None, delivery, ports.settings))
-        return settlement.park_refused(refused, parked.reason, parked.message)
+    except Refused as refused:
+        return settlement.park_refused(Arrival(delivery, flow, ports, refused.identity), refused.reason, refused.message)
     attempt = Attempt(delivery, flow, ports, identity, event)
 
     if IN_DOUBT_CHECK in delivery.properties:

@@ -5,9 +5,9 @@ import pytest
 
 from devtools.fo_emulator.entra import AppRegistration
 from devtools.fo_emulator.tls import make_client_certificate
-from shared.errors import AuthError, BusinessRejection, NotFound, Throttled, Transient
+from shared.errors import AuthError, BusinessRejection, InDoubt, NotFound, Throttled, Transient
 from shared.fo import odata
-from shared.fo.client import BatchOperation, InDoubt
+from shared.fo.client import BatchOperation
 from shared.settings import load_settings
 from tests.conftest import bridge_env, make_client
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from shared.errors import AuthError, BusinessRejection, NotFound, Transient
+from shared.errors import AuthError, BusinessRejection, InDoubt, NotFound, Transient
 from shared.fo import odata
-from shared.fo.client import BatchOperation, FoApi, InDoubt
+from shared.fo.client import BatchOperation, FoApi
 from shared.fo.production_order import HEADERS
 from shared.inbound import in_doubt
 from shared.settings import load_settings

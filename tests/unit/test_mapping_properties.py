@@ -15,9 +15,9 @@ from devtools import mes
 from devtools.fo_emulator.contracts import check_entity, schemas, validate_content
 from shared.inbound import mapping
 from shared.inbound.dispatch import content_hash
-from shared.inbound.messages import _ID, MES_EVENTS
+from shared.inbound.messages import ID_PATTERN, MES_EVENTS
 
-ids = st.from_regex(_ID, fullmatch=True).map(str.strip).filter(lambda s: 0 < len(s) <= 20 and s[-1] not in " ")
+ids = st.from_regex(ID_PATTERN, fullmatch=True).map(str.strip).filter(lambda s: 0 < len(s) <= 20 and s[-1] not in " ")
 quantities = st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False)
 hours = st.floats(min_value=0, max_value=10_000, allow_nan=False, allow_infinity=False)
 moments = st.integers(0, 60 * 24 * 365).map(lambda minutes: datetime(2026, 11, 23, tzinfo=UTC) + timedelta(minutes=minutes))

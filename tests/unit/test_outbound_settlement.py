@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from devtools.schemas import example
-from shared.errors import Transient
-from shared.fo.client import InDoubt, message_content
+from shared.errors import InDoubt, Transient
+from shared.fo.client import message_content
 from shared.fo.production_order import BOM_LINES, HEADERS, RELEASED_PRODUCTS, ROUTE_OPERATIONS
 from shared.inbound.attempt import Outcome
 from shared.inbound.flows import INBOUND_FLOWS

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from devtools.schemas import example
-from shared.errors import AuthError, BusinessRejection, ConfigError, NotFound, Transient
-from shared.fo.client import InDoubt, message_content
+from shared.errors import AuthError, BusinessRejection, ConfigError, InDoubt, NotFound, Transient
+from shared.fo.client import message_content
 from shared.fo.production_order import HEADERS
 from shared.inbound.attempt import Outcome, Result
 from shared.inbound.flows import INBOUND_FLOWS

@@ -6,7 +6,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from shared.inbound.attempt import Outcome, Result
-from shared.inbound.pipeline import _queue_age_s
+from shared.inbound.pipeline import queue_age_s
 from shared.inbound.servicebus import Delivery
 from shared.ops import telemetry
 from shared.reasons import ParkReason
@@ -48,5 +48,5 @@ def test_every_outcome_line_carries_the_dimensions_and_counts(reader, caplog):
 def test_queue_age_is_measured_from_the_enqueued_time_with_or_without_a_zone(zone):
     now = dt.datetime(2026, 11, 23, 10, 20, tzinfo=dt.UTC)
     enqueued = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC).replace(tzinfo=zone)
-    assert _queue_age_s(Delivery(b"{}", "m-1", "q", enqueued_at=enqueued), now) == 1200
-    assert _queue_age_s(Delivery(b"{}", "m-1", "q"), now) is None
+    assert queue_age_s(Delivery(b"{}", "m-1", "q", enqueued_at=enqueued), now) == 1200
+    assert queue_age_s(Delivery(b"{}", "m-1", "q"), now) is None
