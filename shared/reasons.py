@@ -1,7 +1,8 @@
 """Why a message is where it is: the `Reason` of its ledger row and of the pipeline's result.
 
 `ParkReason` says why a message was kept for an operator (a Parked or Failed row); `NotParked`
-why it was neither forwarded nor parked on this delivery (a Duplicate or Waiting row, a retry).
+why it was neither forwarded nor parked on this delivery (a Duplicate or Waiting row, a retry);
+`Closed` why an operator's action closed a row (a Cancelled row).
 The values are the strings rows have always held, so existing rows read the same; the console's
 reason filter, the operations' bulk filter and the telemetry's reason dimension match on them.
 """
@@ -55,5 +56,11 @@ class NotParked(StrEnum):
     ENTITY_TOO_LARGE = "entity_too_large"
 
 
+class Closed(StrEnum):
+    # Cancelled: an operator's action closed the row (shared/ops/operations.py); nothing goes to F&O under it.
+    CANCELLED = "cancelled"  # the operator cancelled it
+    REROUTED = "rerouted"  # a misrouted copy, resubmitted to the queue of its event type
+
+
 #: Every reason a row or a result carries.
-Reason: TypeAlias = ParkReason | NotParked
+Reason: TypeAlias = ParkReason | NotParked | Closed

@@ -19,7 +19,7 @@ from shared.inbound.order_gate import OrderGate, Progress
 from shared.inbound.servicebus import DeadLetters, Requeue
 from shared.inbound.settlement import catch_up
 from shared.inbound.wakeup import Resubmitted, requeue_parked, wake
-from shared.reasons import ParkReason
+from shared.reasons import Closed, ParkReason
 from shared.store.ledger import LedgerEntry, LedgerStore, LostRace, State
 from shared.store.lineage import LineageStore
 from shared.store.tables import utf16_units
@@ -149,7 +149,7 @@ def _reroute(
     )
     detail = f"resubmitted by {who} to {queue}, the queue of {kind} events, as message {real_id}"
     try:
-        closed = ledger.transition(entry, State.CANCELLED, reason="rerouted", detail=detail)
+        closed = ledger.transition(entry, State.CANCELLED, reason=Closed.REROUTED, detail=detail)
     except LostRace:
         raise OperationError(f"message {entry.message_id} changed meanwhile; look again") from None
     return Resubmitted(closed, queue)
@@ -474,7 +474,7 @@ def cancel(ledger: LedgerStore, company: str, message_id: str, reason: str, who:
     if entry.state not in (State.PARKED, State.WAITING):
         raise OperationError(f"message {message_id} is {entry.state.value}; only parked or waiting messages can be cancelled")
     try:
-        cancelled = ledger.transition(entry, State.CANCELLED, reason="cancelled", detail=f"cancelled by {who}: {reason}")
+        cancelled = ledger.transition(entry, State.CANCELLED, reason=Closed.CANCELLED, detail=f"cancelled by {who}: {reason}")
     except LostRace:
         raise OperationError(f"message {message_id} changed meanwhile; look again") from None
     return describe(cancelled)

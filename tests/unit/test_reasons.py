@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from shared.reasons import ParkReason
+from shared.reasons import Closed, NotParked, ParkReason
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,3 +22,9 @@ def test_the_console_filters_only_on_reasons_the_bridge_sets():
     [listed] = re.findall(r"const REASONS = \[([^\]]*)\]", (ROOT / "console" / "app.js").read_text())
     offered = set(re.findall(r'"(\w+)"', listed))
     assert offered and offered <= {r.value for r in ParkReason}, offered - {r.value for r in ParkReason}
+
+
+def test_a_closed_row_keeps_the_reasons_cancelled_rows_already_hold():
+    assert {r.value for r in Closed} == {"cancelled", "rerouted"}
+    every = [r.value for enum in (ParkReason, NotParked, Closed) for r in enum]
+    assert len(every) == len(set(every)), "one string, one meaning: a reason in two enums would read as either"
