@@ -49,6 +49,22 @@ def wait_for(ports: Ports, company: str, message_id: str, states: set[State], ti
     raise TimeoutError(f"{message_id} did not become {' or '.join(sorted(states))}: {entry}")
 
 
+def rejected_move() -> dict[str, Any]:
+    """A move F&O refuses with an infolog: warehouse 99 is not one of the plant's (parked `rejected`)."""
+    return mes.event(
+        "inventory_moved",
+        None,
+        {
+            "item_number": "RM-0004",
+            "quantity": 3.0,
+            "from_site": "1",
+            "from_warehouse": "99",
+            "to_site": "1",
+            "to_warehouse": "12",
+        },
+    )
+
+
 def seed(
     broker: InMemoryBroker,
     host: LocalHost,
@@ -89,18 +105,7 @@ def seed(
     ]
     for document in lifecycle:
         send(broker, document)
-    rejected = mes.event(
-        "inventory_moved",
-        None,
-        {
-            "item_number": "RM-0004",
-            "quantity": 3.0,
-            "from_site": "1",
-            "from_warehouse": "99",
-            "to_site": "1",
-            "to_warehouse": "12",
-        },
-    )
+    rejected = rejected_move()
     send(broker, rejected)
     invalid = mes.event("material_consumed", doubtful, {"lines": [{"item_number": "RM-0003", "quantity": -4}]}, sequence=9)
     send(broker, invalid)

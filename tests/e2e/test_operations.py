@@ -14,6 +14,7 @@ from azure.functions.servicebus import ServiceBusMessage
 
 import function_app
 from devtools import mes
+from devtools.operator_cases import rejected_move
 from functions import console
 from functions import inventory_moved as inventory_fn
 from functions import material_consumed as consumed_fn
@@ -63,21 +64,6 @@ def call_cli(stack, *argv: str) -> Any:
     return json.loads(out.getvalue())
 
 
-def bad_move() -> dict[str, Any]:
-    return mes.event(
-        "inventory_moved",
-        None,
-        {
-            "item_number": "RM-0004",
-            "quantity": 3.0,
-            "from_site": "1",
-            "from_warehouse": "99",
-            "to_site": "1",
-            "to_warehouse": "12",
-        },
-    )
-
-
 def test_http_and_cli_answers_agree(stack):
     started_fn.production_started(trigger(mes.event("production_started", "P000041", {}, sequence=1)))
     consumed_fn.material_consumed(
@@ -90,7 +76,7 @@ def test_http_and_cli_answers_agree(stack):
             )
         )
     )
-    move = bad_move()
+    move = rejected_move()
     inventory_fn.inventory_moved(trigger(move))
     consumed_fn.material_consumed(trigger(b"not json"))
 
@@ -138,7 +124,7 @@ def test_http_and_cli_answers_agree(stack):
 
 
 def test_a_fixed_and_resubmitted_message_takes_effect_exactly_once(stack):
-    move = bad_move()
+    move = rejected_move()
     inventory_fn.inventory_moved(trigger(move))
     fixed = {**move, "body": {**move["body"], "from_warehouse": "11"}}
     for _ in range(2):  # an impatient operator presses twice
@@ -157,7 +143,7 @@ def test_a_fixed_and_resubmitted_message_takes_effect_exactly_once(stack):
 
 
 def test_resubmit_by_filter_and_cancel_with_a_reason(stack):
-    first, second = bad_move(), bad_move()
+    first, second = rejected_move(), rejected_move()
     for document in (first, second):
         inventory_fn.inventory_moved(trigger(document))
     cancelled = http.cancel(
@@ -202,7 +188,7 @@ def bulk(route: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 def test_a_bulk_action_needs_a_filter_a_dry_run_count_and_a_named_flag_for_in_doubt_rows(stack):
     doubtful = park_in_doubt(stack)
-    rejected = bad_move()
+    rejected = rejected_move()
     inventory_fn.inventory_moved(trigger(rejected))
 
     status, empty = bulk("ops/resubmit", {})
@@ -253,7 +239,7 @@ def test_an_edited_resubmission_may_not_change_message_id_company_or_order(stack
 
 
 def test_the_operator_is_the_principal_app_service_validated_never_a_header(stack, monkeypatch):
-    move = bad_move()
+    move = rejected_move()
     inventory_fn.inventory_moved(trigger(move))
     signed_in = {"x-ms-client-principal": encode_principal("ada@contoso.com", [OPERATOR_ROLE])}
     # Without App Service authentication in front, a principal header is just another header anyone can send.
