@@ -8,21 +8,19 @@ gate decision, the F&O call and the settlement, instead of each taking its own p
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
-from typing import Any, Literal
+from typing import Literal
 
 from shared.inbound.decode import Identity, fingerprint
-from shared.inbound.mapping import FoCall, MappingOptions
+from shared.inbound.flows import Flow
+from shared.inbound.mapping import FoCall
 from shared.inbound.messages import MesEvent
 from shared.inbound.servicebus import ATTEMPT, IN_DOUBT_CHECK, ORIGINAL_ID, RESUBMIT, Delivery
 from shared.reasons import Reason
 from shared.runtime import Ports
 from shared.store.ledger import LedgerEntry, payload_hash
-from shared.store.lineage import Edge
-from shared.topology import INBOUND_QUEUES
 
 
 class Outcome(StrEnum):
@@ -31,23 +29,6 @@ class Outcome(StrEnum):
     PARKED = "parked"
     WAITING = "waiting"
     RETRYING = "retrying"
-
-
-@dataclass(frozen=True)
-class Flow:
-    """A flow is its message model, its F&O mapping, and what a repeat of its call would do."""
-
-    name: str
-    event: type[MesEvent]
-    map: Callable[[Any, MappingOptions], FoCall]
-    #: True when F&O makes a repeat of the call harmless (a service that dedupes on the MES message
-    #: id, a record keyed by it). A SendMessage has no such key: it is never re-sent blindly.
-    repeatable: bool
-    lineage: Callable[[Any], list[Edge]] = lambda event: []
-
-    @property
-    def queue(self) -> str:
-        return INBOUND_QUEUES[self.name]
 
 
 @dataclass(frozen=True)

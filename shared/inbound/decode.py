@@ -7,20 +7,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
 from shared.clock import utcnow
 from shared.errors import InvalidMessage
+from shared.inbound.flows import Flow
 from shared.inbound.messages import MAX_SEQUENCE, MES_EVENTS, MesEvent
 from shared.inbound.servicebus import Delivery
 from shared.reasons import ParkReason
 from shared.settings import Settings
 from shared.store.ledger import payload_hash
-
-if TYPE_CHECKING:
-    from shared.inbound.attempt import Flow
 
 _MAX_DEPTH = 32
 

@@ -4,20 +4,43 @@ the triggers at start-up needs none of this."""
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
 
 from shared.inbound import mapping
-from shared.inbound.attempt import Flow
+from shared.inbound.mapping import FoCall, MappingOptions
 from shared.inbound.messages import (
     InventoryAdjusted,
     InventoryMoved,
     MaterialConsumed,
+    MesEvent,
     OperationReported,
     OutputReported,
     ProductionEnded,
     ProductionStarted,
     QualityResult,
 )
+from shared.store.lineage import Edge
+from shared.topology import INBOUND_QUEUES
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A flow is its message model, its F&O mapping, and what a repeat of its call would do."""
+
+    name: str
+    event: type[MesEvent]
+    map: Callable[[Any, MappingOptions], FoCall]
+    #: True when F&O makes a repeat of the call harmless (a service that dedupes on the MES message
+    #: id, a record keyed by it). A SendMessage has no such key: it is never re-sent blindly.
+    repeatable: bool
+    lineage: Callable[[Any], list[Edge]] = lambda event: []
+
+    @property
+    def queue(self) -> str:
+        return INBOUND_QUEUES[self.name]
+
 
 _FLOWS = [
     Flow(name="production_started", event=ProductionStarted, map=mapping.production_started, repeatable=False),

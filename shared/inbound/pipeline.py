@@ -25,9 +25,10 @@ from typing import Any
 
 from shared.errors import AuthError, BusinessRejection, ConfigError, InDoubt, NotFound, Transient
 from shared.inbound import settlement
-from shared.inbound.attempt import Arrival, Attempt, Flow, Outcome, Result
+from shared.inbound.attempt import Arrival, Attempt, Outcome, Result
 from shared.inbound.decode import Refused, decode, fingerprint
 from shared.inbound.dispatch import execute, message_type
+from shared.inbound.flows import Flow
 from shared.inbound.order_gate import Conflict, Decision, Duplicate, Gap, Progress, Wait
 from shared.inbound.servicebus import IN_DOUBT_CHECK, Delivery
 from shared.ops.telemetry import log_outcome
