@@ -185,24 +185,6 @@ def test_without_sequence_nothing_overtakes_the_start_and_the_end_overtakes_noth
     assert all(m.state == "Processed" for m in stack.emulator.app.messages)
 
 
-def test_concurrent_watermark_updates_from_several_workers_stay_consistent(stack):
-    gate = stack.ports.gate
-    import threading
-
-    barrier = threading.Barrier(8)
-
-    def advance(n: int) -> None:
-        barrier.wait()
-        gate.advance("USMF", "P000204", "operation_reported", n)
-
-    threads = [threading.Thread(target=advance, args=(n,)) for n in range(1, 9)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert gate.read("USMF", "P000204").watermark == 8
-
-
 # --- gap wake-up ----------------------------------------------------------------------------------
 
 

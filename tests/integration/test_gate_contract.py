@@ -91,15 +91,15 @@ def test_the_held_flag_is_cleared_only_from_the_version_that_saw_nothing_parked(
 
 def test_racing_advances_all_land(store):
     gate = OrderGate(store, gap_timeout_s=600)
-    start = threading.Barrier(6)
+    start = threading.Barrier(8)
 
     def advance(sequence: int) -> None:
         start.wait()
         gate.advance("USMF", "P10", "material_consumed", sequence)
 
-    threads = [threading.Thread(target=advance, args=(n,)) for n in range(1, 7)]
+    threads = [threading.Thread(target=advance, args=(n,)) for n in range(1, 9)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert gate.read("USMF", "P10").watermark == 6
+    assert gate.read("USMF", "P10").watermark == 8

@@ -16,20 +16,11 @@ from shared.inbound.flows import INBOUND_FLOWS
 from shared.inbound.messages import MesEvent
 from shared.inbound.servicebus import Delivery
 from shared.reasons import ParkReason
-from shared.settings import load_settings
 from shared.topology import INBOUND_QUEUES
+from tests.fakes import unit_settings
 from tests.payloads import FLOW_NAMES, payloads
 
-SETTINGS = load_settings(
-    {
-        "FO_BASE_URL": "https://contoso.operations.dynamics.com/",
-        "FO_TENANT_ID": "tenant",
-        "FO_CLIENT_ID": "client",
-        "FO_CLIENT_SECRET": "s3cret-value",
-        "TABLES_CONNECTION_STRING": "UseDevelopmentStorage=true",
-        "FO_COMPANIES": "USMF,DEMF",
-    }
-)
+SETTINGS = unit_settings()
 REASONS = {  # what decoding alone may refuse with
     ParkReason.TOO_LARGE,
     ParkReason.EMPTY,
