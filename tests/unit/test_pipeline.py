@@ -7,6 +7,7 @@ and what was sent to F&O or scheduled on the queue."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -21,8 +22,8 @@ from shared.inbound.flows import INBOUND_FLOWS
 from shared.inbound.pipeline import process
 from shared.inbound.servicebus import ATTEMPT, IN_DOUBT_CHECK, RESUBMIT, Delivery
 from shared.inbound.wakeup import requeue_parked
-from shared.reasons import ParkReason
-from shared.store.ledger import LedgerEntry, State, payload_hash
+from shared.reasons import NotParked, ParkReason
+from shared.store.ledger import LedgerEntry, LostRace, State, payload_hash
 from shared.store.lineage import BatchRef
 from shared.topology import INBOUND_QUEUES
 from tests.fakes import FakeBridge, Scheduled, fake_bridge
@@ -473,3 +474,80 @@ def test_a_check_of_a_message_settled_meanwhile_changes_nothing(bridge):
     bridge.ledger.transition(parked, State.PROCESSED, detail="F&O message processor: Processed")
     result = again(bridge, check)
     assert result.outcome is Outcome.DUPLICATE and row(bridge, "start-1").state is State.PROCESSED
+
+
+# --- races between workers ----------------------------------------------------------------------
+# Arranged in the fakes at the moment the pipeline reads or writes, as two instances would meet.
+
+
+def test_a_claim_lost_to_a_worker_that_forwarded_it_meanwhile_is_a_duplicate(bridge: FakeBridge, monkeypatch):
+    body = message("material_consumed", "m-1", sequence=None)
+    real_create = bridge.ledger.create
+
+    def another_worker_first(entry: LedgerEntry, payload: bytes | None = None) -> LedgerEntry:
+        real_create(replace(entry, state=State.FORWARDED), payload)
+        return real_create(entry, payload)  # LostRace: the row exists now
+
+    monkeypatch.setattr(bridge.ledger, "create", another_worker_first)
+    result = deliver(bridge, "material_consumed", body)
+    assert result.outcome is Outcome.DUPLICATE and "already Forwarded" in result.detail and bridge.fo.calls == []
+
+
+def test_a_claim_lost_to_a_row_gone_again_is_left_to_the_broker(bridge, monkeypatch):
+    def lost(entry: LedgerEntry, payload: bytes | None = None) -> LedgerEntry:
+        raise LostRace(entry.message_id)
+
+    monkeypatch.setattr(bridge.ledger, "create", lost)
+    with pytest.raises(Transient, match="vanished"):  # raised: the broker delivers it again
+        deliver(bridge, "material_consumed", message("material_consumed", "m-1", sequence=None))
+    assert bridge.fo.calls == []
+
+
+def test_a_waiting_row_another_delivery_moved_first_is_left_to_it(bridge, monkeypatch):
+    deliver(bridge, "material_consumed", message("material_consumed", "m-1", sequence=None))  # waits for the start
+    stale = row(bridge, "m-1")
+    assert stale.state is State.WAITING
+    bridge.ledger.transition(stale, State.WAITING, reason=NotParked.ORDERING, detail="moved by another delivery")
+    real_get = bridge.ledger.get
+    monkeypatch.setattr(
+        bridge.ledger, "get", lambda company, message_id: stale if message_id == "m-1" else real_get(company, message_id)
+    )
+    start(bridge, sequence=None)
+    result = again(bridge, bridge.requeue.scheduled[0])
+    assert result.outcome is Outcome.DUPLICATE and result.detail == "another delivery moved it first"
+    assert [c.what for c in bridge.fo.calls] == ["ProdProductionOrderStart"]
+
+
+def test_an_end_without_sequence_waits_for_a_message_whose_row_was_written_while_the_gate_decided(bridge, monkeypatch):
+    start(bridge, sequence=None)
+    real_decide = bridge.gate.decide
+    consumed = message("material_consumed", "m-1", sequence=None)
+
+    def another_flow_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        decided = real_decide(*args, **kwargs)
+        if bridge.ledger.get("USMF", "m-1") is None:  # taken in by another worker after the first count
+            forwarding(bridge, "material_consumed", consumed, lease_s=120)
+        return decided
+
+    monkeypatch.setattr(bridge.gate, "decide", another_flow_meanwhile)
+    result = deliver(bridge, "production_ended", message("production_ended", "end-1", sequence=None))
+    assert result.outcome is Outcome.WAITING and result.detail == f"waiting for 1 earlier message(s) of {ORDER}"
+    assert row(bridge, "end-1").state is State.WAITING and [c.what for c in bridge.fo.calls] == ["ProdProductionOrderStart"]
+
+
+def journal_header_exists(operation: str) -> BusinessRejection:
+    refused = BusinessRejection("changeset refused", infolog="The record already exists.", status=400)
+    refused.operation = operation  # the Content-ID of the operation F&O refused, as the client sets it
+    return refused
+
+
+def test_a_journal_whose_header_f_and_o_already_has_was_applied_by_an_earlier_attempt(bridge):
+    bridge.fo.answer(journal_header_exists("1"))
+    result = deliver(bridge, "inventory_moved", message("inventory_moved", "t-1"))
+    assert result.outcome is Outcome.FORWARDED and row(bridge, "t-1").state is State.FORWARDED
+
+
+def test_already_exists_on_a_journal_line_is_a_rejection(bridge):
+    bridge.fo.answer(journal_header_exists("2"))
+    result = deliver(bridge, "inventory_moved", message("inventory_moved", "t-1"))
+    assert result.outcome is Outcome.PARKED and result.reason == ParkReason.REJECTED
