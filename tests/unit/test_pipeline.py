@@ -22,6 +22,7 @@ from shared.inbound.flows import INBOUND_FLOWS
 from shared.inbound.pipeline import process
 from shared.inbound.servicebus import ATTEMPT, IN_DOUBT_CHECK, RESUBMIT, Delivery
 from shared.inbound.wakeup import requeue_parked
+from shared.ops import operations
 from shared.reasons import NotParked, ParkReason
 from shared.store.ledger import LedgerEntry, LostRace, State, payload_hash
 from shared.store.lineage import BatchRef
@@ -551,3 +552,41 @@ def test_already_exists_on_a_journal_line_is_a_rejection(bridge):
     bridge.fo.answer(journal_header_exists("2"))
     result = deliver(bridge, "inventory_moved", message("inventory_moved", "t-1"))
     assert result.outcome is Outcome.PARKED and result.reason == ParkReason.REJECTED
+
+
+@pytest.mark.parametrize("status", ["StartedUp", "Released"])  # the check confirms it, or cannot tell
+def test_a_check_that_meets_f_and_o_s_own_answer_while_it_reads_leaves_the_row_to_it(bridge: FakeBridge, monkeypatch, status):
+    check = in_doubt_start(bridge)
+    set_status(bridge, status)
+    parked, real_transition = row(bridge, "start-1"), bridge.ledger.transition
+
+    def processed_meanwhile(entry: LedgerEntry, state: State, **changes: Any) -> LedgerEntry:
+        if entry.message_id == "start-1" and row(bridge, "start-1").state is State.PARKED:
+            real_transition(parked, State.PROCESSED, detail="F&O message processor: Processed")
+        return real_transition(entry, state, **changes)  # LostRace for the check's own move
+
+    monkeypatch.setattr(bridge.ledger, "transition", processed_meanwhile)
+    result = again(bridge, check)
+    assert result.outcome is Outcome.DUPLICATE and result.detail == "settled during the bridge's check"
+    assert row(bridge, "start-1").state is State.PROCESSED and len(bridge.fo.calls) == 1
+
+
+def test_an_operator_s_resubmission_of_a_message_that_still_does_not_decode_parks_it_again(bridge):
+    body = b'{"message_id": "m-3", "company": "USMF", "type": "material_consumed"}'
+    assert deliver(bridge, "material_consumed", body).reason == ParkReason.INVALID_MESSAGE
+    operations.resubmit(bridge.ledger, bridge.requeue, "USMF", "m-3", who="ana")
+    resubmitted = row(bridge, "m-3")
+    result = again(bridge, bridge.requeue.scheduled[-1])
+    assert result.outcome is Outcome.PARKED and result.reason == ParkReason.INVALID_MESSAGE
+    parked = row(bridge, "m-3")  # moved again, with why it still does not decode
+    assert parked.etag != resubmitted.etag and parked.detail == result.detail != resubmitted.detail
+    assert bridge.fo.calls == []
+
+
+def test_a_changed_copy_of_a_refused_message_is_kept_apart(bridge):
+    first = b'{"message_id": "m-3", "company": "USMF", "type": "material_consumed"}'
+    changed = b'{"message_id": "m-3", "company": "USMF", "type": "material_consumed", "quantity": 1}'
+    deliver(bridge, "material_consumed", first)
+    result = deliver(bridge, "material_consumed", changed)
+    assert result.outcome is Outcome.PARKED and result.reason == ParkReason.CONFLICT and result.message_id != "m-3"
+    assert bridge.ledger.payload("USMF", "m-3") == first
