@@ -1,6 +1,7 @@
 """A local Dynamics 365 F&O that speaks the documented contracts over HTTPS.
 
-See devtools/fo_emulator/README.md for what it emulates and where it departs from F&O.
+What it emulates: the README's "F&O emulator" section; the contracts it holds the bridge to:
+docs/reference/fo-contracts.md.
 """
 
 from devtools.fo_emulator.server import EmulatorConfig, FoEmulator
