@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import inspect
 import json
@@ -523,4 +524,15 @@ def table(service: TableServiceClient, name: str) -> TableClient:
     if type(pipeline) is not Pipeline:
         raise TypeError(f"azure-data-tables built a {type(pipeline).__name__}, not azure-core's Pipeline")
     pipeline.__class__ = SequentialMultipartPipeline  # same object, multipart preparation replaced
+    generated = client._client
+    generated.send_request = functools.partial(_send_transaction, generated)  # type: ignore[method-assign]
     return client
+
+
+def _send_transaction(generated: Any, request: Any, **kwargs: Any) -> Any:
+    """The generated client's `send_request` (azure-data-tables 12.7, pinned) without its `deepcopy`
+    of the request, every sub-request and header copied: a tenth of a transaction's CPU. Its one
+    caller, `TableClient._batch_send`, builds the request for that call and never uses it again."""
+    url = generated._serialize.url("self._config.url", generated._config.url, "str", skip_quote=True)
+    request.url = generated._client.format_url(request.url, url=url)
+    return generated._client.send_request(request, **kwargs)

@@ -5,6 +5,7 @@ code and index), the same request bytes, and a loud failure if azure-core change
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import inspect
 import re
 import uuid
@@ -17,6 +18,9 @@ from azure.core import MatchConditions
 from azure.core.pipeline import Pipeline
 from azure.core.utils import _pipeline_transport_rest_shared
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
+from azure.data.tables._base_client import TablesBaseClient
+from azure.data.tables._generated import AzureTable
+from azure.data.tables._generated import _client as generated_client
 
 from shared.store.tables import SequentialMultipartPipeline, TableTransport, connect, multipart_parts, table
 
@@ -48,6 +52,15 @@ def test_azure_core_is_the_pinned_version_and_still_has_the_replaced_internals()
     assert "self._prepare_multipart_mixed_request(request)" in inspect.getsource(Pipeline._prepare_multipart)
     parts = inspect.getsource(_pipeline_transport_rest_shared._parts_helper)
     assert "ThreadPoolExecutor" in parts and "multipart_mixed_info[1]" in parts and "_get_raw_parts()" in parts
+    # The generated client's send_request, which _send_transaction replaces for _batch_send alone.
+    tables_pin = re.search(r"^azure-data-tables==(\S+)$", REQUIREMENTS.read_text(), re.MULTILINE)
+    assert tables_pin and version("azure-data-tables") == tables_pin.group(1), "azure-data-tables changed"
+    send = inspect.getsource(AzureTable.send_request)
+    assert "request_copy = deepcopy(request)" in send
+    assert '"url": self._serialize.url("self._config.url", self._config.url, "str", skip_quote=True)' in send
+    assert "self._client.format_url(request_copy.url, **path_format_arguments)" in send
+    assert "self._client.send_request(request_copy, **kwargs)" in send
+    assert "self._client.send_request(request, stream=True, **kwargs)" in inspect.getsource(TablesBaseClient._batch_send)
 
 
 def _plain(azurite_connection: str, name: str) -> TableClient:
@@ -69,6 +82,13 @@ def test_a_transaction_runs_in_the_calling_thread_with_the_sdk_s_answers(azurite
     wrapper: Any = pipeline._transport  # azure-data-tables' TransportWrapper around the service's transport
     assert isinstance(wrapper._transport, TableTransport)
     pools = PoolCounter(monkeypatch)
+    copies: list[Any] = []
+
+    def counting_deepcopy(value: Any) -> Any:
+        copies.append(value)
+        return copy.deepcopy(value)
+
+    monkeypatch.setattr(generated_client, "deepcopy", counting_deepcopy)
 
     def operations(pk: str) -> list[Any]:
         return [
@@ -79,9 +99,11 @@ def test_a_transaction_runs_in_the_calling_thread_with_the_sdk_s_answers(azurite
 
     mine = ours.submit_transaction(operations("p"))
     assert pools.created == 0, "a Table transaction created a thread pool: azure-core's internals changed"
+    assert copies == [], "a Table transaction deep-copied its request: azure-data-tables' internals changed"
     reference = plain.submit_transaction(operations("p"))
     sdk_pools = pools.created
     assert sdk_pools > 0  # the counter sees the SDK's own pools, so the zero above means something
+    assert copies  # and the SDK's own copy, so the empty list above means something too
 
     assert [_shape(dict(r)) for r in mine] == [_shape(dict(r)) for r in reference]
     stored = {e["RowKey"]: e.metadata["etag"] for e in ours.query_entities("PartitionKey eq 'p'")}
