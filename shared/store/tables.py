@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from http.client import HTTPResponse
+from json.encoder import encode_basestring_ascii
 from typing import Any
 from urllib.request import getproxies
 
@@ -45,6 +46,7 @@ EVENTS_TABLE = "Events"
 TABLES = (LEDGER_TABLE, LINEAGE_TABLE, EVENTS_TABLE)
 
 _ENCODED = set("/\\#?%~") | {chr(c) for c in range(0x20)} | {chr(c) for c in range(0x7F, 0xA0)}
+_TO_ENCODE = re.compile("[" + "".join(sorted(re.escape(c) for c in _ENCODED)) + "\ud800-\udfff]")  # any of them
 _MAX_KEY_UNITS = 400  # a key holds 1 KiB = 512 UTF-16 code units; the rest is margin
 
 # Azure's limits, which Azurite does not enforce (it takes a 1.8 MiB entity): every write is measured
@@ -165,7 +167,7 @@ def entity_size(entity: Mapping[str, Any]) -> int:
 
 def json_size(text: str) -> int:
     """Bytes of `text` in the SDK's request JSON (non-ASCII escaped: 6 bytes a UTF-16 unit)."""
-    return len(json.dumps(text))
+    return len(encode_basestring_ascii(text))  # what json.dumps does with a str, without building an encoder
 
 
 def wire_size(entity: Mapping[str, Any]) -> int:
@@ -188,22 +190,33 @@ def wire_size(entity: Mapping[str, Any]) -> int:
 
 def check_entity(entity: Mapping[str, Any]) -> None:
     """`EntityTooLarge` naming what is over Azure's limits; nothing when the entity fits."""
-    where = f"entity {entity.get('PartitionKey')!s:.60}/{entity.get('RowKey')!s:.60}"
     for key in ("PartitionKey", "RowKey"):
         if utf16_units(str(entity.get(key, ""))) > 512:
-            raise EntityTooLarge(f"{where}: the {key} is over 1 KiB")
-    properties = [n for n, v in entity.items() if n not in ("PartitionKey", "RowKey", "Timestamp") and v is not None]
-    if len(properties) > MAX_PROPERTIES:
-        raise EntityTooLarge(f"{where}: {len(properties)} properties; Table Storage holds {MAX_PROPERTIES}")
-    for name in properties:
-        size, edm = _value_size(entity[name])
+            raise EntityTooLarge(f"{_where(entity)}: the {key} is over 1 KiB")
+    # One pass over the properties (every write goes through here): sizes, and the first too long.
+    sizes: dict[str, int] = {}
+    too_long = ""
+    for name, value in entity.items():
+        if name in ("PartitionKey", "RowKey", "Timestamp") or value is None:
+            continue
+        size, edm = _value_size(value)
+        sizes[name] = size
         limit = 4 + (2 * STRING_UNITS if edm == "Edm.String" else BINARY_BYTES)
-        if edm in ("Edm.String", "Edm.Binary") and size > limit:
-            raise EntityTooLarge(f"{where}: property {name} is {size - 4} bytes; a property holds 64 KiB")
-    size = entity_size(entity)
-    if size > ENTITY_BYTES:
-        biggest = sorted(properties, key=lambda n: -_value_size(entity[n])[0])[:3]
-        raise EntityTooLarge(f"{where}: {size} bytes; an entity holds 1 MiB (largest: {', '.join(biggest)})")
+        if not too_long and edm in ("Edm.String", "Edm.Binary") and size > limit:
+            too_long = name
+    if len(sizes) > MAX_PROPERTIES:
+        raise EntityTooLarge(f"{_where(entity)}: {len(sizes)} properties; Table Storage holds {MAX_PROPERTIES}")
+    if too_long:
+        raise EntityTooLarge(f"{_where(entity)}: property {too_long} is {sizes[too_long] - 4} bytes; a property holds 64 KiB")
+    total = 4 + 2 * (utf16_units(str(entity.get("PartitionKey", ""))) + utf16_units(str(entity.get("RowKey", ""))))
+    total += sum(8 + 2 * utf16_units(name) + size for name, size in sizes.items())
+    if total > ENTITY_BYTES:
+        biggest = sorted(sizes, key=lambda n: -sizes[n])[:3]
+        raise EntityTooLarge(f"{_where(entity)}: {total} bytes; an entity holds 1 MiB (largest: {', '.join(biggest)})")
+
+
+def _where(entity: Mapping[str, Any]) -> str:
+    return f"entity {entity.get('PartitionKey')!s:.60}/{entity.get('RowKey')!s:.60}"
 
 
 def _wire_entity(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -249,8 +262,13 @@ def safe_key(value: str) -> str:
     Table Storage refuses `/ \\ # ?` and control characters in keys and caps them at 1 KiB; `%`
     is encoded too so that decoding is unambiguous. Over-long keys keep a prefix and a hash.
     """
-    encoded = "".join(
-        "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass")) if ch in _ENCODED or _lone(ch) else ch for ch in value
+    encoded = (
+        "".join(
+            "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass")) if ch in _ENCODED or _lone(ch) else ch
+            for ch in value
+        )
+        if _TO_ENCODE.search(value)
+        else value
     )
     if not encoded:
         return "~empty"
