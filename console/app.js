@@ -81,6 +81,15 @@ function messageLink(company, id, label) {
   return h("a", { href: `#/message/${encodeURIComponent(company)}/${encodeURIComponent(id)}` }, label || id);
 }
 
+/* One F&O message may carry several MES messages of an order (per-order aggregation): which, and with whom. */
+function foMessage(m) {
+  const told = m.fo_message;
+  if (!told) return "this message alone";
+  const others = told.siblings.map((id, i) => [i ? ", " : "", messageLink(m.company, id)]);
+  const what = `${told.earlier ? "travelled before in" : ""} one F&O message for ${told.members.length} MES messages (${told.lines} lines, in MES order from ${told.head})`;
+  return [what.trim(), others.length ? [" with ", others] : ""];
+}
+
 function orderLink(company, order) {
   return order ? h("a", { href: `#/order/${encodeURIComponent(company)}/${encodeURIComponent(order)}` }, order) : "";
 }
@@ -514,6 +523,7 @@ async function messagePage(company, id) {
         h("dl", { class: "facts" },
           h("dt", {}, "call"), h("dd", {}, fo.message_type || "not called yet"),
           h("dt", {}, "reference"), h("dd", {}, fo.reference || "-"),
+          h("dt", {}, "F&O message"), h("dd", {}, foMessage(m)),
           h("dt", {}, "latency"), h("dd", {}, fo.latency_ms !== null && fo.latency_ms !== undefined ? `${fo.latency_ms} ms` : "-"),
           h("dt", {}, "correlation id"), h("dd", {}, m.correlation_id || "-"),
           h("dt", {}, "received"), h("dd", {}, time(m.received_at)),

@@ -35,6 +35,7 @@ import function_app
 from devtools import mes
 from devtools.azurite import Azurite
 from devtools.demo import Settled
+from devtools.fo_emulator.plant import PlantSpec, seed_plant
 from devtools.local_host import InMemoryBroker, LocalHost
 from devtools.local_host.broker import BrokerMesPublisher
 from devtools.local_host.host import HostConfig
@@ -46,6 +47,7 @@ from shared.inbound.flows import INBOUND_FLOWS
 from shared.runtime import Ports
 from shared.settings import load_settings
 from shared.store import tables
+from shared.store.ledger import State
 from shared.topology import MES_TOPIC
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,6 +115,9 @@ class Emulator:
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = self._http.get(self.values["FO_BASE_URL"] + "/emulator/stats", timeout=10).json()
         return result
+
+    def set_faults(self, **faults: float) -> None:
+        self._http.post(self.values["FO_BASE_URL"] + "/emulator/faults", json=faults, timeout=10).raise_for_status()
 
     def close(self) -> None:
         self.process.terminate()
@@ -311,6 +316,143 @@ def run_case(case: Case, azurite: Azurite, orders: int, per_order: int, *, telem
         log.removeHandler(timings)
         runtime.install(None)
         emulator.close()
+
+
+@dataclass
+class BacklogFigures:
+    name: str
+    events: int
+    orders: int
+    seconds: float
+    fo_requests: int
+    answered_429: float
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds
+
+    @property
+    def fo_per_event(self) -> float:
+        return self.fo_requests / self.events
+
+
+#: One order's shift as the MES flushes it after an outage: every event at once, each queue in MES order.
+BACKLOG_SHIFT = (
+    ("production_started", 1),
+    ("material_consumed", 8),
+    ("operation_reported", 6),
+    ("output_reported", 3),
+    ("production_ended", 1),
+)
+
+
+def backlog_case(
+    name: str, azurite: Azurite, orders: int, *, merge_max: int, throttle_rps: float, latency_ms: float, outage: bool
+) -> BacklogFigures:
+    """A backlog within F&O's request budget: a shift's events of `orders` production orders.
+
+    - `outage`: F&O answers 503 while the shift's events arrive; the bridge holds them (the first of
+      each order retried later, the others waiting in the order gate). Measured from F&O's return
+      until every event is forwarded.
+    - otherwise a burst: the MES flushes its outbox, every event at once, each queue in MES order;
+      the gate holds what comes before its predecessor. Measured from the first send.
+
+    With per-order aggregation (FO_MERGE_MAX_MESSAGES > 1) what the gate holds of one order and flow
+    goes as one F&O message."""
+    emulator = Emulator(latency_ms, throttle_rps, orders)
+    settled = Settled()
+    log = logging.getLogger("mesbridge")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.addHandler(settled)
+    try:
+        settings = load_settings(
+            {
+                **emulator.values,
+                "TABLES_CONNECTION_STRING": azurite.connection_string,
+                "TABLES_PREFIX": "bb" + "".join(c for c in name if c.isalnum())[:20],
+                # The shipped gate waits (1 s doubling to 60 s): the wake-up moves each order on.
+                "GATE_GAP_TIMEOUT_S": "3600",
+                # An outage ends after a few seconds here: each call gives up and its message is retried soon.
+                "FO_CALL_DEADLINE_S": "2",
+                "FO_BACKOFF_MAX_S": "0.5",
+                "RETRY_FIRST_WAIT_S": "1",
+                "RETRY_MAX_WAIT_S": "2",
+                "FO_MERGE_MAX_MESSAGES": str(merge_max),
+            }
+        )
+        broker = InMemoryBroker()
+        broker.declare(MES_TOPIC, requires_session=True)
+        ports = runtime.build(settings, requeue=broker, publisher=BrokerMesPublisher(broker, MES_TOPIC), dead_letters=broker)
+        runtime.install(ports)
+        host = LocalHost(function_app.app, broker)
+        # The emulator's process seeds the plant from the same spec (its default seed): the same orders here.
+        plant = seed_plant(PlantSpec(orders=orders))["ProductionOrderHeaders"]
+        documents: list[dict[str, Any]] = []
+        for header in [h for h in plant if h["dataAreaId"] == "usmf"][:orders]:
+            order, item, quantity = header["ProductionOrderNumber"], header["ItemNumber"], header["ScheduledQuantity"]
+            sequence = 0
+            for kind, count in BACKLOG_SHIFT:
+                for n in range(count):
+                    sequence += 1
+                    bodies: dict[str, dict[str, Any]] = {
+                        "production_started": {},
+                        "material_consumed": {
+                            "lines": [{"item_number": "RM-0001", "batch_number": "B0001-001", "quantity": 0.5}]
+                        },
+                        "operation_reported": {"lines": [{"operation_number": 10, "hours": 0.25, "good_quantity": 1.0}]},
+                        "output_reported": {"item_number": item, "good_quantity": quantity / count, "end_job": n == count - 1},
+                        "production_ended": {},
+                    }
+                    body = bodies[kind]
+                    documents.append(mes.event(kind, order, body, message_id=f"bk-{order}-{sequence}", sequence=sequence))
+        with host:
+            if outage:
+                emulator.set_faults(error_5xx_rate=1.0)
+            for document in documents:
+                flow = INBOUND_FLOWS[document["type"]]
+                broker.send(flow.queue, mes.encode(document), session_id=document["production_order"])
+            if outage:
+                deadline = time.monotonic() + 600
+                while time.monotonic() < deadline:
+                    held = sum(1 for _ in ports.ledger.query(state=State.WAITING))
+                    if held >= len(documents):
+                        break
+                    time.sleep(0.5)
+                else:
+                    raise RuntimeError("the shift never got into the ledger during the outage")
+                emulator.set_faults(error_5xx_rate=0.0)
+            before = (ports.fo.stats.requests, emulator.stats())
+            started = time.monotonic()
+            _wait(settled, len(documents), 1200)
+            elapsed = time.monotonic() - started
+            after = (ports.fo.stats.requests, emulator.stats())
+        accepted = after[1]["accepted"] - before[1]["accepted"]
+        refused = after[1]["throttled"] - before[1]["throttled"]
+        return BacklogFigures(name, len(documents), orders, elapsed, after[0] - before[0], refused / max(1, accepted + refused))
+    finally:
+        log.removeHandler(settled)
+        runtime.install(None)
+        emulator.close()
+
+
+def render_backlog(figures: list[BacklogFigures], budget: float, command: str) -> str:
+    per_order = sum(count for _, count in BACKLOG_SHIFT)
+    lines = [
+        f"Backlog: {figures[0].orders} production orders × {per_order} events each (start, 8 consumptions, 6 route cards, "
+        f"3 reports as finished, end, with MES sequence numbers); F&O budget {budget:g} req/s, 50 ms latency; the shipped "
+        "gate waits. After an outage: F&O answered 503 while the events arrived, measured from its return. A burst: "
+        f"every event sent at once, measured from the first. Command: `{command}`.",
+        "",
+        "| backlog | events | seconds | events/s | F&O requests | F&O req/event | answered 429 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        lines.append(
+            f"| {f.name} | {f.events} | {f.seconds:.1f} | {f.events_per_s:.1f} | {f.fo_requests} | "
+            f"{f.fo_per_event:.2f} | {f.answered_429:.1%} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -651,6 +793,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-order", type=int, default=5, help="events per order in each phase")
     parser.add_argument("--throttle-rps", type=float, default=20.0)
     parser.add_argument("--pacer-seconds", type=float, default=30.0, help="length of each F&O client pacing case")
+    parser.add_argument(
+        "--backlog-only", action="store_true", help="run only the backlog case (per-order aggregation off and on)"
+    )
+    parser.add_argument("--backlog-orders", type=int, default=10, help="production orders of the backlog case (19 events each)")
     parser.add_argument("--write", type=Path, default=ROOT / "BENCHMARKS.md", help="where to write the figures ('-' = nowhere)")
     args = parser.parse_args(argv)
     command = (
@@ -664,8 +810,15 @@ def main(argv: list[str] | None = None) -> None:
         Case(f"0 ms / {args.throttle_rps:g} rps", 0, args.throttle_rps),
         Case(f"50 ms / {args.throttle_rps:g} rps", 50, args.throttle_rps),
     ]
+    if args.backlog_only:
+        with Azurite() as azurite:
+            text = render_backlog(run_backlog(azurite, args.backlog_orders, args.throttle_rps), args.throttle_rps, command)
+        print(text)
+        _write_block(args.write, "bench:backlog", text)
+        return
     figures = []
     with Azurite() as azurite:
+        backlog = run_backlog(azurite, args.backlog_orders, args.throttle_rps)
         for case in cases:
             print(f"running {case.name} ...", flush=True)
             figures.append(run_case(case, azurite, args.orders, args.per_order))
@@ -728,16 +881,37 @@ def main(argv: list[str] | None = None) -> None:
         + render_pacer(pacing)
     )
     print(table)
-    if str(args.write) != "-":
-        text = args.write.read_text() if args.write.exists() else ""
-        marker = "<!-- bench:figures -->"
-        if marker in text:
-            head, _, rest = text.partition(marker)
-            tail = rest.partition("<!-- /bench:figures -->")[2]
-            args.write.write_text(f"{head}{marker}\n{table}\n<!-- /bench:figures -->{tail}")
-        else:
-            args.write.write_text(f"# Benchmarks\n\n{marker}\n{table}\n<!-- /bench:figures -->\n")
-        print(f"written to {args.write}")
+    _write_block(args.write, "bench:figures", table)
+    backlog_text = render_backlog(backlog, budget, command)
+    print(backlog_text)
+    _write_block(args.write, "bench:backlog", backlog_text)
+
+
+def run_backlog(azurite: Azurite, orders: int, budget: float) -> list[BacklogFigures]:
+    print("running the backlog cases ...", flush=True)
+    figures = []
+    for outage, kind in ((True, "after an F&O outage"), (False, "a burst from the MES")):
+        for merge_max, how in ((1, "each MES message alone (FO_MERGE_MAX_MESSAGES=1)"), (20, "per-order aggregation (20)")):
+            name = f"{kind}: {how}"
+            figures.append(
+                backlog_case(name, azurite, orders, merge_max=merge_max, throttle_rps=budget, latency_ms=50, outage=outage)
+            )
+    return figures
+
+
+def _write_block(path: Path, name: str, block: str) -> None:
+    """Replace the figures between `<!-- name -->` and `<!-- /name -->` in `path` ('-' = nowhere)."""
+    if str(path) == "-":
+        return
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    marker, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    if marker in text:
+        head, _, rest = text.partition(marker)
+        tail = rest.partition(end)[2]
+        path.write_text(f"{head}{marker}\n{block}\n{end}{tail}")
+    else:
+        path.write_text(f"{text.rstrip()}\n\n{marker}\n{block}\n{end}\n")
+    print(f"written to {path}")
 
 
 if __name__ == "__main__":

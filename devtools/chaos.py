@@ -49,6 +49,7 @@ from typing import Any, cast
 import function_app
 from devtools.azurite import Azurite
 from devtools.demo import Settled, awaiting_verdict, check, send
+from devtools.fo_carried import carried
 from devtools.fo_emulator import EmulatorConfig, FoEmulator
 from devtools.fo_emulator.plant import PlantSpec
 from devtools.local_host import InMemoryBroker, LocalHost
@@ -57,7 +58,6 @@ from devtools.local_host.host import QueueFunction
 from devtools.scenario import Shift, ShiftSpec, build_shift
 from shared import runtime
 from shared.fo.client import FoApi
-from shared.inbound.dispatch import content_hash
 from shared.inbound.flows import INBOUND_FLOWS
 from shared.inbound.messages import MES_EVENTS
 from shared.ops import operations
@@ -616,10 +616,10 @@ def _fo_contents(snapshot: dict[str, Any]) -> Counter[str]:
 
 def _verdict(shift: Shift, emulator: FoEmulator, ports: Ports, entries: list[Any]) -> Verdict:
     """Each distinct MES event against F&O: applied exactly once, or parked with a reason."""
-    problems = check(shift, emulator, entries)
+    problems = check(shift, emulator, entries, ports.options)
     by_id = {e.message_id: e for e in entries}
     snapshot = emulator.app.snapshot()
-    fo_contents = _fo_contents(snapshot)
+    in_fo, _ = carried(snapshot["messages"], shift.events, ports.options)
     quality = Counter(q["MesMessageId"] for q in snapshot["quality_results"])
     lines_per_journal = Counter(line["JournalNumber"] for line in snapshot["journal_lines"])
     lost: list[str] = []
@@ -640,7 +640,7 @@ def _verdict(shift: Shift, emulator: FoEmulator, ports: Ports, entries: list[Any
             lines = sum(1 for op in getattr(call, "operations", []) if op.path.endswith("JournalEntries"))
             applied = lines_per_journal[getattr(call, "natural_key", "")] // max(1, lines)
         else:
-            applied = fo_contents[content_hash(call)]
+            applied = in_fo[document["message_id"]]
         if applied == 0 and not parked:
             lost.append(document["message_id"])
         if applied > 1:

@@ -15,6 +15,7 @@ from typing import Any, cast
 import function_app
 from devtools.azurite import Azurite
 from devtools.console_server import ConsoleServer
+from devtools.fo_carried import carried
 from devtools.fo_emulator import EmulatorConfig, FoEmulator
 from devtools.fo_emulator.plant import PlantSpec
 from devtools.local_host import InMemoryBroker, LocalHost
@@ -25,6 +26,7 @@ from devtools.scenario import Shift, ShiftSpec, build_shift
 from shared import runtime
 from shared.fo.client import FoClient
 from shared.inbound.flows import INBOUND_FLOWS
+from shared.inbound.mapping import MappingOptions
 from shared.runtime import Ports
 from shared.settings import load_settings
 from shared.store import tables
@@ -291,7 +293,7 @@ def _report(
         for error in host.stats.errors[:3]:
             say("    " + error.strip().replace("\n", "\n    ")[:1500])
     _genealogy(say, shift, ports)
-    problems = check(shift, emulator, entries)
+    problems = check(shift, emulator, entries, ports.options)
     say()
     if problems:
         say(f"CHECK FAILED: F&O's final state differs from the scenario ({len(problems)} differences):")
@@ -363,7 +365,7 @@ def _journal_problems(snapshot: dict[str, Any], expected: dict[str, dict[str, An
     return problems
 
 
-def check(shift: Shift, emulator: FoEmulator, entries: list[Any]) -> list[str]:
+def check(shift: Shift, emulator: FoEmulator, entries: list[Any], options: MappingOptions) -> list[str]:
     """Differences between F&O's final state and what the scenario should have produced."""
     problems: list[str] = []
     snapshot = emulator.app.snapshot()
@@ -383,9 +385,12 @@ def check(shift: Shift, emulator: FoEmulator, entries: list[Any]) -> list[str]:
             extra = set(got) - set(wanted)
             if extra:
                 problems.append(f"{order}: unexpected {kind} {sorted(extra)}")
-    sent = len(snapshot["messages"])
+    # One F&O message may carry several MES events of an order (per-order aggregation): count events.
+    counts, unexplained = carried(snapshot["messages"], shift.events, options)
+    sent = sum(counts.values())
     if sent != expected.fo_messages:
         problems.append(f"F&O received {sent} MES messages, expected {expected.fo_messages}")
+    problems += unexplained[:5]
     failed = [m for m in snapshot["messages"] if m["MessageState"] != "Processed"]
     problems += [
         f"F&O message {m['MessageId']} ({m['MessageType']}) is {m['MessageState']}: {m['MessageInfolog'][:120]}"

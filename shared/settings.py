@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     retry_give_up_after_s: float = Field(86_400.0, gt=0)
     #: How long an in-doubt message waits for F&O's processed event before the bridge reads F&O itself.
     in_doubt_check_after_s: float = Field(300.0, gt=0)
+    #: Per-order aggregation (shared/inbound/merge.py): at most this many waiting MES messages of one
+    #: order and flow travel as one F&O message (1 = never merged). Each is a row in the ledger's
+    #: transactions of the merge (2 per message, 100 at most), hence 40.
+    fo_merge_max_messages: int = Field(20, ge=1, le=40)
+    #: ... and the merged `_messageContent` at most this many bytes: F&O's processed event echoes it whole.
+    fo_merge_max_content_bytes: int = Field(65_536, ge=1024)
     #: How far a MES clock may run ahead of the bridge's: a later `occurred_at` is parked `clock_skew`.
     mes_max_clock_skew_s: float = Field(300.0, ge=0, le=86_400)
 
@@ -214,6 +220,12 @@ class Settings(BaseSettings):
             problems.append(
                 "FO_CALL_DEADLINE_S: must stay below MESSAGE_LOCK_BUDGET_S "
                 f"({self.fo_call_deadline_s} >= {self.message_lock_budget_s}), or a message lock expires mid-call"
+            )
+        if self.fo_merge_max_content_bytes > self.max_message_bytes:
+            problems.append(
+                "FO_MERGE_MAX_CONTENT_BYTES: must not exceed MAX_MESSAGE_BYTES "
+                f"({self.fo_merge_max_content_bytes} > {self.max_message_bytes}): a merged message is never larger "
+                "than a message the bridge accepts alone"
             )
         if self.fo_default_company.upper() not in self.companies:
             problems.append("FO_COMPANIES: must include FO_DEFAULT_COMPANY")

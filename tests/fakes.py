@@ -286,6 +286,25 @@ class InMemoryLedger:
             )
         return updated
 
+    def transition_together(
+        self, moves: list[tuple[LedgerEntry, State, dict[str, Any]]], companions: list[Companion] | None = None
+    ) -> list[LedgerEntry]:
+        with self.table.lock:
+            for index, (entry, _, _) in enumerate(moves):
+                stored = self.entries.get((entry.company, entry.message_id))
+                if stored is None or stored[0].etag != entry.etag:
+                    raise LostRace(entry.message_id, index)
+            if any(self.table.refused(c) for c in companions or ()):
+                raise CompanionConflict("a row written with the group had changed")
+            moved = []
+            for index, (entry, state, changes) in enumerate(moves):
+                rest = dict(changes)
+                reason, detail = str(rest.pop("reason", "")), str(rest.pop("detail", ""))
+                # One transaction: the companions go with the first row.
+                together = companions if index == 0 else None
+                moved.append(self.transition(entry, state, reason=reason, detail=detail, companions=together, **rest))
+            return moved
+
     def write(self, companion: Companion) -> None:
         if companion[0] != "upsert":
             raise ValueError(f"only upserts are written alone, not {companion[0]}")

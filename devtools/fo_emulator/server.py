@@ -42,6 +42,12 @@ class Faults:
     slow_s: float = 5.0
     latency_ms: float = 0.0  # added to every F&O call
     latency_tail: float = 0.0  # Pareto shape for a heavy tail on top of latency_ms (0 = none)
+    #: SendMessage whose `_messageContent` holds this text is refused with 400 and an infolog, as F&O
+    #: refuses a message it will not queue (a test's way to make one MES message F&O-unacceptable).
+    refuse_content: str = ""
+    #: A call whose body holds this text is done, then its connection closed without an answer:
+    #: the bridge cannot know F&O has it (in doubt), F&O's processed event tells.
+    drop_after_content: str = ""
 
 
 @dataclass
@@ -410,7 +416,7 @@ class FoEmulator:
                 self._count(dropped=1)
                 raise _Drop
             answer = self._dispatch(method, path, params, body, handler.headers.get("Content-Type", ""))
-            if drop:
+            if drop or (faults.drop_after_content and faults.drop_after_content.encode() in body):
                 self._count(dropped=1)
                 raise _Drop
             if roll < faults.error_5xx_rate + faults.drop_rate + faults.slow_rate:
@@ -425,7 +431,11 @@ class FoEmulator:
     def _dispatch(self, method: str, path: str, params: dict[str, str], body: bytes, content_type: str = "") -> Answer:
         try:
             if path == SEND_MESSAGE and method == "POST":
-                self.app.send_message(_json(body), self.companies)
+                sent = _json(body)
+                refused = self.config.faults.refuse_content
+                if refused and isinstance(sent, dict) and refused in str(sent.get("_messageContent", "")):
+                    raise ODataError(400, f"Infolog: the message content holds {refused!r}, which this F&O refuses.")
+                self.app.send_message(sent, self.companies)
                 return Answer(200, None)
             if path == "/api/services/" + self.config.quality_service_path and method == "POST":
                 return Answer(200, self.app.report_quality(_json(body), self.companies))

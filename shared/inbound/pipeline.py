@@ -24,11 +24,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.errors import AuthError, BusinessRejection, ConfigError, InDoubt, NotFound, Transient
-from shared.inbound import settlement
+from shared.inbound import aggregate, settlement
 from shared.inbound.attempt import Arrival, Attempt, Outcome, Result
 from shared.inbound.decode import Refused, decode, fingerprint
 from shared.inbound.dispatch import execute, message_type
 from shared.inbound.flows import Flow
+from shared.inbound.mapping import SendMessage
 from shared.inbound.order_gate import Conflict, Decision, Duplicate, Gap, Progress, Wait
 from shared.inbound.servicebus import IN_DOUBT_CHECK, Delivery
 from shared.ops.telemetry import log_outcome
@@ -224,6 +225,7 @@ def _enter(attempt: Attempt, entry: LedgerEntry, decision: Decision | None, *, n
         detail="" if new else "resubmitted" if resubmitted else f"attempt {entry.attempts + 1}",
         attempts=entry.attempts if new else entry.attempts + 1,
         lease_until=ports.clock() + timedelta(seconds=ports.settings.message_lock_budget_s),
+        extra=aggregate.on_its_own(entry.extra),
     )
     if _end_without_sequence(attempt):
         # Asked again now that the end's own row is written: a message of another flow whose row was
@@ -242,6 +244,14 @@ def _enter(attempt: Attempt, entry: LedgerEntry, decision: Decision | None, *, n
 def _send(attempt: Attempt, claimed: LedgerEntry, progress: Progress | None) -> Result:
     """Call F&O and settle by what came back: the error's class decides (module docstring)."""
     call = attempt.call()
+    if progress is not None and isinstance(call, SendMessage) and aggregate.worth_looking(progress, claimed):
+        # This message or another of the order waited: its direct successors of this flow may be Waiting.
+        ports = attempt.ports
+        head = aggregate.Member(claimed, attempt.event)
+        until = ports.clock() + timedelta(seconds=ports.settings.message_lock_budget_s)
+        group = aggregate.gather(ports.ledger, ports.settings, ports.options, attempt.flow, head, call, until)
+        if group is not None:
+            return _send_merged(attempt, group, progress)
     started = time.monotonic()
     try:
         reference = execute(attempt.ports.fo, call)
@@ -264,6 +274,33 @@ def _send(attempt: Attempt, claimed: LedgerEntry, progress: Progress | None) -> 
     except (Transient, AuthError, ConfigError) as exc:
         return settlement.retry_later(attempt, claimed, exc)
     return settlement.forwarded(attempt, claimed, call, reference, progress, _ms(started))
+
+
+def _send_merged(attempt: Attempt, group: aggregate.Group, progress: Progress) -> Result:
+    """One F&O message for the group's MES messages (shared/inbound/aggregate.py), its answer recorded
+    on every one of them."""
+    ports = attempt.ports
+    started = time.monotonic()
+    try:
+        execute(ports.fo, group.call)
+    except InDoubt as exc:
+        detail = f"{exc.message}; one F&O message for {len(group.members)} MES messages; check F&O before resubmitting"
+        members = [(m.entry, m.event) for m in group.members]
+        return settlement.park_group_in_doubt(attempt, members, detail, _ms(started))
+    except (BusinessRejection, NotFound) as refusal:
+        # F&O refused the request: it queued nothing, so nothing of it was applied. Each message goes
+        # alone now (this one first, the others when the watermark reaches them): only the bad one parks.
+        why = refusal.message[:500]
+        alone = settlement.record(lambda: aggregate.release(ports.ledger, group, refused=why))
+        result = _send(attempt, alone, progress)
+        if result.outcome is Outcome.FORWARDED:
+            # The others wait behind it: the next goes now rather than at its next look.
+            settlement.wake_behind(ports, alone, f"{alone.message_id} was forwarded alone")
+        return result
+    except (Transient, AuthError, ConfigError) as exc:
+        alone = settlement.record(lambda: aggregate.release(ports.ledger, group))
+        return settlement.retry_later(attempt, alone, exc)
+    return settlement.forwarded_group(attempt, group, progress, _ms(started))
 
 
 def _ms(started: float) -> float:

@@ -15,13 +15,15 @@ from datetime import timedelta
 from typing import Any
 
 from shared.errors import AuthError, BridgeError, ConfigError, NotFound, Transient
-from shared.inbound import in_doubt
+from shared.inbound import aggregate, in_doubt
 from shared.inbound.attempt import Arrival, Attempt, Outcome, Result
 from shared.inbound.dispatch import indexed
 from shared.inbound.mapping import FoCall
+from shared.inbound.messages import MesEvent
 from shared.inbound.order_gate import OrderGate, Progress
 from shared.inbound.servicebus import Requeue
 from shared.inbound.wakeup import wake
+from shared.ops.telemetry import log_outcome
 from shared.reasons import NotParked, ParkReason
 from shared.runtime import Ports
 from shared.store.ledger import Companion, CompanionConflict, LedgerEntry, LedgerStore, LostRace, State
@@ -208,6 +210,8 @@ def park_in_doubt(attempt: Attempt, entry: LedgerEntry, call: FoCall, detail: st
     """Park a send that may have been applied. Indexed by its content, so that F&O's processed event
     settles it without an operator; the bookkeeping a forward does waits in the row until then.
     Where a read of F&O can tell, the bridge checks by itself after the window (shared/inbound/in_doubt.py)."""
+    if aggregate.FO_MESSAGE in entry.extra:
+        return park_stranded_group(attempt, entry, detail)
     call_type, hashed, index_row = indexed(entry, call)
     extra = {**entry.extra, "ContentHash": hashed, "Lineage": [asdict(edge) for edge in attempt.flow.lineage(attempt.event)]}
     parked = park(
@@ -216,6 +220,99 @@ def park_in_doubt(attempt: Attempt, entry: LedgerEntry, call: FoCall, detail: st
     if in_doubt.decidable(attempt.flow.name) and attempt.event.production_order:
         attempt.schedule(entry, attempt.ports.settings.in_doubt_check_after_s, in_doubt_check=True)
     return parked
+
+
+# --- one F&O message for several MES messages (shared/inbound/aggregate.py) ---------------------
+
+
+def forwarded_group(attempt: Attempt, group: aggregate.Group, progress: Progress, fo_ms: float) -> Result:
+    """F&O accepted the merged message: each member's genealogy, then every member Forwarded with the
+    order's watermark past the last one in one transaction (the content index went with the claim),
+    and the wake-up of what the gate holds behind them."""
+    ports, flow = attempt.ports, attempt.flow
+    call_type = group.call.message_type
+    edges = [edge for member in group.members for edge in flow.lineage(member.event)]
+    if edges:
+        record(lambda: ports.lineage.record(edges))
+    last = group.members[-1]
+    planned = ports.gate.plan_advance(progress, flow.name, last.event.sequence)
+    detail = f"{call_type} (one F&O message for {len(group.members)} MES messages)"
+
+    def forward(together: bool) -> list[LedgerEntry]:
+        moves = [
+            (
+                m.entry,
+                State.FORWARDED,
+                {
+                    "detail": detail,
+                    "fo_message_type": call_type,
+                    "lease_until": None,
+                    "extra": {**m.entry.extra, "FoReference": "", "FoMs": round(fo_ms, 1)},
+                },
+            )
+            for m in group.members
+        ]
+        return ports.ledger.transition_together(moves, [planned] if together and planned is not None else None)
+
+    try:
+        done: list[LedgerEntry] = record(lambda: forward(True))
+    except CompanionConflict:
+        done = record(lambda: forward(False))
+        record(lambda: ports.gate.advance(done[0].company, attempt.order, flow.name, last.event.sequence))
+    for entry in done[1:]:
+        result = attempt.result(entry, Outcome.FORWARDED, fo_ms=fo_ms)
+        log_outcome(ports.log, flow.name, result, duration_ms=0.0, delivery_count=0)
+    # They waited: the next in sequence resumes now.
+    wake_behind(ports, done[-1], f"{done[-1].message_id} was forwarded")
+    return attempt.result(done[0], Outcome.FORWARDED, fo_ms=fo_ms)
+
+
+def park_group_in_doubt(attempt: Attempt, members: list[tuple[LedgerEntry, MesEvent]], detail: str, fo_ms: float = 0.0) -> Result:
+    """In doubt applies to the whole F&O message: every member parks, already indexed by the merged
+    content's hash (written with the claim), so F&O's processed event settles them all."""
+    ports, flow = attempt.ports, attempt.flow
+    moves = [
+        (
+            entry,
+            State.PARKED,
+            {
+                "reason": ParkReason.IN_DOUBT,
+                "detail": detail,
+                "lease_until": None,
+                "extra": {**entry.extra, "Lineage": [asdict(edge) for edge in flow.lineage(event)]},
+            },
+        )
+        for entry, event in members
+    ]
+    parked: list[LedgerEntry] = record(lambda: ports.ledger.transition_together(moves))
+    for entry in parked[1:]:
+        result = attempt.result(entry, Outcome.PARKED, ParkReason.IN_DOUBT, detail)
+        log_outcome(ports.log, flow.name, result, duration_ms=0.0, delivery_count=0)
+    return attempt.result(parked[0], Outcome.PARKED, ParkReason.IN_DOUBT, detail, fo_ms)
+
+
+def park_stranded_group(attempt: Attempt, entry: LedgerEntry, detail: str) -> Result:
+    """A member of a merged message found Forwarding after its worker stopped: the whole F&O message
+    is in doubt. Its members held by nobody park with it (one a live worker holds is left to it); the
+    merged hash and the content index were written with the claim."""
+    ports, flow = attempt.ports, attempt.flow
+    members: list[tuple[LedgerEntry, MesEvent]] = [(entry, attempt.event)]
+    for message_id in aggregate.members_of(entry):
+        if message_id == entry.message_id:
+            continue
+        other = ports.ledger.get(entry.company, message_id)
+        body = ports.ledger.payload(entry.company, message_id) if other is not None else None
+        held = other is not None and other.lease_until is not None and other.lease_until > ports.clock()
+        if other is None or body is None or other.state is not State.FORWARDING or held:
+            continue
+        if aggregate.head_of(other) != aggregate.head_of(entry):
+            continue
+        members.append((other, flow.event.model_validate_json(body)))
+    try:
+        return park_group_in_doubt(attempt, members, detail)
+    except LostRace:
+        # Another member's copy parked one of them meanwhile: park this one, as part of the same message.
+        return park_group_in_doubt(attempt, members[:1], detail)
 
 
 def check_in_doubt(attempt: Attempt) -> Result:

@@ -243,12 +243,30 @@ def describe(entry: LedgerEntry) -> dict[str, Any]:
         "correlation_id": entry.correlation_id,
         "fo_message_type": entry.fo_message_type,
         "fo_reference": entry.extra.get("FoReference", ""),
+        # One F&O message may carry several MES messages (per-order aggregation): which one, and with whom.
+        "fo_message": _fo_message(entry),
         "received_at": entry.received_at.isoformat() if entry.received_at else None,
         "updated_at": entry.updated_at.isoformat() if entry.updated_at else None,
         "payload_size": entry.payload_size,
         "history": list(entry.history),
         # What this row holds that cannot be read (damaged, or written by an older version): shown, not hidden.
         "unreadable": [{"property": u.name, "error": u.error} for u in entry.unreadable],
+    }
+
+
+def _fo_message(entry: LedgerEntry) -> dict[str, Any] | None:
+    told = entry.extra.get("FoMessage") or entry.extra.get("EarlierFoMessage")
+    if not isinstance(told, dict):
+        return None
+    members = [str(m) for m in told.get("Members", [])]
+    return {
+        "head": told.get("Head"),
+        "members": members,
+        "siblings": [m for m in members if m != entry.message_id],
+        "lines": told.get("Lines"),
+        "content_hash": told.get("ContentHash"),
+        # Travelled in it before an operator's resubmission sent it on its own.
+        "earlier": "FoMessage" not in entry.extra,
     }
 
 

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from shared.errors import Transient
 from shared.fo.production_order import read_released_order
+from shared.inbound import aggregate
 from shared.inbound.settlement import catch_up
 from shared.outbound.envelope import (
     MESSAGE_PROCESSED,
@@ -236,9 +237,7 @@ def message_processed(event: BusinessEvent, ports: Ports) -> Handled:
     ]
     # Two MES messages may have the same content: the redelivery of the event that settled the first
     # must not settle the second, so the EventId is looked for on the rows before any is chosen.
-    settled_by_it = [e.message_id for e in candidates if event.event_id.upper() in settling_events(e)]
-    if settled_by_it:
-        return Handled(Handling.DUPLICATE, f"this EventId settled {settled_by_it[0]} already")
+    settled_by_it = [e for e in candidates if event.event_id.upper() in settling_events(e)]
     open_entries = [
         e
         for e in candidates
@@ -248,6 +247,15 @@ def message_processed(event: BusinessEvent, ports: Ports) -> Handled:
         # F&O's message processor lets an operator re-process a Failed message (Failed -> Queued
         # -> Processed): the later state wins, and MES hears that the rejection is withdrawn.
         open_entries = [e for e in candidates if e.state is State.FAILED]
+    if settled_by_it:
+        # One F&O message may carry several MES messages (shared/inbound/aggregate.py): a redelivery
+        # of its event finishes the ones a stopped worker left open, and settles nothing else.
+        head = aggregate.head_of(settled_by_it[0])
+        rest = [e for e in open_entries if aggregate.head_of(e) == head and e not in settled_by_it]
+        if not rest:
+            return Handled(Handling.DUPLICATE, f"this EventId settled {settled_by_it[0].message_id} already")
+        finished = [_settle(member, event, state, ports, company) for member in rest]
+        return Handled(Handling.MATCHED, "; ".join(h.detail for h in finished))
     if not open_entries:
         if candidates:
             return Handled(Handling.DUPLICATE, "every MES message with this content was settled already")
@@ -256,7 +264,11 @@ def message_processed(event: BusinessEvent, ports: Ports) -> Handled:
             return Handled(Handling.IGNORED, "no MES message sent by the bridge has this content")
         raise Transient("no ledger row matches the processed message yet; Event Grid will retry")
     entry = open_entries[0]
-    return _settle(entry, event, state, ports, company)
+    # One F&O message may carry several MES messages (shared/inbound/aggregate.py): its event settles
+    # every one of them, each with its own outcome to MES. A retry finds the ones left open.
+    group = [e for e in open_entries if aggregate.head_of(e) == aggregate.head_of(entry)]
+    settled = [_settle(member, event, state, ports, company) for member in group]
+    return settled[0] if len(settled) == 1 else Handled(Handling.MATCHED, "; ".join(h.detail for h in settled))
 
 
 def _settle(entry: LedgerEntry, event: BusinessEvent, state: str, ports: Ports, company: str) -> Handled:

@@ -346,6 +346,13 @@ class LedgerStore(Protocol):
         in the same transaction (`CompanionConflict`, and nothing written, if one of them had changed)."""
         ...
 
+    def transition_together(
+        self, moves: list[tuple[LedgerEntry, State, dict[str, Any]]], companions: list[Companion] | None = None
+    ) -> list[LedgerEntry]:
+        """Move several rows of one company at once, with `companions`: all or nothing. `LostRace`
+        names the first row that changed (its index in `args[1]`); `CompanionConflict` otherwise."""
+        ...
+
     def write(self, companion: Companion) -> None:
         """Write a companion row (an upsert) on its own."""
         ...
@@ -445,6 +452,42 @@ class Ledger:
             except (ResourceModifiedError, ResourceNotFoundError):
                 raise LostRace(entry.message_id) from None
         return replace(updated, etag=str(metadata.get("etag", "")), stored_parts=_parts_of(entity))
+
+    def transition_together(
+        self, moves: list[tuple[LedgerEntry, State, dict[str, Any]]], companions: list[Companion] | None = None
+    ) -> list[LedgerEntry]:
+        """Move several rows of one partition at once (one F&O message carrying several MES messages):
+        all of them and `companions`, or none. `LostRace` names the first row that changed since it was
+        read (`LostRace.args[1]` is its index in `moves`); `CompanionConflict` when a companion had."""
+        now = utcnow()
+        updated: list[LedgerEntry] = []
+        operations: list[Companion] = []
+        entities: list[dict[str, Any]] = []
+        for entry, state, changes in moves:
+            reason, detail = str(changes.pop("reason", "")), str(changes.pop("detail", ""))
+            attempt = int(changes.get("attempts", entry.attempts))
+            history = compact_history((*entry.history, _history_entry(state, reason, detail, now, attempt)))
+            moved = replace(entry, state=state, reason=reason, detail=detail, updated_at=now, history=history, **changes)
+            entity = _to_entity(moved)
+            guard: dict[str, Any] = {
+                "mode": UpdateMode.MERGE,
+                "etag": entry.etag,
+                "match_condition": MatchConditions.IfNotModified,
+            }
+            operations.append(("update", entity, guard))
+            entities.append(entity)
+            updated.append(moved)
+        with storage_call("ledger update together"):
+            try:
+                results = self._table.submit_transaction([*operations, *(companions or [])])
+            except TableTransactionError as exc:
+                if exc.index is not None and exc.index < len(moves):
+                    raise LostRace(moves[exc.index][0].message_id, exc.index) from None
+                raise CompanionConflict(str(exc.message)) from None
+        return [
+            replace(moved, etag=str(metadata.get("etag", "")), stored_parts=_parts_of(entity))
+            for moved, metadata, entity in zip(updated, results, entities, strict=False)
+        ]
 
     @property
     def table(self) -> TableClient:

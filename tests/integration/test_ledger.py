@@ -102,3 +102,23 @@ def test_query_by_state_and_order_is_parameterised(ledger):
     assert {e.message_id for e in ledger.query(state=State.PARKED)} == {"q1", "q2"}
     assert {e.message_id for e in ledger.query(production_order="P1")} == {"q1", "q3"}
     assert list(ledger.query(production_order="P1' or 'a' eq 'a")) == []
+
+
+def test_rows_moved_together_move_all_or_none_and_the_first_changed_one_is_named(ledger):
+    from shared.store.ledger import content_index_row
+
+    rows = [ledger.create(entry(f"m-{n}", state=State.WAITING)) for n in range(3)]
+    index = [content_index_row("USMF", "h" * 64, r.message_id, "ProdProductionOrderPickingList") for r in rows]
+    # Somebody moves the second row meanwhile: nothing of the group is written, and it is named.
+    ledger.transition(rows[1], State.WAITING, reason="ordering", detail="its own copy came back")
+    moves = [(r, State.FORWARDING, {"detail": "taken along"}) for r in rows]
+    with pytest.raises(LostRace) as lost:
+        ledger.transition_together(moves, index)
+    assert lost.value.args[1] == 1
+    assert [ledger.get("USMF", r.message_id).state for r in rows] == [State.WAITING] * 3
+    assert ledger.messages_with_content("USMF", "h" * 64) == []
+    # Without it, the rest moves at once with the index rows.
+    moved = ledger.transition_together([(rows[0], State.FORWARDING, {"detail": "taken along"})], index[:1])
+    assert moved[0].state is State.FORWARDING and moved[0].etag != rows[0].etag
+    assert ledger.get("USMF", "m-0").detail == "taken along"
+    assert ledger.messages_with_content("USMF", "h" * 64) == ["m-0"]

@@ -590,3 +590,158 @@ def test_a_changed_copy_of_a_refused_message_is_kept_apart(bridge):
     result = deliver(bridge, "material_consumed", changed)
     assert result.outcome is Outcome.PARKED and result.reason == ParkReason.CONFLICT and result.message_id != "m-3"
     assert bridge.ledger.payload("USMF", "m-3") == first
+
+
+# --- per-order aggregation (shared/inbound/aggregate.py) ----------------------------------------
+
+
+def held_consumptions(bridge: FakeBridge, *sequences: int) -> list[str]:
+    """Consumptions that arrive before their order's start: the gate holds them (Waiting)."""
+    ids = []
+    for sequence in sequences:
+        result = deliver(bridge, "material_consumed", message("material_consumed", f"m-{sequence}", sequence=sequence))
+        assert result.outcome is Outcome.WAITING
+        ids.append(f"m-{sequence}")
+    return ids
+
+
+def woken(bridge: FakeBridge, message_id: str) -> Result:
+    """Deliver the copy the wake-up put on the queue for `message_id`."""
+    copy = next(c for c in reversed(bridge.requeue.scheduled) if c.message_id.startswith(f"{message_id}|wake-"))
+    return again(bridge, copy)
+
+
+def test_what_the_gate_holds_of_an_order_and_a_flow_goes_to_f_and_o_as_one_message(bridge):
+    ids = held_consumptions(bridge, 2, 3, 4)
+    start(bridge)
+    result = woken(bridge, "m-2")
+    assert result.outcome is Outcome.FORWARDED and result.message_id == "m-2"
+    [picking] = [c for c in bridge.fo.applied if c.what == "ProdProductionOrderPickingList"]
+    assert len(picking.body["content"]["PickingListLines"]) == 6  # two lines in each of three messages
+    merged_hash = row(bridge, "m-2").extra["ContentHash"]
+    for message_id in ids:
+        entry = row(bridge, message_id)
+        assert entry.state is State.FORWARDED and entry.extra["FoMessage"]["Members"] == ids
+        assert entry.extra["ContentHash"] == merged_hash
+    assert bridge.ledger.messages_with_content("USMF", merged_hash) == ids
+    assert bridge.gate.read("USMF", ORDER).watermark == 4
+    # Each MES message keeps its own genealogy.
+    assert {ref.item for ref in bridge.lineage.batches_of_order("USMF", ORDER, "consumed")} == {"RM-0001", "RM-0007"}
+
+
+def test_a_message_that_never_waited_is_sent_alone_without_a_look_in_the_ledger(bridge):
+    start(bridge)
+    assert deliver(bridge, "material_consumed", message("material_consumed", "m-2", sequence=2)).outcome is Outcome.FORWARDED
+    assert row(bridge, "m-2").extra.get("FoMessage") is None and len(bridge.fo.calls) == 2
+
+
+def test_with_merging_off_each_message_goes_alone():
+    bridge = fake_bridge(
+        fo_rows={HEADERS: [{"dataAreaId": "usmf", "ProductionOrderNumber": ORDER, "ProductionOrderStatus": "Released"}]},
+        FO_MERGE_MAX_MESSAGES="1",
+    )
+    held_consumptions(bridge, 2, 3)
+    start(bridge)
+    woken(bridge, "m-2")
+    assert [c.what for c in bridge.fo.calls] == ["ProdProductionOrderStart", "ProdProductionOrderPickingList"]
+    assert row(bridge, "m-3").state is State.WAITING
+
+
+def test_a_merged_message_f_and_o_refuses_is_split_the_first_goes_alone_and_the_others_never_merge_again(bridge):
+    held_consumptions(bridge, 2, 3, 4)
+    start(bridge)
+    bridge.fo.answer(BusinessRejection("F&O rejected POST (HTTP 400)", infolog="no"), None)
+    result = woken(bridge, "m-2")
+    assert result.outcome is Outcome.FORWARDED
+    refused, alone = bridge.fo.calls[1:]
+    assert len(refused.body["content"]["PickingListLines"]) == 6 and len(alone.body["content"]["PickingListLines"]) == 2
+    assert row(bridge, "m-2").extra.get("FoMessage") is None and row(bridge, "m-2").state is State.FORWARDED
+    for message_id in ("m-3", "m-4"):
+        entry = row(bridge, message_id)
+        assert entry.state is State.WAITING and entry.extra["MergeRefused"] and "FoMessage" not in entry.extra
+    # The next goes alone when woken, although the one after it waits too.
+    assert woken(bridge, "m-3").outcome is Outcome.FORWARDED
+    assert len(bridge.fo.calls[-1].body["content"]["PickingListLines"]) == 2
+
+
+def test_a_transient_fault_undoes_the_group_and_the_retry_merges_again(bridge):
+    held_consumptions(bridge, 2, 3)
+    start(bridge)
+    bridge.fo.answer(Transient("F&O answered 503"))
+    assert woken(bridge, "m-2").outcome is Outcome.RETRYING
+    assert row(bridge, "m-2").state is State.WAITING and row(bridge, "m-3").state is State.WAITING
+    assert "FoMessage" not in row(bridge, "m-3").extra
+    retry = next(c for c in reversed(bridge.requeue.scheduled) if c.message_id.startswith("m-2|"))
+    assert again(bridge, retry).outcome is Outcome.FORWARDED
+    assert len(bridge.fo.applied[-1].body["content"]["PickingListLines"]) == 4
+    assert row(bridge, "m-3").state is State.FORWARDED
+
+
+def test_a_merged_message_in_doubt_parks_every_member_indexed_by_the_merged_content(bridge):
+    ids = held_consumptions(bridge, 2, 3)
+    start(bridge)
+    bridge.fo.answer(InDoubt("no answer from F&O after sending (ReadTimeout)"))
+    result = woken(bridge, "m-2")
+    assert result.outcome is Outcome.PARKED and result.reason == ParkReason.IN_DOUBT
+    merged_hash = row(bridge, "m-2").extra["ContentHash"]
+    for message_id in ids:
+        entry = row(bridge, message_id)
+        assert (entry.state, entry.reason) == (State.PARKED, ParkReason.IN_DOUBT)
+        assert entry.extra["ContentHash"] == merged_hash and entry.extra["Lineage"]
+    assert bridge.ledger.messages_with_content("USMF", merged_hash) == ids
+
+
+def test_a_processed_event_that_finds_a_merged_message_still_forwarding_settles_every_member_with_its_genealogy(bridge):
+    from shared.outbound.handlers import message_processed
+    from tests.unit.test_outbound_settlement import processed
+
+    ids = held_consumptions(bridge, 2, 3)
+    start(bridge)
+    # The worker stops after F&O took the merged message and before it recorded the answer.
+    bridge.fo.answer(RuntimeError("the worker stopped"))
+    with pytest.raises(RuntimeError):
+        woken(bridge, "m-2")
+    assert [row(bridge, m).state for m in ids] == [State.FORWARDING] * 2
+    [merged] = [c for c in bridge.fo.calls if c.what == "ProdProductionOrderPickingList"]
+    content = message_content(merged.body["content"])
+    handled = message_processed(processed(content, MessageType="ProdProductionOrderPickingList"), bridge.ports)
+    assert handled.detail.count("Processed") == 2
+    assert [row(bridge, m).state for m in ids] == [State.PROCESSED] * 2
+    # Each member's outcome to MES, and each member's genealogy (kept in its row since the claim).
+    outcomes = [json.loads(e.body)["mes_message_id"] for e in bridge.publisher.sent]
+    assert sorted(outcomes) == ids
+    assert {ref.item for ref in bridge.lineage.batches_of_order("USMF", ORDER, "consumed")} == {"RM-0001", "RM-0007"}
+    assert bridge.gate.read("USMF", ORDER).watermark == 3
+
+
+def test_the_redelivered_processed_event_of_a_merged_message_finishes_the_members_a_stopped_handler_left(bridge):
+    from shared.outbound.handlers import Handling, message_processed
+    from tests.unit.test_outbound_settlement import processed
+
+    ids = held_consumptions(bridge, 2, 3)
+    start(bridge)
+    assert woken(bridge, "m-2").outcome is Outcome.FORWARDED
+    [merged] = [c for c in bridge.fo.calls if c.what == "ProdProductionOrderPickingList"]
+    event = processed(message_content(merged.body["content"]), MessageType="ProdProductionOrderPickingList")
+    sent_before = len(bridge.publisher.sent)
+    original = bridge.publisher.publish
+    calls = 0
+
+    def second_send_fails(message):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("the MES topic refused the send")
+        original(message)
+
+    bridge.publisher.publish = second_send_fails
+    with pytest.raises(RuntimeError):
+        message_processed(event, bridge.ports)
+    assert [row(bridge, m).state for m in ids] == [State.PROCESSED, State.FORWARDED]
+    # Event Grid delivers the event again: the member left open is settled, the other is not touched twice.
+    handled = message_processed(event, bridge.ports)
+    assert handled.outcome is Handling.MATCHED
+    assert [row(bridge, m).state for m in ids] == [State.PROCESSED] * 2
+    outcomes = [json.loads(e.body)["mes_message_id"] for e in bridge.publisher.sent[sent_before:]]
+    assert sorted(outcomes) == ids
+    assert message_processed(event, bridge.ports).outcome is Handling.DUPLICATE

@@ -1,0 +1,200 @@
+"""Per-order aggregation in the ledger (issue 20): the waiting messages a send takes along, and the
+rows that tie one F&O message to its MES messages.
+
+What waits is what the order gate already holds: `Waiting` rows (reason `ordering`) of the same
+order and flow, the direct successors in MES sequence of the message about to be sent. Nothing is
+held back to be merged, and a send looks in the ledger only when the order's progress row says that
+somebody waited (`Progress.waiting_for`), so at low load a send costs what it did.
+
+Every member's row names the F&O message it travels in (`FoMessage`: head, members in MES order,
+line count) and carries the merged content's hash, and the content index holds one row per member
+under that hash. Both are written with the claim, before the POST: whatever happens after it (an
+answer, none, a crash), F&O's processed event finds every member.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from shared.inbound.dispatch import content_hash
+from shared.inbound.mapping import MappingOptions, SendMessage
+from shared.inbound.merge import LINE_LISTS, mergeable, mergeable_prefix, merged
+from shared.inbound.messages import MesEvent
+from shared.inbound.order_gate import Progress
+from shared.settings import Settings
+from shared.store.ledger import LedgerEntry, LedgerStore, LostRace, State, content_index_row
+
+if TYPE_CHECKING:
+    from shared.inbound.flows import Flow
+
+#: The row's extra that names the F&O message a MES message travelled in.
+FO_MESSAGE = "FoMessage"
+#: Set on the members of a merged message F&O refused: each goes alone from then on.
+MERGE_REFUSED = "MergeRefused"
+
+
+@dataclass(frozen=True)
+class Member:
+    entry: LedgerEntry
+    event: MesEvent
+
+
+@dataclass(frozen=True)
+class Group:
+    """One F&O message and the MES messages it carries, the one being delivered first."""
+
+    members: tuple[Member, ...]
+    call: SendMessage
+    content_hash: str
+
+    @property
+    def head(self) -> Member:
+        return self.members[0]
+
+
+def story(head: str, members: list[str], lines: int, content_hash: str) -> dict[str, Any]:
+    return {"Head": head, "Members": members, "Lines": lines, "ContentHash": content_hash}
+
+
+def members_of(entry: LedgerEntry) -> list[str]:
+    """The MES message ids of the F&O message `entry` travelled in (itself alone when it went alone)."""
+    told = entry.extra.get(FO_MESSAGE)
+    members = told.get("Members") if isinstance(told, dict) else None
+    return [str(m) for m in members] if isinstance(members, list) and members else [entry.message_id]
+
+
+def head_of(entry: LedgerEntry) -> str:
+    told = entry.extra.get(FO_MESSAGE)
+    head = told.get("Head") if isinstance(told, dict) else None
+    return str(head) if head else entry.message_id
+
+
+def on_its_own(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """A row claimed again (an operator's resubmission of a parked member) is a send of its own: the
+    F&O message it travelled in before stays in its story as `EarlierFoMessage`."""
+    if FO_MESSAGE not in extra:
+        return dict(extra)
+    kept = {k: v for k, v in extra.items() if k not in (FO_MESSAGE, "ContentHash")}
+    return {**kept, "EarlierFoMessage": extra[FO_MESSAGE]}
+
+
+def worth_looking(progress: Progress, head: LedgerEntry) -> bool:
+    """Whether anything of the order can be waiting: somebody noted a wait on the order's progress
+    row, or this message itself waited (woken, or retried after an outage). A message that never
+    waited, of an order nobody waits in, sends as before without a look in the ledger."""
+    if progress.waiting_for is not None or progress.held:
+        return True
+    return any(step.get("state") == State.WAITING.value for step in head.history)
+
+
+def _waiting_run(ledger: LedgerStore, head: LedgerEntry, flow: str, limit: int) -> list[LedgerEntry]:
+    """The order's Waiting rows of `flow` right after `head` in sequence, none skipped."""
+    assert head.sequence is not None
+    rows = [
+        e
+        for e in ledger.query(company=head.company, production_order=head.production_order, state=State.WAITING, flow=flow)
+        if e.reason == "ordering" and e.sequence is not None and not e.extra.get(MERGE_REFUSED)
+    ]
+    counts = Counter(e.sequence for e in rows)
+    by_sequence = {e.sequence: e for e in rows}
+    run: list[LedgerEntry] = []
+    wanted = head.sequence + 1
+    # Two rows under one number are a conflict the gate settles: the run stops before them.
+    while wanted in by_sequence and counts[wanted] == 1 and len(run) < limit - 1:
+        run.append(by_sequence[wanted])
+        wanted += 1
+    return run
+
+
+def gather(
+    ledger: LedgerStore,
+    settings: Settings,
+    options: MappingOptions,
+    flow: Flow,
+    head: Member,
+    call: SendMessage,
+    lease_until: datetime,
+) -> Group | None:
+    """Claim the waiting successors `call` may carry, and record the group; None when it goes alone.
+    `LostRace` when the head's own row changed meanwhile (as a plain forward would find)."""
+    limit = settings.fo_merge_max_messages
+    entry = head.entry
+    if limit <= 1 or entry.sequence is None or not mergeable(call) or entry.extra.get(MERGE_REFUSED):
+        return None
+    candidates: list[Member] = []
+    calls: list[SendMessage] = [call]
+    for row in _waiting_run(ledger, entry, entry.flow, limit):
+        body = ledger.payload(row.company, row.message_id)
+        if body is None:
+            break
+        try:
+            event = flow.event.model_validate_json(body)
+        except ValueError:
+            break
+        mapped = flow.map(event, options)
+        if not isinstance(mapped, SendMessage):
+            break
+        candidates.append(Member(row, event))
+        calls.append(mapped)
+    taken = mergeable_prefix(calls, max_messages=limit, max_content_bytes=settings.fo_merge_max_content_bytes)
+    while taken > 1:
+        members = (head, *candidates[: taken - 1])
+        one = merged(calls[:taken])
+        try:
+            return _claim(ledger, flow, members, one, lease_until)
+        except LostRace as lost:
+            index = lost.args[1] if len(lost.args) > 1 else 0
+            if index == 0:
+                raise
+            # That sibling moved meanwhile (its own copy came back): the run ends before it.
+            taken = index
+    return None
+
+
+def _claim(ledger: LedgerStore, flow: Flow, members: tuple[Member, ...], call: SendMessage, until: datetime) -> Group:
+    digest = content_hash(call)
+    ids = [m.entry.message_id for m in members]
+    lines = len(call.content[LINE_LISTS[call.message_type]])
+    told = story(ids[0], ids, lines, digest)
+    moves: list[tuple[LedgerEntry, State, dict[str, Any]]] = []
+    for position, member in enumerate(members):
+        entry = member.entry
+        # The genealogy goes with the claim: F&O's processed event may settle a member before the
+        # forward (or the in-doubt park) records anything else, and it catches up from the row.
+        lineage = [asdict(edge) for edge in flow.lineage(member.event)]
+        extra = {**entry.extra, FO_MESSAGE: told, "ContentHash": digest, "Lineage": lineage}
+        if position == 0:
+            changes: dict[str, Any] = {"reason": entry.reason, "detail": entry.detail, "extra": extra, "lease_until": until}
+        else:
+            detail = f"taken along by {ids[0]}: one F&O message for {len(ids)} MES messages of {entry.production_order}"
+            changes = {"reason": "", "detail": detail, "extra": extra, "lease_until": until, "attempts": entry.attempts + 1}
+        moves.append((entry, State.FORWARDING, changes))
+    index = [content_index_row(m.entry.company, digest, m.entry.message_id, call.message_type) for m in members]
+    claimed = ledger.transition_together(moves, index)
+    return Group(tuple(Member(e, m.event) for e, m in zip(claimed, members, strict=True)), call, digest)
+
+
+def release(ledger: LedgerStore, group: Group, *, refused: str = "") -> LedgerEntry:
+    """Undo the group before anything reached F&O (F&O refused the merged message, or a transient
+    fault): the head back to a plain claim, the others back to Waiting for their turn. With
+    `refused`, none of them is merged again (each goes alone and only the bad one is parked)."""
+    moves: list[tuple[LedgerEntry, State, dict[str, Any]]] = []
+    for position, member in enumerate(group.members):
+        entry = member.entry
+        extra = {k: v for k, v in entry.extra.items() if k not in (FO_MESSAGE, "ContentHash")}
+        if refused:
+            extra[MERGE_REFUSED] = refused
+        if position == 0:
+            moves.append((entry, State.FORWARDING, {"reason": "", "detail": entry.detail, "extra": extra}))
+        else:
+            detail = (
+                f"F&O refused the merged message; this one goes alone after {group.head.entry.message_id}"
+                if refused
+                else f"waiting for {group.head.entry.message_id}, which is retried"
+            )
+            moves.append((entry, State.WAITING, {"reason": "ordering", "detail": detail, "extra": extra, "lease_until": None}))
+    return ledger.transition_together(moves)[0]
