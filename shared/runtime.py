@@ -15,6 +15,7 @@ from shared.fo.client import FoApi, FoClient
 from shared.fo.http import PinnedTrustSession
 from shared.inbound.mapping import MappingOptions
 from shared.inbound.order_gate import OrderGate
+from shared.inbound.recent import Recent
 from shared.inbound.servicebus import DeadLetters, Requeue, ServiceBusDeadLetters, ServiceBusRequeue
 from shared.outbound.mes_publisher import MesPublisher, ServiceBusMesPublisher
 from shared.settings import Settings, get_settings
@@ -44,6 +45,8 @@ class Ports:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("mesbridge"))
     #: What the pipeline reads the time from (a lease, the retry window, a queue age); tests pass a FakeClock.
     clock: Clock = field(default=utcnow)
+    #: What this process knows of messages it handled lately (shared/inbound/recent.py).
+    recent: Recent = field(default_factory=Recent)
 
 
 _lock = threading.Lock()

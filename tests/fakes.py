@@ -232,11 +232,16 @@ class InMemoryLedger:
             stored = self.entries.get((company, message_id))
         return stored[1] if stored else None
 
-    def create(self, entry: LedgerEntry, payload: bytes | None = None) -> LedgerEntry:
+    def create(
+        self, entry: LedgerEntry, payload: bytes | None = None, *, companions: list[Companion] | None = None
+    ) -> LedgerEntry:
         now = self._clock()
         with self.table.lock:
             if (entry.company, entry.message_id) in self.entries:
                 raise LostRace(entry.message_id)
+            if any(self.table.refused(c) for c in companions or ()):
+                raise CompanionConflict(f"a row written with {entry.message_id} had changed")
+            etags = tuple(self.table.apply(companion) for companion in companions or ())
             created = replace(
                 entry,
                 received_at=entry.received_at or now,
@@ -247,7 +252,7 @@ class InMemoryLedger:
                 etag=self.table.stamp()[0],
             )
             self.entries[(entry.company, entry.message_id)] = (created, (payload or b"")[: self.PAYLOAD_KEPT])
-        return created
+        return replace(created, companion_etags=etags)
 
     def transition(
         self,
@@ -267,8 +272,7 @@ class InMemoryLedger:
                 raise LostRace(entry.message_id)
             if any(self.table.refused(c) for c in companions or ()):
                 raise CompanionConflict(f"a row written with {entry.message_id} had changed")
-            for companion in companions or ():
-                self.table.apply(companion)
+            etags = tuple(self.table.apply(companion) for companion in companions or ())
             attempt = int(changes.get("attempts", entry.attempts))
             history = compact_history((*entry.history, _history_entry(state, reason, detail, now, attempt)))
             updated = replace(entry, state=state, reason=reason, detail=detail, updated_at=now, history=history, **changes)
@@ -284,7 +288,7 @@ class InMemoryLedger:
                 kept,
                 stored[1] if payload is None else payload[: self.PAYLOAD_KEPT],
             )
-        return updated
+        return replace(updated, companion_etags=etags)
 
     def transition_together(
         self, moves: list[tuple[LedgerEntry, State, dict[str, Any]]], companions: list[Companion] | None = None
@@ -332,6 +336,14 @@ class InMemoryLedger:
                 and (updated_since is None or (e.updated_at is not None and e.updated_at >= updated_since))
             ):
                 yield e
+
+    def waiting_or_parked(self, company: str, order: str) -> list[tuple[LedgerEntry, bytes]]:
+        with self.table.lock:
+            return [
+                (e, body)
+                for e, body in self.entries.values()
+                if e.company == company and e.production_order == order and e.state in (State.WAITING, State.PARKED)
+            ]
 
     def messages_with_content(self, company: str, content_hash: str) -> list[str]:
         low, high = f"~content~{content_hash}|", f"~content~{content_hash}}}"

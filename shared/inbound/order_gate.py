@@ -9,6 +9,8 @@ overtakes nothing still waiting. Progress rows are ETag-guarded, so instances ca
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -17,6 +19,7 @@ from typing import Any, Protocol
 from shared.clock import Clock, utcnow
 from shared.reasons import NotParked, ParkReason
 from shared.store.ledger import Companion
+from shared.store.optimistic import ATTEMPTS, update_optimistically
 from shared.store.progress import Progress as Progress  # re-exported: the gate's callers read it
 from shared.store.progress import ProgressChanged
 
@@ -48,6 +51,9 @@ class Admit:
 class Wait:
     reason: NotParked
     detail: str
+    #: The wait is noted on the order's row, so the watermark move that ends it resumes the message
+    #: (shared/inbound/wakeup.py); False: only its rescheduled copy looks again.
+    wakes: bool = True
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,20 @@ class Conflict:
 
 
 Decision = Admit | Wait | Duplicate | Gap | Conflict
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A decision, and what it needs of the order's progress row (`OrderGate.plan`)."""
+
+    decision: Decision
+    #: The row as the decision needs it stored, guarded by the ETag of the row it was decided on;
+    #: None: the decision holds on any newer row.
+    row: Progress | None = None
+    #: True: `row` is the row as read, the transaction only checks it; False: it notes something new.
+    unchanged: bool = True
+    #: The row was read from the table for this decision (not taken from the gate's memory).
+    read_now: bool = False
 
 
 #: The wait a decision starts: what the order now waits for (a sequence, or 0 for its start) and since when.
@@ -107,15 +127,23 @@ def decision(
         return _wait_or_park(progress, expected, now, gap_timeout, ParkReason.GAP, f"waiting for sequence {expected} of {order}")
     if flow == "production_started" or not require_start:
         if flow == "production_ended" and later_waiting:
-            return Wait(NotParked.ORDERING, f"waiting for {later_waiting} earlier message(s) of {order}"), None
+            return Wait(NotParked.ORDERING, f"waiting for {later_waiting} earlier message(s) of {order}", wakes=False), None
         return Admit(progress), None
     if not progress.started:
         return _wait_or_park(
             progress, None, now, gap_timeout, ParkReason.NO_START, f"waiting for the production start of {order}"
         )
     if flow == "production_ended" and later_waiting:
-        return Wait(NotParked.ORDERING, f"waiting for {later_waiting} earlier message(s) of {order}"), None
+        return Wait(NotParked.ORDERING, f"waiting for {later_waiting} earlier message(s) of {order}", wakes=False), None
     return Admit(progress), None
+
+
+def wakes_followers(before: Progress, after: Progress) -> bool:
+    """True when a forward that moved the order's row from `before` to `after` must wake what the
+    gate holds: something waited or is parked behind it."""
+    return (
+        before.held or before.waiting_for is not None or (after.watermark > before.watermark and before.behind > before.watermark)
+    )
 
 
 def _wait_or_park(
@@ -147,27 +175,105 @@ class OrderGate:
         self._clock = clock
         self.gap_timeout = timedelta(seconds=gap_timeout_s)
         self.require_start = require_start
+        # The progress rows this process last read or wrote, with their ETags. One instance holds an
+        # order's sessions, so it usually knows the row as stored and spares the read. Only decisions
+        # a newer row cannot turn are taken from it (see `decide`); every write is guarded by its ETag,
+        # and a conflict drops the row from here.
+        self._known: OrderedDict[tuple[str, str], Progress] = OrderedDict()
+        self._known_lock = threading.Lock()
 
     def read(self, company: str, order: str) -> Progress:
-        return self._store.read(company, order)
+        """The order's progress as stored now."""
+        return self._keep(self._store.read(company, order))
 
-    def _update(self, company: str, order: str, change: Callable[[Progress], Progress]) -> Progress:
+    def _keep(self, progress: Progress) -> Progress:
+        with self._known_lock:
+            self._known[(progress.company, progress.order)] = progress
+            self._known.move_to_end((progress.company, progress.order))
+            while len(self._known) > _KNOWN_ORDERS:
+                self._known.popitem(last=False)
+        return progress
+
+    def known(self, company: str, order: str) -> Progress | None:
+        with self._known_lock:
+            return self._known.get((company, order))
+
+    def forget(self, company: str, order: str) -> None:
+        """The row changed behind this process's back (an ETag did not match): read it next time."""
+        with self._known_lock:
+            self._known.pop((company, order), None)
+
+    def _write(self, progress: Progress) -> Progress:
+        try:
+            return self._keep(self._store.write(progress))
+        except ProgressChanged:
+            self.forget(progress.company, progress.order)
+            raise
+
+    def _update(
+        self, company: str, order: str, change: Callable[[Progress], Progress], *, start: Progress | None = None
+    ) -> Progress:
         """Apply `change(progress) -> progress` under optimistic concurrency, retrying on conflicts."""
-        for _ in range(20):
-            current = self.read(company, order)
-            wanted = change(current)
-            if wanted == current:
-                return current
-            try:
-                return self._store.write(wanted)
-            except ProgressChanged:
-                continue
-        raise ProgressChanged(f"order progress of {order} kept changing")
+        return update_optimistically(
+            lambda: self.read(company, order),
+            change,
+            self._write,
+            conflict=ProgressChanged,
+            what=f"order progress of {order}",
+            start=start,
+        )
 
     # --- decisions ------------------------------------------------------------------------------
     def decide(self, company: str, order: str, flow: str, sequence: int | None, *, later_waiting: int = 0) -> Decision:
-        progress = self.read(company, order)
-        verdict, waiting = decision(
+        """The gate's decision on the order's row as stored, with the wait it starts noted on the row."""
+        for _ in range(ATTEMPTS):
+            planned = self.plan(company, order, flow, sequence, later_waiting=later_waiting, fresh=True)
+            if not isinstance(planned.decision, Wait) or planned.row is None or planned.unchanged:
+                return planned.decision
+            try:
+                self._write(planned.row)
+            except ProgressChanged:
+                continue  # decided again on the row as it is now: what changed may be the message it waits for
+            return planned.decision
+        raise ProgressChanged(f"order progress of {order} kept changing")
+
+    def plan(
+        self, company: str, order: str, flow: str, sequence: int | None, *, later_waiting: int = 0, fresh: bool = False
+    ) -> Plan:
+        """The gate's decision, and the order's row as the decision needs it, for the caller to write
+        (`check`) in the message's ledger transaction: if the row changed since it was read, that
+        transaction fails and the caller decides again (`forget`, then `plan`).
+
+        The row is the one this process last read or wrote, unless `fresh`: one instance holds an
+        order's sessions, so it usually knows the row as stored. A stale row cannot do harm: a
+        duplicate or a released sequence stays so on a newer row (the watermark and the releases only
+        grow), as does an end that waits for messages in flight once the order started; every other
+        decision is only acted on in a transaction guarded by the row's ETag."""
+        known = None if fresh else self.known(company, order)
+        progress = known if known is not None else self.read(company, order)
+        verdict, waiting = self._decision(progress, flow, sequence, later_waiting)
+        if isinstance(verdict, (Duplicate, Conflict)) or (isinstance(verdict, Wait) and not verdict.wakes):
+            return Plan(verdict, read_now=known is None)
+        row = progress
+        if isinstance(verdict, Gap):
+            # The watermark move that ends the gap looks for what the gate parked.
+            row = replace(row, held=True)
+        elif isinstance(verdict, Wait):
+            if waiting is not None:
+                row = replace(row, waiting_for=waiting[0], waiting_since=waiting[1])
+            if sequence is not None and sequence > row.behind:
+                row = replace(row, behind=sequence)
+        return Plan(verdict, row, unchanged=row == progress, read_now=known is None)
+
+    def confirm(self, progress: Progress) -> bool:
+        """True if the order's row is still as `progress` (its ETag): a decision needs it and the
+        message's own row has nothing to write. A read; the gate keeps the row it finds."""
+        return self.read(progress.company, progress.order).etag == progress.etag
+
+    def _decision(
+        self, progress: Progress, flow: str, sequence: int | None, later_waiting: int
+    ) -> tuple[Decision, Waiting | None]:
+        return decision(
             progress,
             flow,
             sequence,
@@ -176,16 +282,20 @@ class OrderGate:
             require_start=self.require_start,
             later_waiting=later_waiting,
         )
-        if waiting is not None:
-            key, since = waiting
 
-            def note(p: Progress) -> Progress:
-                if p.waiting_for == key and p.waiting_since is not None:
-                    return p
-                return replace(p, waiting_for=key, waiting_since=since)
+    def write(self, progress: Progress) -> Progress:
+        """Store `progress` if the row is still as read (its ETag), else `ProgressChanged`."""
+        return self._write(progress)
 
-            self._update(company, order, note)
-        return verdict
+    def check(self, progress: Progress) -> Companion:
+        """`progress` (the order's row as the gate decided on it, or as `plan` notes a wait on it) as an
+        operation for the message's ledger transaction, guarded by the ETag it was read with: the
+        transaction fails (`CompanionConflict`) if the row changed since."""
+        return self._store.planned_write(progress, progress)
+
+    def stored(self, progress: Progress, etag: str) -> Progress:
+        """`progress` was written by a ledger transaction, which gave it `etag`."""
+        return self._keep(replace(progress, etag=etag))
 
     @staticmethod
     def _forwarded(flow: str, sequence: int | None) -> Callable[[Progress], Progress]:
@@ -215,18 +325,34 @@ class OrderGate:
             return
         # Changed meanwhile (perhaps a new park): the flag stays, and the next move looks again.
         with contextlib.suppress(ProgressChanged):
-            self._store.write(replace(progress, held=False))
+            self._write(replace(progress, held=False))
 
     def plan_advance(self, progress: Progress, flow: str, sequence: int | None) -> Companion | None:
         """The progress write for a forwarded message, as an operation for the ledger's transaction."""
-        wanted = self._forwarded(flow, sequence)(progress)
+        wanted = self.advanced(progress, flow, sequence)
         if wanted == progress:
             return None
         return self._store.planned_write(progress, wanted)
 
+    def advanced(self, progress: Progress, flow: str, sequence: int | None) -> Progress:
+        """`progress` after a forward of `flow` with `sequence` (what `plan_advance` writes)."""
+        return self._forwarded(flow, sequence)(progress)
+
     def advance(self, company: str, order: str, flow: str, sequence: int | None) -> Progress:
         """Record that a message was forwarded: the watermark moves, start and end are noted."""
         return self._update(company, order, self._forwarded(flow, sequence))
+
+    def advance_waking(self, company: str, order: str, flow: str, sequence: int | None) -> tuple[Progress, bool]:
+        """`advance`, and whether the row as it was before said that something waits or is held
+        (then the forward wakes the order's next message)."""
+        before: list[Progress] = []
+
+        def forwarded(p: Progress) -> Progress:
+            before[:] = [p]
+            return self._forwarded(flow, sequence)(p)
+
+        after = self._update(company, order, forwarded)
+        return after, any(wakes_followers(p, after) for p in before)
 
     def release_gap(
         self, company: str, order: str, missing: int, reason: str, who: str = "operator", *, through: int | None = None
@@ -247,3 +373,7 @@ class OrderGate:
             return replace(p, watermark=last, waiting_for=None, waiting_since=None, skipped=(*p.skipped, entry))
 
         return self._update(company, order, skip)
+
+
+#: Progress rows an instance keeps in memory: a few thousand orders in flight at once is a busy plant.
+_KNOWN_ORDERS = 4096

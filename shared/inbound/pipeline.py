@@ -30,12 +30,13 @@ from shared.inbound.decode import Refused, decode, fingerprint
 from shared.inbound.dispatch import execute, message_type
 from shared.inbound.flows import Flow
 from shared.inbound.mapping import SendMessage
-from shared.inbound.order_gate import Conflict, Decision, Duplicate, Gap, Progress, Wait
-from shared.inbound.servicebus import IN_DOUBT_CHECK, Delivery
+from shared.inbound.order_gate import Conflict, Decision, Duplicate, Gap, Plan, Progress, Wait
+from shared.inbound.servicebus import ATTEMPT, IN_DOUBT_CHECK, RESUBMIT, Delivery
 from shared.ops.telemetry import log_outcome
 from shared.reasons import NotParked, ParkReason
 from shared.runtime import Ports
-from shared.store.ledger import FINAL_STATES, LedgerEntry, LostRace, State
+from shared.store.ledger import FINAL_STATES, CompanionConflict, LedgerEntry, LostRace, State
+from shared.store.progress import ProgressChanged
 
 
 def process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
@@ -70,9 +71,21 @@ def _process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
     if IN_DOUBT_CHECK in delivery.properties:
         return settlement.check_in_doubt(attempt)
     existing: LedgerEntry | None = None
+    look_again = ATTEMPT in delivery.properties and RESUBMIT not in delivery.properties
+    finished = ports.recent.final_state(identity.company, event.message_id) if look_again else None
+    if finished is not None:
+        # A look-again or retry of a message this process finished: what the ledger would answer.
+        done = LedgerEntry(identity.company, event.message_id, finished, production_order=attempt.order)
+        done = replace(done, correlation_id=identity.correlation_id)
+        return attempt.result(done, Outcome.DUPLICATE, NotParked.DUPLICATE, f"already {finished.value}")
+    remembered = False
     if attempt.scheduled_by_bridge:
         # A copy the bridge scheduled itself: its row exists, so skip the insert that would fail.
-        existing = ports.ledger.get(identity.company, event.message_id)
+        # A woken copy starts from the row the wake-up read (a row changed since is read again below).
+        existing = ports.recent.take_woken(identity.company, event.message_id) if look_again else None
+        remembered = existing is not None
+        if existing is None:
+            existing = ports.ledger.get(identity.company, event.message_id)
     if existing is None:
         fresh = LedgerEntry(
             company=identity.company,
@@ -90,20 +103,32 @@ def _process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
         # The gate decides before the row is written, so a row that says Forwarding always
         # means "about to call F&O": a failure before that point leaves nothing in doubt.
         try:
-            return _enter(attempt, fresh, _decide(attempt, fresh), new=True)
+            return _decide_and_enter(attempt, fresh, new=True)
         except LostRace:
             existing = ports.ledger.get(identity.company, event.message_id)
             if existing is None:  # deleted between the two calls: let the broker try again
                 raise Transient("ledger row vanished during the claim") from None
     if attempt.changed_copy(existing):
         return settlement.park_changed_copy(attempt, existing)
+    try:
+        return _move_on(attempt, existing)
+    except LostRace:
+        if remembered:  # the row moved since the wake-up read it: this copy looks at it as it is now
+            now = ports.ledger.get(identity.company, event.message_id)
+            if now is not None:
+                try:
+                    return _move_on(attempt, now)
+                except LostRace:
+                    existing = now
+        return attempt.result(existing, Outcome.DUPLICATE, NotParked.DUPLICATE, "another delivery moved it first")
+
+
+def _move_on(attempt: Attempt, existing: LedgerEntry) -> Result:
+    """A delivery of a message whose row exists: `LostRace` if the row moved since `existing` was read."""
     settled = _settled_or_held(attempt, existing)
     if settled is not None:
         return settled
-    try:
-        return _enter(attempt, existing, _decide(attempt, existing), new=False)
-    except LostRace:
-        return attempt.result(existing, Outcome.DUPLICATE, NotParked.DUPLICATE, "another delivery moved it first")
+    return _decide_and_enter(attempt, existing, new=False)
 
 
 def _settled_or_held(attempt: Attempt, existing: LedgerEntry) -> Result | None:
@@ -129,16 +154,17 @@ def _settled_or_held(attempt: Attempt, existing: LedgerEntry) -> Result | None:
 # --- the order gate -----------------------------------------------------------------------------
 
 
-def _decide(attempt: Attempt, entry: LedgerEntry) -> Decision | None:
-    """The order gate's decision; None for a message outside any production order (no gate)."""
+def _decide(attempt: Attempt, entry: LedgerEntry) -> Plan | None:
+    """The order gate's decision and what it needs of the order's row (None for a message outside
+    any production order: no gate)."""
     order, event = attempt.event.production_order, attempt.event
     if not order:
         return None
     waiting = _earlier_in_flight(attempt, entry) if _end_without_sequence(attempt) else 0
-    decision = attempt.ports.gate.decide(entry.company, order, attempt.flow.name, event.sequence, later_waiting=waiting)
-    if isinstance(decision, Duplicate) and event.sequence is not None:
-        return _same_sequence(attempt, entry, decision)
-    return decision
+    plan = attempt.ports.gate.plan(entry.company, order, attempt.flow.name, event.sequence, later_waiting=waiting)
+    if isinstance(plan.decision, Duplicate) and event.sequence is not None:
+        return Plan(_same_sequence(attempt, entry, plan.decision))
+    return plan
 
 
 def _same_sequence(attempt: Attempt, entry: LedgerEntry, duplicate: Duplicate) -> Decision:
@@ -184,14 +210,43 @@ def _earlier_in_flight(attempt: Attempt, entry: LedgerEntry) -> int:
 # --- the decided state --------------------------------------------------------------------------
 
 
-def _enter(attempt: Attempt, entry: LedgerEntry, decision: Decision | None, *, new: bool) -> Result:
-    """Write the row into the state the gate decided (insert when `new`, else an ETag-guarded move) and act on it."""
+class _GateMoved(Exception):
+    """The order's progress row changed between the gate's decision and the write: nothing was written."""
+
+
+def _decide_and_enter(attempt: Attempt, entry: LedgerEntry, *, new: bool) -> Result:
+    for _ in range(5):
+        try:
+            return _enter(attempt, entry, _decide(attempt, entry), new=new)
+        except _GateMoved:
+            continue  # another worker wrote the order's row since the gate read it: decide again on the row as it is now
+    raise Transient(f"the progress of order {attempt.order} kept changing during the claim")
+
+
+def _enter(attempt: Attempt, entry: LedgerEntry, plan: Plan | None, *, new: bool) -> Result:
+    """Write the row into the state the gate decided (insert when `new`, else an ETag-guarded move),
+    in one transaction with the order's row as the decision needs it, and act on it."""
     ports = attempt.ports
+    decision = plan.decision if plan is not None else None
+    gate_row = plan.row if plan is not None else None
 
     def write(state: State, **changes: Any) -> LedgerEntry:
-        if new:
-            return ports.ledger.create(replace(entry, state=state, **changes), payload=attempt.delivery.body)
-        return ports.ledger.transition(entry, state, **changes)
+        companions = [ports.gate.check(gate_row)] if gate_row is not None else None
+        try:
+            if new:
+                written = ports.ledger.create(
+                    replace(entry, state=state, **changes), payload=attempt.delivery.body, companions=companions
+                )
+            else:
+                written = ports.ledger.transition(entry, state, companions=companions, **changes)
+        except CompanionConflict:
+            # The order's row moved since the gate read it (a forward, a wait noted, a stale row in
+            # the gate's memory): nothing was written, the gate decides again on the row as it is.
+            ports.gate.forget(entry.company, attempt.order)
+            raise _GateMoved from None
+        if gate_row is not None and written.companion_etags:
+            ports.gate.stored(gate_row, written.companion_etags[0])
+        return written
 
     if isinstance(decision, Duplicate):
         row = write(State.DUPLICATE, reason=NotParked.BELOW_WATERMARK, detail=decision.detail, lease_until=None)
@@ -201,8 +256,8 @@ def _enter(attempt: Attempt, entry: LedgerEntry, decision: Decision | None, *, n
         row = write(State.PARKED, reason=ParkReason.CONFLICT, detail=decision.detail, lease_until=None, extra=extra)
         return attempt.result(row, Outcome.PARKED, ParkReason.CONFLICT, decision.detail)
     if isinstance(decision, Gap):
-        # Noted before the park, so that the watermark move that ends the gap looks for this row.
-        ports.gate.note_held(entry.company, attempt.order)
+        # The park and the order's `held` flag are one transaction: the watermark move that ends the
+        # gap looks for this row.
         extra = {**entry.extra, "Missing": decision.missing if decision.missing is not None else ""}
         row = write(State.PARKED, reason=decision.reason, detail=decision.detail, lease_until=None, extra=extra)
         return attempt.result(row, Outcome.PARKED, decision.reason, decision.detail)
@@ -213,12 +268,17 @@ def _enter(attempt: Attempt, entry: LedgerEntry, decision: Decision | None, *, n
         )
         # A resubmission counts as an attempt: its scheduled copies then get fresh broker ids.
         attempts = entry.attempts + 1 if resubmitted else entry.attempts
-        waiting = (
-            entry
-            if unchanged
-            else write(State.WAITING, reason=NotParked.ORDERING, detail=decision.detail, lease_until=None, attempts=attempts)
-        )
-        return settlement.wait(attempt, waiting, decision.detail)
+        # The wait's note on the order's row and the message's row are one transaction: the forward
+        # that ends the wait finds both or neither (then this one fails on the moved row and is decided again).
+        if not unchanged:
+            waiting = write(State.WAITING, reason=NotParked.ORDERING, detail=decision.detail, lease_until=None, attempts=attempts)
+        else:
+            waiting = entry
+            if plan is not None and not _gate_row_stored(attempt, plan):
+                raise _GateMoved
+        return settlement.wait(attempt, waiting, decision.detail, wakes=decision.wakes)
+    # The claim and the order's row as the gate read it are one transaction: a watermark that moved
+    # meanwhile (this message forwarded by another copy, a stale row in the gate's memory) fails it.
     claimed = write(
         State.FORWARDING,
         reason="",
@@ -235,7 +295,23 @@ def _enter(attempt: Attempt, entry: LedgerEntry, decision: Decision | None, *, n
             detail = f"waiting for {earlier} earlier message(s) of {attempt.order}"
             held = ports.ledger.transition(claimed, State.WAITING, reason=NotParked.ORDERING, detail=detail, lease_until=None)
             return settlement.wait(attempt, held, detail)
-    return _send(attempt, claimed, decision.progress if decision is not None else None)
+    progress = replace(gate_row, etag=claimed.companion_etags[0]) if gate_row is not None and claimed.companion_etags else None
+    return _send(attempt, claimed, progress)
+
+
+def _gate_row_stored(attempt: Attempt, plan: Plan) -> bool:
+    """The order's row as the decision needs it, when the message's own row has nothing new to write:
+    the note written alone, or the row read again when it came from the gate's memory. False: it changed."""
+    gate = attempt.ports.gate
+    if plan.row is None or (plan.unchanged and plan.read_now):
+        return True
+    if plan.unchanged:
+        return gate.confirm(plan.row)
+    try:
+        gate.write(plan.row)
+    except ProgressChanged:
+        return False
+    return True
 
 
 # --- send ---------------------------------------------------------------------------------------

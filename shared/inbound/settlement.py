@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from shared.errors import AuthError, BridgeError, ConfigError, NotFound, Transient
@@ -20,7 +21,7 @@ from shared.inbound.attempt import Arrival, Attempt, Outcome, Result
 from shared.inbound.dispatch import indexed
 from shared.inbound.mapping import FoCall
 from shared.inbound.messages import MesEvent
-from shared.inbound.order_gate import OrderGate, Progress
+from shared.inbound.order_gate import OrderGate, Progress, wakes_followers
 from shared.inbound.servicebus import Requeue
 from shared.inbound.wakeup import wake
 from shared.ops.telemetry import log_outcome
@@ -45,10 +46,8 @@ def forwarded(
     if edges:
         record(lambda: ports.lineage.record(edges))
     extra = {**claimed.extra, "ContentHash": hashed, "FoReference": reference, "FoMs": round(fo_ms, 1)}
-    planned = ports.gate.plan_advance(progress, flow.name, event.sequence) if progress is not None else None
-    companions = [*([planned] if planned is not None else []), *index_row]
 
-    def forward(together: bool) -> LedgerEntry:
+    def forward(companions: list[Companion] | None) -> LedgerEntry:
         return ports.ledger.transition(
             claimed,
             State.FORWARDED,
@@ -57,28 +56,53 @@ def forwarded(
             fo_message_type=call_type,
             lease_until=None,
             extra=extra,
-            companions=companions if together else None,
+            companions=companions,
         )
 
-    try:
-        done: LedgerEntry = record(lambda: forward(True))
-    except CompanionConflict:
-        # Another flow touched the order's progress since the gate read it: record the rows apart.
-        done = record(lambda: forward(False))
-        record(lambda: ports.gate.advance(done.company, attempt.order, flow.name, event.sequence))
+    row = progress
+    for _ in range(_FORWARD_TRANSACTIONS):
+        planned = ports.gate.plan_advance(row, flow.name, event.sequence) if row is not None else None
+        companions = [*([planned] if planned is not None else []), *index_row]
+        try:
+            done: LedgerEntry = record(partial(forward, companions))
+        except CompanionConflict:
+            # Another flow wrote the order's row since the claim (a wait noted, a forward): the
+            # watermark moves from the row as it is now, still in the one transaction.
+            row = ports.gate.read(claimed.company, attempt.order)
+            continue
+        after = row
+        if row is not None and planned is not None and done.companion_etags:
+            after = ports.gate.stored(ports.gate.advanced(row, flow.name, event.sequence), done.companion_etags[0])
+        # Somebody waited for this one or is parked behind it: the next in sequence resumes now.
+        waiters = row is not None and after is not None and wakes_followers(row, after)
+        break
+    else:
+        # The order's row kept changing: the rows are recorded apart.
+        ports.gate.forget(claimed.company, attempt.order)
+        done = record(partial(forward, None))
+        after, waiters = record(lambda: ports.gate.advance_waking(claimed.company, attempt.order, flow.name, event.sequence))
         if index_row:
             record(lambda: ports.ledger.write(index_row[0]))
-    if progress is not None and (progress.held or progress.waiting_for is not None):
-        # Somebody waited for this one or is parked behind it: the next in sequence resumes now.
-        wake_behind(ports, done, f"{done.message_id} was forwarded")
+    ports.recent.finished(done)
+    if waiters:
+        wake_behind(ports, done, f"{done.message_id} was forwarded", after)
     return attempt.result(done, Outcome.FORWARDED, fo_ms=fo_ms)
 
 
-def wake_behind(ports: Ports, entry: LedgerEntry, why: str) -> None:
-    """Wake what the gate holds behind `entry`. The message itself is done: a failure here is logged,
-    and the order's `held` flag makes its next watermark move look again."""
+#: Forward transactions tried before the rows are written apart (each after reading the order's row again).
+_FORWARD_TRANSACTIONS = 3
+
+
+def wake_behind(ports: Ports, entry: LedgerEntry, why: str, progress: Progress | None = None) -> None:
+    """Wake what the gate holds behind `entry` (`progress`: the order's row as the forward wrote it).
+    The message itself is done: a failure here is logged, and the order's `held` flag makes its next
+    watermark move look again."""
     try:
-        record(lambda: wake(ports.ledger, ports.gate, ports.requeue, entry.company, entry.production_order, why))
+        record(
+            lambda: wake(
+                ports.ledger, ports.gate, ports.requeue, entry.company, entry.production_order, why, progress, ports.recent.woken
+            )
+        )
     except BridgeError as exc:
         ports.log.warning("could not wake the successors of %s: %s", entry.message_id, exc.message)
 
@@ -352,10 +376,14 @@ def check_in_doubt(attempt: Attempt) -> Result:
 # --- waiting ------------------------------------------------------------------------------------
 
 
-def wait(attempt: Arrival, waiting: LedgerEntry, detail: str) -> Result:
+def wait(attempt: Arrival, waiting: LedgerEntry, detail: str, *, wakes: bool = False) -> Result:
     """The gate holds it: look again later, at a delay that grows with each wait."""
     settings = attempt.ports.settings
     delay = min(settings.gate_max_wait_s, settings.gate_first_wait_s * 2 ** min(attempt.next_copy - 1, 16))
+    if wakes:
+        # The watermark move that ends the wait puts the message back at once (shared/inbound/wakeup.py):
+        # its own copy only has to look again when the gap timeout could have passed.
+        delay = min(settings.gate_max_wait_s, max(delay, settings.gate_gap_timeout_s))
     attempt.schedule(waiting, delay)
     return attempt.result(waiting, Outcome.WAITING, NotParked.ORDERING, detail)
 

@@ -15,6 +15,7 @@ forward looks in the ledger only when there is something to wake.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.inbound.order_gate import OrderGate, Progress
@@ -83,25 +84,39 @@ def _missing(entry: LedgerEntry) -> int:
     return int(value) if isinstance(value, int) or (isinstance(value, str) and value.isdigit()) else 2**63
 
 
-def wake(ledger: LedgerStore, gate: OrderGate, requeue: Requeue, company: str, order: str, why: str) -> list[Resubmitted]:
+def wake(
+    ledger: LedgerStore,
+    gate: OrderGate,
+    requeue: Requeue,
+    company: str,
+    order: str,
+    why: str,
+    progress: Progress | None = None,
+    remember: Callable[[LedgerEntry], None] | None = None,
+) -> list[Resubmitted]:
     """Resume what the gate holds of `order` that its watermark now lets through. Safe to repeat and
-    to race: each row moves under its ETag, and a copy the pipeline does not expect is a duplicate."""
-    progress = gate.read(company, order)
-    held = [e for e in ledger.query(company=company, production_order=order) if held_by_gate(e)]
+    to race: each row moves under its ETag, and a copy the pipeline does not expect is a duplicate.
+    `progress` is the order's row as the caller just wrote it (else it is read); `remember` keeps each
+    waiting row put back, for its copy to start from (shared/inbound/recent.py)."""
+    if progress is None or not progress.etag:
+        progress = gate.read(company, order)
+    candidates = ledger.waiting_or_parked(company, order)
+    held = [e for e, _ in candidates if held_by_gate(e)]
+    bodies = {e.message_id: body for e, body in candidates}
     if not any(e.state is State.PARKED for e in held) and progress.held:
         # Nothing parked any more: forwards stop looking. Guarded by the ETag read before the query,
         # so a park noted meanwhile keeps the flag.
         gate.clear_held(progress)
     woken: list[Resubmitted] = []
     for entry in _next_up(progress, held):
-        body = ledger.payload(company, entry.message_id)
-        if body is None:
-            continue  # nothing to send again: an operator sees it parked, as before
+        body = bodies[entry.message_id]
         try:
             if entry.state is State.PARKED:
                 woken.append(requeue_parked(ledger, requeue, entry, body, f"resumed by the bridge: {why}"))
             else:
                 queue = INBOUND_QUEUES[entry.flow]
+                if remember is not None:
+                    remember(entry)
                 requeue.schedule(
                     queue,
                     body,

@@ -105,6 +105,9 @@ class LedgerEntry:
     unreadable: tuple[Unreadable, ...] = ()
     #: How many string properties each stored text occupies now (a shorter rewrite blanks the rest).
     stored_parts: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    #: The ETags the companions of the write that returned this entry got, in their order (the order's
+    #: progress row moved with it: the gate keeps it without reading it back).
+    companion_etags: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
 
 class LostRace(Exception):
@@ -327,8 +330,11 @@ class LedgerStore(Protocol):
 
     def payload(self, company: str, message_id: str) -> bytes | None: ...
 
-    def create(self, entry: LedgerEntry, payload: bytes | None = None) -> LedgerEntry:
-        """Insert the first row for a message; `LostRace` if it already exists."""
+    def create(
+        self, entry: LedgerEntry, payload: bytes | None = None, *, companions: list[Companion] | None = None
+    ) -> LedgerEntry:
+        """Insert the first row for a message (`LostRace` if it already exists), with its companions in
+        the same transaction (`CompanionConflict`, and nothing written, if one of them had changed)."""
         ...
 
     def transition(
@@ -371,6 +377,11 @@ class LedgerStore(Protocol):
         """MES message ids whose F&O content had this hash (`content_index_row`), oldest first."""
         ...
 
+    def waiting_or_parked(self, company: str, order: str) -> list[tuple[LedgerEntry, bytes]]:
+        """The order's messages that wait or are parked, each with its payload (what the gate's wake-up
+        may put back on its queue), in one query."""
+        ...
+
 
 class Ledger:
     def __init__(self, table: TableClient) -> None:
@@ -391,10 +402,14 @@ class Ledger:
                 entity = self._table.get_entity(safe_key(company), safe_key(message_id))
             except ResourceNotFoundError:
                 return None
-        return b"".join(bytes(entity.get(f"Payload{n}", b"")) for n in range(int(entity.get("PayloadChunks", 0))))
+        return _payload_of(entity)
 
-    def create(self, entry: LedgerEntry, payload: bytes | None = None) -> LedgerEntry:
-        """Insert the first row for a message; `LostRace` if it already exists."""
+    def create(
+        self, entry: LedgerEntry, payload: bytes | None = None, *, companions: list[Companion] | None = None
+    ) -> LedgerEntry:
+        """Insert the first row for a message; `LostRace` if it already exists. `companions` are
+        written in the same transaction (`CompanionConflict`, and nothing written, if one had changed):
+        the claim and the order's progress as the gate decided on it are one operation."""
         now = utcnow()
         entry = replace(
             entry,
@@ -409,10 +424,23 @@ class Ledger:
             entity.update(_payload_properties(payload))
         with storage_call("ledger create"):
             try:
-                metadata = self._table.create_entity(entity)
+                if companions:
+                    results = self._table.submit_transaction([("create", entity), *companions])
+                    metadata = results[0]
+                else:
+                    metadata = self._table.create_entity(entity)
+            except TableTransactionError as exc:
+                if exc.index == 0:
+                    raise LostRace(entry.message_id) from None
+                raise CompanionConflict(str(exc.message)) from None
             except ResourceExistsError:
                 raise LostRace(entry.message_id) from None
-        return replace(entry, etag=str(metadata.get("etag", "")), stored_parts=_parts_of(entity))
+        return replace(
+            entry,
+            etag=str(metadata.get("etag", "")),
+            stored_parts=_parts_of(entity),
+            companion_etags=_etags(results[1:]) if companions else (),
+        )
 
     def transition(
         self,
@@ -451,7 +479,12 @@ class Ledger:
                 raise CompanionConflict(str(exc.message)) from None
             except (ResourceModifiedError, ResourceNotFoundError):
                 raise LostRace(entry.message_id) from None
-        return replace(updated, etag=str(metadata.get("etag", "")), stored_parts=_parts_of(entity))
+        return replace(
+            updated,
+            etag=str(metadata.get("etag", "")),
+            stored_parts=_parts_of(entity),
+            companion_etags=_etags(results[1:]) if companions else (),
+        )
 
     def transition_together(
         self, moves: list[tuple[LedgerEntry, State, dict[str, Any]]], companions: list[Companion] | None = None
@@ -504,6 +537,22 @@ class Ledger:
             )
             found = [(row.metadata.get("timestamp"), str(row["MessageId"])) for row in rows]
         return [message_id for _, message_id in sorted(found, key=lambda pair: str(pair[0]))]
+
+    def waiting_or_parked(self, company: str, order: str) -> list[tuple[LedgerEntry, bytes]]:
+        """The order's messages that wait or are parked, each with its payload, in one query."""
+        # The SDK finds a parameter only with a space after it.
+        held = "PartitionKey eq @pk and ProductionOrder eq @order and (State eq @waiting or State eq @parked )"
+        with storage_call("ledger query"):
+            rows = self._table.query_entities(
+                held,
+                parameters={
+                    "pk": safe_key(company),
+                    "order": order,
+                    "waiting": State.WAITING.value,
+                    "parked": State.PARKED.value,
+                },
+            )
+            return [(_from_entity(row), _payload_of(row)) for row in rows]
 
     def write(self, companion: Companion) -> None:
         """Write a companion row on its own (when its transaction could not be used)."""
@@ -569,6 +618,14 @@ class Ledger:
                 rows = self._table.list_entities(select=select)
             for entity in rows:
                 yield _from_entity(entity)
+
+
+def _payload_of(entity: Mapping[str, Any]) -> bytes:
+    return b"".join(bytes(entity.get(f"Payload{n}", b"")) for n in range(int(entity.get("PayloadChunks", 0))))
+
+
+def _etags(results: Any) -> tuple[str, ...]:
+    return tuple(str(metadata.get("etag", "")) for metadata in results)
 
 
 def _parts_of(entity: Mapping[str, Any]) -> dict[str, int]:

@@ -32,6 +32,9 @@ class Progress:
     skipped: tuple[dict[str, Any], ...] = ()
     #: Something of the order is parked by the gate (a gap, no start): a forward wakes it (shared/inbound/wakeup.py).
     held: bool = False
+    #: The highest sequence number a message of the order waits with: a forward that moves the watermark
+    #: below it wakes the next one (the wait of the first waiter alone is `waiting_for`).
+    behind: int = 0
     etag: str = ""
 
 
@@ -62,6 +65,7 @@ def progress_entity(progress: Progress) -> dict[str, Any]:
         "WaitingSince": progress.waiting_since,
         "Skipped": json.dumps(list(progress.skipped)),
         "Held": progress.held,
+        "Behind": EntityProperty(progress.behind, EdmType.INT64),
     }
     return {k: v for k, v in entity.items() if v is not None}
 
@@ -78,6 +82,7 @@ def progress_from_entity(company: str, order: str, row: Any, etag: str) -> Progr
         waiting_since=row.get("WaitingSince"),
         skipped=tuple(json.loads(row.get("Skipped") or "[]")),
         held=bool(row.get("Held", False)),
+        behind=_int(row.get("Behind", 0)),
         etag=etag,
     )
 

@@ -233,10 +233,10 @@ def test_an_end_without_sequence_waits_for_a_message_taken_in_while_its_gate_dec
     order = emulator.app.find("ProductionOrderHeaders", dataAreaId="usmf", ProductionOrderNumber="P000024")
     start, *_, output, end = order_lifecycle("P000024", order["ItemNumber"], order["ScheduledQuantity"])
     started_fn.production_started(trigger(start))
-    decide = stack.ports.gate.decide
+    plan = stack.ports.gate.plan
 
     def decide_while_the_output_is_taken_in(company, order_number, flow, sequence, **kwargs):
-        decision = decide(company, order_number, flow, sequence, **kwargs)
+        decision = plan(company, order_number, flow, sequence, **kwargs)
         if flow == "production_ended":
             body = mes.encode(output)
             in_flight = LedgerEntry(
@@ -254,7 +254,7 @@ def test_an_end_without_sequence_waits_for_a_message_taken_in_while_its_gate_dec
             stack.ports.ledger.create(in_flight, payload=body)
         return decision
 
-    monkeypatch.setattr(stack.ports.gate, "decide", decide_while_the_output_is_taken_in)
+    monkeypatch.setattr(stack.ports.gate, "plan", decide_while_the_output_is_taken_in)
     FUNCTIONS["production_ended"](trigger(end))
     entry = stack.ports.ledger.get("USMF", end["message_id"])
     assert entry.state is State.WAITING and entry.reason == "ordering", entry

@@ -204,3 +204,25 @@ def test_a_query_matches_every_condition_and_returns_messages_only(stores):
     assert moved.updated_at is not None
     assert "c" in ids(updated_since=moved.updated_at)
     assert ids(updated_since=moved.updated_at + timedelta(seconds=1)) == []
+
+
+def test_the_claim_and_the_orders_row_are_one_transaction(stores):
+    ledger, gate = stores.ledger, stores.gate
+    known = gate.read("USMF", "P1")
+    claimed = ledger.create(entry("m-1"), companions=[gate.check(known)])
+    assert len(claimed.companion_etags) == 1 and claimed.companion_etags[0]
+    assert gate.read("USMF", "P1").etag == claimed.companion_etags[0]
+    with pytest.raises(CompanionConflict):  # the row as `known` is gone: nothing of the claim is written
+        ledger.create(entry("m-2", sequence=2), companions=[gate.check(known)])
+    assert ledger.get("USMF", "m-2") is None
+
+
+def test_the_wake_up_finds_the_orders_waiting_and_parked_messages_with_their_payloads(stores):
+    ledger = stores.ledger
+    ledger.create(entry("m-1", state=State.WAITING), payload=b"one")
+    ledger.create(entry("m-2", state=State.PARKED, sequence=2), payload=b"two")
+    ledger.create(entry("m-3", state=State.FORWARDED, sequence=3), payload=b"three")
+    ledger.create(entry("m-4", state=State.WAITING, production_order="P2"), payload=b"four")
+    ledger.create(entry("m-5", state=State.WAITING, company="DEMF"), payload=b"five")
+    found = sorted((e.message_id, e.state, body) for e, body in ledger.waiting_or_parked("USMF", "P1"))
+    assert found == [("m-1", State.WAITING, b"one"), ("m-2", State.PARKED, b"two")]
