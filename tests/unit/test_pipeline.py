@@ -490,9 +490,9 @@ def test_a_claim_lost_to_a_worker_that_forwarded_it_meanwhile_is_a_duplicate(bri
     body = message("material_consumed", "m-1", sequence=None)
     real_create = bridge.ledger.create
 
-    def another_worker_first(entry: LedgerEntry, payload: bytes | None = None) -> LedgerEntry:
+    def another_worker_first(entry: LedgerEntry, payload: bytes | None = None, **options: Any) -> LedgerEntry:
         real_create(replace(entry, state=State.FORWARDED), payload)
-        return real_create(entry, payload)  # LostRace: the row exists now
+        return real_create(entry, payload, **options)  # LostRace: the row exists now
 
     monkeypatch.setattr(bridge.ledger, "create", another_worker_first)
     result = deliver(bridge, "material_consumed", body)
@@ -500,7 +500,7 @@ def test_a_claim_lost_to_a_worker_that_forwarded_it_meanwhile_is_a_duplicate(bri
 
 
 def test_a_claim_lost_to_a_row_gone_again_is_left_to_the_broker(bridge, monkeypatch):
-    def lost(entry: LedgerEntry, payload: bytes | None = None) -> LedgerEntry:
+    def lost(entry: LedgerEntry, payload: bytes | None = None, **options: Any) -> LedgerEntry:
         raise LostRace(entry.message_id)
 
     monkeypatch.setattr(bridge.ledger, "create", lost)
