@@ -519,6 +519,8 @@ def test_a_waiting_row_another_delivery_moved_first_is_left_to_it(bridge, monkey
         bridge.ledger, "get", lambda company, message_id: stale if message_id == "m-1" else real_get(company, message_id)
     )
     start(bridge, sequence=None)
+    # The copy reads its row from the ledger, not the one the wake-up kept for its own copy.
+    assert bridge.ports.recent.take_woken("USMF", "m-1") is not None
     result = again(bridge, bridge.requeue.scheduled[0])
     assert result.outcome is Outcome.DUPLICATE and result.detail == "another delivery moved it first"
     assert [c.what for c in bridge.fo.calls] == ["ProdProductionOrderStart"]
@@ -526,16 +528,16 @@ def test_a_waiting_row_another_delivery_moved_first_is_left_to_it(bridge, monkey
 
 def test_an_end_without_sequence_waits_for_a_message_whose_row_was_written_while_the_gate_decided(bridge, monkeypatch):
     start(bridge, sequence=None)
-    real_decide = bridge.gate.decide
+    real_plan = bridge.gate.plan
     consumed = message("material_consumed", "m-1", sequence=None)
 
     def another_flow_meanwhile(*args: Any, **kwargs: Any) -> Any:
-        decided = real_decide(*args, **kwargs)
+        decided = real_plan(*args, **kwargs)
         if bridge.ledger.get("USMF", "m-1") is None:  # taken in by another worker after the first count
             forwarding(bridge, "material_consumed", consumed, lease_s=120)
         return decided
 
-    monkeypatch.setattr(bridge.gate, "decide", another_flow_meanwhile)
+    monkeypatch.setattr(bridge.gate, "plan", another_flow_meanwhile)
     result = deliver(bridge, "production_ended", message("production_ended", "end-1", sequence=None))
     assert result.outcome is Outcome.WAITING and result.detail == f"waiting for 1 earlier message(s) of {ORDER}"
     assert row(bridge, "end-1").state is State.WAITING and [c.what for c in bridge.fo.calls] == ["ProdProductionOrderStart"]
