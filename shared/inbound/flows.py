@@ -21,6 +21,7 @@ from shared.inbound.messages import (
     ProductionStarted,
     QualityResult,
 )
+from shared.inbound.order_gate import Step
 from shared.store.lineage import Edge
 from shared.topology import INBOUND_QUEUES
 
@@ -36,6 +37,8 @@ class Flow:
     #: id, a record keyed by it). A SendMessage has no such key: it is never re-sent blindly.
     repeatable: bool
     lineage: Callable[[Any], list[Edge]] = lambda event: []
+    #: What the order gate knows of the flow: whether its messages open or close a production order.
+    step: Step = Step.DURING
 
     @property
     def queue(self) -> str:
@@ -43,7 +46,13 @@ class Flow:
 
 
 _FLOWS = [
-    Flow(name="production_started", event=ProductionStarted, map=mapping.production_started, repeatable=False),
+    Flow(
+        name="production_started",
+        event=ProductionStarted,
+        map=mapping.production_started,
+        repeatable=False,
+        step=Step.START,
+    ),
     Flow(
         name="material_consumed",
         event=MaterialConsumed,
@@ -59,7 +68,7 @@ _FLOWS = [
         repeatable=False,
         lineage=mapping.produced_edges,
     ),
-    Flow(name="production_ended", event=ProductionEnded, map=mapping.production_ended, repeatable=False),
+    Flow(name="production_ended", event=ProductionEnded, map=mapping.production_ended, repeatable=False, step=Step.END),
     # A quality result goes to a custom service that dedupes on the MES message id.
     Flow(name="quality_result", event=QualityResult, map=mapping.quality_result, repeatable=True),
     # A transfer journal is keyed by the MES message id: a repeat finds its own journal.
@@ -75,3 +84,9 @@ _FLOWS = [
 ]
 
 INBOUND_FLOWS: Final[dict[str, Flow]] = {flow.name: flow for flow in _FLOWS}
+
+
+def step_of(flow: str) -> Step:
+    """The gate's step of a flow named on a ledger row (a row of a flow this version no longer has: during)."""
+    known = INBOUND_FLOWS.get(flow)
+    return known.step if known is not None else Step.DURING

@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from shared.fo import odata
 from shared.fo.client import FoApi
 from shared.fo.production_order import HEADERS
+from shared.inbound.order_gate import Step
 
-#: The statuses that prove the message applied, per flow (only flows a status read can decide).
-APPLIED_AT: dict[str, tuple[str, ...]] = {
-    "production_started": ("StartedUp", "ReportedFinished", "Completed"),
-    "production_ended": ("Completed",),
+#: The statuses that prove the message applied, by the flow's step in the order's life (only the
+#: start and the end change the status; a status read cannot decide any other message).
+APPLIED_AT: dict[Step, tuple[str, ...]] = {
+    Step.START: ("StartedUp", "ReportedFinished", "Completed"),
+    Step.END: ("Completed",),
 }
 
 
@@ -41,11 +43,11 @@ class Reading:
     checked: str  # what was read, for the row and the operator
 
 
-def decidable(flow: str) -> bool:
-    return flow in APPLIED_AT
+def decidable(step: Step) -> bool:
+    return step in APPLIED_AT
 
 
-def read(fo: FoApi, company: str, flow: str, order: str) -> Reading:
+def read(fo: FoApi, company: str, step: Step, order: str) -> Reading:
     """Read what F&O shows for `order`; transient faults propagate (the check is retried later)."""
     rows = list(
         fo.query(
@@ -57,4 +59,4 @@ def read(fo: FoApi, company: str, flow: str, order: str) -> Reading:
     )
     status = str(rows[0].get("ProductionOrderStatus") or "") if rows else ""
     checked = f"{HEADERS}({order}).ProductionOrderStatus = {status or 'no such order'}"
-    return Reading(status in APPLIED_AT.get(flow, ()), checked)
+    return Reading(status in APPLIED_AT.get(step, ()), checked)

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, Protocol
 
 from shared.clock import Clock, utcnow
@@ -22,6 +23,17 @@ from shared.store.ledger import Companion
 from shared.store.optimistic import ATTEMPTS, update_optimistically
 from shared.store.progress import Progress as Progress  # re-exported: the gate's callers read it
 from shared.store.progress import ProgressChanged
+
+
+class Step(StrEnum):
+    """Where a flow's messages stand in a production order's life: all the gate needs to know of a
+    flow (`Flow.step`, shared/inbound/flows.py), so that no flow is known to it by name."""
+
+    #: Opens the order: without sequence numbers, nothing of the order goes to F&O before it.
+    START = "start"
+    DURING = "during"
+    #: Closes the order: without a sequence number, it overtakes no message of the order in flight.
+    END = "end"
 
 
 class ProgressStore(Protocol):
@@ -99,7 +111,7 @@ Waiting = tuple[int, datetime]
 
 def decision(
     progress: Progress,
-    flow: str,
+    step: Step,
     sequence: int | None,
     now: datetime,
     *,
@@ -125,15 +137,15 @@ def decision(
         if sequence == expected:
             return Admit(progress), None
         return _wait_or_park(progress, expected, now, gap_timeout, ParkReason.GAP, f"waiting for sequence {expected} of {order}")
-    if flow == "production_started" or not require_start:
-        if flow == "production_ended" and later_waiting:
+    if step is Step.START or not require_start:
+        if step is Step.END and later_waiting:
             return Wait(NotParked.ORDERING, f"waiting for {later_waiting} earlier message(s) of {order}", wakes=False), None
         return Admit(progress), None
     if not progress.started:
         return _wait_or_park(
             progress, None, now, gap_timeout, ParkReason.NO_START, f"waiting for the production start of {order}"
         )
-    if flow == "production_ended" and later_waiting:
+    if step is Step.END and later_waiting:
         return Wait(NotParked.ORDERING, f"waiting for {later_waiting} earlier message(s) of {order}", wakes=False), None
     return Admit(progress), None
 
@@ -224,10 +236,10 @@ class OrderGate:
         )
 
     # --- decisions ------------------------------------------------------------------------------
-    def decide(self, company: str, order: str, flow: str, sequence: int | None, *, later_waiting: int = 0) -> Decision:
+    def decide(self, company: str, order: str, step: Step, sequence: int | None, *, later_waiting: int = 0) -> Decision:
         """The gate's decision on the order's row as stored, with the wait it starts noted on the row."""
         for _ in range(ATTEMPTS):
-            planned = self.plan(company, order, flow, sequence, later_waiting=later_waiting, fresh=True)
+            planned = self.plan(company, order, step, sequence, later_waiting=later_waiting, fresh=True)
             if not isinstance(planned.decision, Wait) or planned.row is None or planned.unchanged:
                 return planned.decision
             try:
@@ -238,7 +250,7 @@ class OrderGate:
         raise ProgressChanged(f"order progress of {order} kept changing")
 
     def plan(
-        self, company: str, order: str, flow: str, sequence: int | None, *, later_waiting: int = 0, fresh: bool = False
+        self, company: str, order: str, step: Step, sequence: int | None, *, later_waiting: int = 0, fresh: bool = False
     ) -> Plan:
         """The gate's decision, and the order's row as the decision needs it, for the caller to write
         (`check`) in the message's ledger transaction: if the row changed since it was read, that
@@ -251,7 +263,7 @@ class OrderGate:
         decision is only acted on in a transaction guarded by the row's ETag."""
         known = None if fresh else self.known(company, order)
         progress = known if known is not None else self.read(company, order)
-        verdict, waiting = self._decision(progress, flow, sequence, later_waiting)
+        verdict, waiting = self._decision(progress, step, sequence, later_waiting)
         if isinstance(verdict, (Duplicate, Conflict)) or (isinstance(verdict, Wait) and not verdict.wakes):
             return Plan(verdict, read_now=known is None)
         row = progress
@@ -271,11 +283,11 @@ class OrderGate:
         return self.read(progress.company, progress.order).etag == progress.etag
 
     def _decision(
-        self, progress: Progress, flow: str, sequence: int | None, later_waiting: int
+        self, progress: Progress, step: Step, sequence: int | None, later_waiting: int
     ) -> tuple[Decision, Waiting | None]:
         return decision(
             progress,
-            flow,
+            step,
             sequence,
             self._clock(),
             gap_timeout=self.gap_timeout,
@@ -298,17 +310,15 @@ class OrderGate:
         return self._keep(replace(progress, etag=etag))
 
     @staticmethod
-    def _forwarded(flow: str, sequence: int | None) -> Callable[[Progress], Progress]:
+    def _forwarded(step: Step, sequence: int | None) -> Callable[[Progress], Progress]:
         def forwarded(p: Progress) -> Progress:
             watermark = max(p.watermark, sequence) if sequence is not None else p.watermark
-            clear = p.waiting_for is not None and (
-                p.waiting_for <= watermark if sequence is not None else flow == "production_started"
-            )
+            clear = p.waiting_for is not None and (p.waiting_for <= watermark if sequence is not None else step is Step.START)
             return replace(
                 p,
                 watermark=watermark,
-                started=p.started or flow == "production_started",
-                ended=p.ended or flow == "production_ended",
+                started=p.started or step is Step.START,
+                ended=p.ended or step is Step.END,
                 waiting_for=None if clear else p.waiting_for,
                 waiting_since=None if clear else p.waiting_since,
             )
@@ -327,29 +337,29 @@ class OrderGate:
         with contextlib.suppress(ProgressChanged):
             self._write(replace(progress, held=False))
 
-    def plan_advance(self, progress: Progress, flow: str, sequence: int | None) -> Companion | None:
+    def plan_advance(self, progress: Progress, step: Step, sequence: int | None) -> Companion | None:
         """The progress write for a forwarded message, as an operation for the ledger's transaction."""
-        wanted = self.advanced(progress, flow, sequence)
+        wanted = self.advanced(progress, step, sequence)
         if wanted == progress:
             return None
         return self._store.planned_write(progress, wanted)
 
-    def advanced(self, progress: Progress, flow: str, sequence: int | None) -> Progress:
-        """`progress` after a forward of `flow` with `sequence` (what `plan_advance` writes)."""
-        return self._forwarded(flow, sequence)(progress)
+    def advanced(self, progress: Progress, step: Step, sequence: int | None) -> Progress:
+        """`progress` after a forward of a `step` message with `sequence` (what `plan_advance` writes)."""
+        return self._forwarded(step, sequence)(progress)
 
-    def advance(self, company: str, order: str, flow: str, sequence: int | None) -> Progress:
+    def advance(self, company: str, order: str, step: Step, sequence: int | None) -> Progress:
         """Record that a message was forwarded: the watermark moves, start and end are noted."""
-        return self._update(company, order, self._forwarded(flow, sequence))
+        return self._update(company, order, self._forwarded(step, sequence))
 
-    def advance_waking(self, company: str, order: str, flow: str, sequence: int | None) -> tuple[Progress, bool]:
+    def advance_waking(self, company: str, order: str, step: Step, sequence: int | None) -> tuple[Progress, bool]:
         """`advance`, and whether the row as it was before said that something waits or is held
         (then the forward wakes the order's next message)."""
         before: list[Progress] = []
 
         def forwarded(p: Progress) -> Progress:
             before[:] = [p]
-            return self._forwarded(flow, sequence)(p)
+            return self._forwarded(step, sequence)(p)
 
         after = self._update(company, order, forwarded)
         return after, any(wakes_followers(p, after) for p in before)

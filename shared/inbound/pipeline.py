@@ -30,7 +30,7 @@ from shared.inbound.decode import Refused, decode, fingerprint
 from shared.inbound.dispatch import execute, message_type
 from shared.inbound.flows import Flow
 from shared.inbound.mapping import SendMessage
-from shared.inbound.order_gate import Conflict, Decision, Duplicate, Gap, Plan, Progress, Wait
+from shared.inbound.order_gate import Conflict, Decision, Duplicate, Gap, Plan, Progress, Step, Wait
 from shared.inbound.servicebus import ATTEMPT, IN_DOUBT_CHECK, RESUBMIT, Delivery
 from shared.ops.telemetry import log_outcome
 from shared.reasons import NotParked, ParkReason
@@ -161,7 +161,7 @@ def _decide(attempt: Attempt, entry: LedgerEntry) -> Plan | None:
     if not order:
         return None
     waiting = _earlier_in_flight(attempt, entry) if _end_without_sequence(attempt) else 0
-    plan = attempt.ports.gate.plan(entry.company, order, attempt.flow.name, event.sequence, later_waiting=waiting)
+    plan = attempt.ports.gate.plan(entry.company, order, attempt.flow.step, event.sequence, later_waiting=waiting)
     if isinstance(plan.decision, Duplicate) and event.sequence is not None:
         return Plan(_same_sequence(attempt, entry, plan.decision))
     return plan
@@ -195,7 +195,7 @@ def _same_sequence(attempt: Attempt, entry: LedgerEntry, duplicate: Duplicate) -
 
 def _end_without_sequence(attempt: Attempt) -> bool:
     event = attempt.event
-    return attempt.flow.name == "production_ended" and event.sequence is None and bool(event.production_order)
+    return attempt.flow.step is Step.END and event.sequence is None and bool(event.production_order)
 
 
 def _earlier_in_flight(attempt: Attempt, entry: LedgerEntry) -> int:

@@ -19,6 +19,7 @@ from shared.errors import AuthError, BridgeError, ConfigError, NotFound, Transie
 from shared.inbound import aggregate, in_doubt
 from shared.inbound.attempt import Arrival, Attempt, Outcome, Result
 from shared.inbound.dispatch import indexed
+from shared.inbound.flows import step_of
 from shared.inbound.mapping import FoCall
 from shared.inbound.messages import MesEvent
 from shared.inbound.order_gate import OrderGate, Progress, wakes_followers
@@ -61,7 +62,7 @@ def forwarded(
 
     row = progress
     for _ in range(_FORWARD_TRANSACTIONS):
-        planned = ports.gate.plan_advance(row, flow.name, event.sequence) if row is not None else None
+        planned = ports.gate.plan_advance(row, flow.step, event.sequence) if row is not None else None
         companions = [*([planned] if planned is not None else []), *index_row]
         try:
             done: LedgerEntry = record(partial(forward, companions))
@@ -72,7 +73,7 @@ def forwarded(
             continue
         after = row
         if row is not None and planned is not None and done.companion_etags:
-            after = ports.gate.stored(ports.gate.advanced(row, flow.name, event.sequence), done.companion_etags[0])
+            after = ports.gate.stored(ports.gate.advanced(row, flow.step, event.sequence), done.companion_etags[0])
         # Somebody waited for this one or is parked behind it: the next in sequence resumes now.
         waiters = row is not None and after is not None and wakes_followers(row, after)
         break
@@ -80,7 +81,7 @@ def forwarded(
         # The order's row kept changing: the rows are recorded apart.
         ports.gate.forget(claimed.company, attempt.order)
         done = record(partial(forward, None))
-        after, waiters = record(lambda: ports.gate.advance_waking(claimed.company, attempt.order, flow.name, event.sequence))
+        after, waiters = record(lambda: ports.gate.advance_waking(claimed.company, attempt.order, flow.step, event.sequence))
         if index_row:
             record(lambda: ports.ledger.write(index_row[0]))
     ports.recent.finished(done)
@@ -112,7 +113,7 @@ def catch_up(ledger: LedgerStore, gate: OrderGate, lineage: LineageStore, requeu
     doubt (its processed event, a read of F&O, or an operator who checked): the order's watermark,
     the genealogy, and the wake-up of what the gate held behind it."""
     if entry.production_order:
-        gate.advance(entry.company, entry.production_order, entry.flow, entry.sequence)
+        gate.advance(entry.company, entry.production_order, step_of(entry.flow), entry.sequence)
     edges = [Edge(**edge) for edge in entry.extra.get("Lineage", [])]
     if edges:
         lineage.record(edges)
@@ -241,7 +242,7 @@ def park_in_doubt(attempt: Attempt, entry: LedgerEntry, call: FoCall, detail: st
     parked = park(
         attempt, entry, ParkReason.IN_DOUBT, detail, fo_ms=fo_ms, extra=extra, companions=index_row, fo_message_type=call_type
     )
-    if in_doubt.decidable(attempt.flow.name) and attempt.event.production_order:
+    if in_doubt.decidable(attempt.flow.step) and attempt.event.production_order:
         attempt.schedule(entry, attempt.ports.settings.in_doubt_check_after_s, in_doubt_check=True)
     return parked
 
@@ -259,7 +260,7 @@ def forwarded_group(attempt: Attempt, group: aggregate.Group, progress: Progress
     if edges:
         record(lambda: ports.lineage.record(edges))
     last = group.members[-1]
-    planned = ports.gate.plan_advance(progress, flow.name, last.event.sequence)
+    planned = ports.gate.plan_advance(progress, flow.step, last.event.sequence)
     detail = f"{call_type} (one F&O message for {len(group.members)} MES messages)"
 
     def forward(together: bool) -> list[LedgerEntry]:
@@ -282,7 +283,7 @@ def forwarded_group(attempt: Attempt, group: aggregate.Group, progress: Progress
         done: list[LedgerEntry] = record(lambda: forward(True))
     except CompanionConflict:
         done = record(lambda: forward(False))
-        record(lambda: ports.gate.advance(done[0].company, attempt.order, flow.name, last.event.sequence))
+        record(lambda: ports.gate.advance(done[0].company, attempt.order, flow.step, last.event.sequence))
     for entry in done[1:]:
         result = attempt.result(entry, Outcome.FORWARDED, fo_ms=fo_ms)
         log_outcome(ports.log, flow.name, result, duration_ms=0.0, delivery_count=0)
@@ -347,7 +348,7 @@ def check_in_doubt(attempt: Attempt) -> Result:
         settled = entry or LedgerEntry(company=company, message_id=message_id, state=State.DUPLICATE)
         return attempt.result(settled, Outcome.DUPLICATE, NotParked.DUPLICATE, "settled before the bridge's check")
     try:
-        reading = in_doubt.read(ports.fo, company, attempt.flow.name, attempt.order)
+        reading = in_doubt.read(ports.fo, company, attempt.flow.step, attempt.order)
     except (Transient, AuthError, ConfigError, NotFound) as exc:
         attempt.schedule(entry, ports.settings.retry_first_wait_s)
         return attempt.result(entry, Outcome.RETRYING, exc.reason, f"checking F&O: {exc.message}")

@@ -16,6 +16,7 @@ from shared.fo import odata
 from shared.fo.client import BatchOperation, FoApi
 from shared.fo.production_order import HEADERS
 from shared.inbound import in_doubt
+from shared.inbound.order_gate import Step
 from shared.settings import load_settings
 from tests.conftest import bridge_env, make_client
 from tests.fakes import FakeFo
@@ -174,22 +175,22 @@ def test_get_by_key_and_not_found(world):
 
 
 @pytest.mark.parametrize(
-    ("flow", "status", "applied"),
+    ("step", "status", "applied"),
     [
-        ("production_started", "Released", False),
-        ("production_started", "StartedUp", True),
-        ("production_started", "Completed", True),
-        ("production_ended", "ReportedFinished", False),
-        ("production_ended", "Completed", True),
+        (Step.START, "Released", False),
+        (Step.START, "StartedUp", True),
+        (Step.START, "Completed", True),
+        (Step.END, "ReportedFinished", False),
+        (Step.END, "Completed", True),
     ],
 )
-def test_the_in_doubt_check_reads_the_order_s_status(world, flow, status, applied):
-    for step in ("StartedUp", "ReportedFinished", "Completed"):
+def test_the_in_doubt_check_reads_the_order_s_status(world, step, status, applied):
+    for reached in ("StartedUp", "ReportedFinished", "Completed"):
         if status == "Released":
             break
-        world.order_status("P000001", step)
-        if step == status:
+        world.order_status("P000001", reached)
+        if reached == status:
             break
-    reading = in_doubt.read(world.fo, "USMF", flow, "P000001")
+    reading = in_doubt.read(world.fo, "USMF", step, "P000001")
     assert reading.applied is applied and reading.checked.endswith(f"ProductionOrderStatus = {status}")
-    assert in_doubt.read(world.fo, "USMF", flow, "P0'9*").checked.endswith("= no such order")
+    assert in_doubt.read(world.fo, "USMF", step, "P0'9*").checked.endswith("= no such order")

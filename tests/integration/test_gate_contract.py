@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.inbound.order_gate import Admit, Gap, OrderGate, ProgressStore, Wait
+from shared.inbound.order_gate import Admit, Gap, OrderGate, ProgressStore, Step, Wait
 from shared.reasons import ParkReason
 from shared.store.progress import Progress, ProgressChanged, TableProgressStore
 from shared.store.tables import LEDGER_TABLE, table
@@ -53,20 +53,20 @@ def test_a_wait_is_noted_once_and_a_gap_parks_when_the_clock_passes_the_timeout(
     clock = FakeClock()
     gate = OrderGate(store, gap_timeout_s=600, clock=clock)
     started = clock.now
-    assert isinstance(gate.decide("USMF", "P7", "material_consumed", 2), Wait)
+    assert isinstance(gate.decide("USMF", "P7", Step.DURING, 2), Wait)
     clock.advance(599)
-    assert isinstance(gate.decide("USMF", "P7", "material_consumed", 2), Wait)
+    assert isinstance(gate.decide("USMF", "P7", Step.DURING, 2), Wait)
     assert gate.read("USMF", "P7").waiting_since == started
     clock.advance(1)
-    assert gate.decide("USMF", "P7", "material_consumed", 2) == Gap(ParkReason.GAP, "sequence 1 never arrived within 600 s", 1)
-    assert isinstance(gate.decide("USMF", "P7", "production_started", 1), Admit)
-    moved = gate.advance("USMF", "P7", "production_started", 1)
+    assert gate.decide("USMF", "P7", Step.DURING, 2) == Gap(ParkReason.GAP, "sequence 1 never arrived within 600 s", 1)
+    assert isinstance(gate.decide("USMF", "P7", Step.START, 1), Admit)
+    moved = gate.advance("USMF", "P7", Step.START, 1)
     assert (moved.watermark, moved.started, moved.waiting_for, moved.waiting_since) == (1, True, None, None)
 
 
 def test_a_released_gap_moves_the_watermark_past_it_stamped_with_the_clock(store):
     gate = OrderGate(store, gap_timeout_s=600, clock=FakeClock(datetime(2026, 11, 23, 9, 30, tzinfo=UTC)))
-    gate.advance("USMF", "P8", "material_consumed", 1)
+    gate.advance("USMF", "P8", Step.DURING, 1)
     progress = gate.release_gap("USMF", "P8", 2, "never sent", "ana", through=4)
     assert progress.watermark == 4
     assert progress.skipped == (
@@ -84,7 +84,7 @@ def test_the_held_flag_is_cleared_only_from_the_version_that_saw_nothing_parked(
     assert not gate.read("USMF", "P9").held
     seen = gate.note_held("USMF", "P9")
     gate.note_held("USMF", "P9")  # unchanged: no write
-    gate.advance("USMF", "P9", "material_consumed", 1)  # the row moved after `seen` was read
+    gate.advance("USMF", "P9", Step.DURING, 1)  # the row moved after `seen` was read
     gate.clear_held(seen)
     assert gate.read("USMF", "P9").held
 
@@ -95,7 +95,7 @@ def test_racing_advances_all_land(store):
 
     def advance(sequence: int) -> None:
         start.wait()
-        gate.advance("USMF", "P10", "material_consumed", sequence)
+        gate.advance("USMF", "P10", Step.DURING, sequence)
 
     threads = [threading.Thread(target=advance, args=(n,)) for n in range(1, 9)]
     for thread in threads:

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.inbound.order_gate import OrderGate
+from shared.inbound.order_gate import OrderGate, Step
 from shared.store.ledger import (
     CompanionConflict,
     Ledger,
@@ -122,7 +122,7 @@ def test_the_progress_row_moves_with_the_ledger_row_or_neither_moves(stores):
     ledger, gate = stores.ledger, stores.gate
     claimed = ledger.create(entry())
     progress = gate.read("USMF", "P1")
-    planned = gate.plan_advance(progress, "material_consumed", 1)
+    planned = gate.plan_advance(progress, Step.DURING, 1)
     assert planned is not None
     forwarded = ledger.transition(claimed, State.FORWARDED, companions=[planned])
     assert forwarded.state is State.FORWARDED and gate.read("USMF", "P1").watermark == 1
@@ -131,10 +131,10 @@ def test_the_progress_row_moves_with_the_ledger_row_or_neither_moves(stores):
 def test_a_companion_that_changed_since_it_was_read_is_a_conflict_and_nothing_is_written(stores):
     ledger, gate = stores.ledger, stores.gate
     claimed = ledger.create(entry(sequence=2))
-    gate.advance("USMF", "P1", "material_consumed", 1)
+    gate.advance("USMF", "P1", Step.DURING, 1)
     read = gate.read("USMF", "P1")
-    gate.advance("USMF", "P1", "production_started", None)  # another flow moved the order meanwhile
-    planned = gate.plan_advance(read, "material_consumed", 2)
+    gate.advance("USMF", "P1", Step.START, None)  # another flow moved the order meanwhile
+    planned = gate.plan_advance(read, Step.DURING, 2)
     assert planned is not None
     with pytest.raises(CompanionConflict):
         ledger.transition(claimed, State.FORWARDED, companions=[planned])
@@ -148,8 +148,8 @@ def test_a_companion_that_creates_a_row_another_worker_created_is_a_conflict(sto
     ledger, gate = stores.ledger, stores.gate
     claimed = ledger.create(entry())
     never_read = gate.read("USMF", "P1")
-    gate.advance("USMF", "P1", "production_started", None)
-    planned = gate.plan_advance(never_read, "material_consumed", 1)
+    gate.advance("USMF", "P1", Step.START, None)
+    planned = gate.plan_advance(never_read, Step.DURING, 1)
     assert planned is not None and planned[0] == "create"
     with pytest.raises(CompanionConflict):
         ledger.transition(claimed, State.FORWARDED, companions=[planned])
@@ -161,8 +161,8 @@ def test_the_ledger_row_s_race_wins_over_a_companion_s(stores):
     claimed = ledger.create(entry())
     ledger.transition(claimed, State.WAITING)
     stale = gate.read("USMF", "P1")
-    gate.advance("USMF", "P1", "production_started", None)
-    planned = gate.plan_advance(stale, "material_consumed", 1)
+    gate.advance("USMF", "P1", Step.START, None)
+    planned = gate.plan_advance(stale, Step.DURING, 1)
     with pytest.raises(LostRace):
         ledger.transition(claimed, State.FORWARDED, companions=[planned] if planned else None)
 
@@ -187,7 +187,7 @@ def test_a_query_matches_every_condition_and_returns_messages_only(stores):
     ledger.create(entry("b", state=State.PARKED, flow="production_started"))
     ledger.create(entry("c", production_order="P2"))
     ledger.create(entry("d", company="DEMF"))
-    gate.advance("USMF", "P1", "production_started", None)
+    gate.advance("USMF", "P1", Step.START, None)
     ledger.write(content_index_row("USMF", "h1", "a", "x"))
 
     def ids(**where) -> list[str]:

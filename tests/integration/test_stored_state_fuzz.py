@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.inbound.order_gate import OrderGate
+from shared.inbound.order_gate import OrderGate, Step
 from shared.outbound.mes_publisher import envelope
 from shared.outbound.messages import MessageOutcome
 from shared.store.event_log import RELEASE, STATUS, STATUS_UNITS, EventLog
@@ -147,7 +147,7 @@ def test_genealogy_of_any_text_is_recorded_and_found_again(stores, order, lines,
 def test_an_order_number_and_a_status_of_any_text_keep_their_progress(stores, order, company, status):
     gate, events = stores[3], stores[2]
     order += uuid.uuid4().hex[:8]
-    assert gate.advance(company, order, "production_started", 1).watermark == 1
+    assert gate.advance(company, order, Step.START, 1).watermark == 1
     assert gate.read(company, order).watermark == 1 and gate.read(company, order).started
     assert events.apply_control_number(STATUS, company, order, 5, status)
     applied = events.applied(STATUS, company, order)

@@ -6,15 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.inbound.order_gate import Admit, Conflict, Duplicate, Gap, Progress, Wait, decision
+from shared.inbound.order_gate import Admit, Conflict, Duplicate, Gap, Progress, Step, Wait, decision
 from shared.reasons import NotParked, ParkReason
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 TIMEOUT = timedelta(seconds=600)
 
 
-def decide(progress, flow="material_consumed", sequence=None, now=NOW, **options):
-    return decision(progress, flow, sequence, now, gap_timeout=TIMEOUT, **options)
+def decide(progress, step=Step.DURING, sequence=None, now=NOW, **options):
+    return decision(progress, step, sequence, now, gap_timeout=TIMEOUT, **options)
 
 
 def progress(**fields):
@@ -67,33 +67,33 @@ def test_a_wait_noted_for_another_number_starts_a_new_wait():
 
 
 def test_the_start_is_admitted_at_once():
-    assert decide(progress(), flow="production_started") == (Admit(progress()), None)
+    assert decide(progress(), step=Step.START) == (Admit(progress()), None)
 
 
 def test_nothing_overtakes_the_start():
-    verdict, waiting = decide(progress(), flow="material_consumed")
+    verdict, waiting = decide(progress(), step=Step.DURING)
     assert verdict == Wait(NotParked.ORDERING, "waiting for the production start of P000123") and waiting == (0, NOW)
 
 
 def test_a_start_that_never_came_parks_as_no_start():
     read = progress(waiting_for=0, waiting_since=NOW - TIMEOUT - timedelta(seconds=1))
-    verdict, _ = decide(read, flow="operation_reported")
+    verdict, _ = decide(read, step=Step.DURING)
     assert verdict == Gap(ParkReason.NO_START, "the production start never arrived within 600 s", None)
 
 
 def test_after_the_start_messages_are_admitted():
     read = progress(started=True)
-    assert decide(read, flow="output_reported") == (Admit(read), None)
+    assert decide(read, step=Step.DURING) == (Admit(read), None)
 
 
 @pytest.mark.parametrize("require_start", [True, False])
 def test_the_end_overtakes_nothing_still_waiting(require_start):
     read = progress(started=True)
-    verdict, waiting = decide(read, flow="production_ended", later_waiting=2, require_start=require_start)
+    verdict, waiting = decide(read, step=Step.END, later_waiting=2, require_start=require_start)
     # Noted nowhere: no watermark move wakes it, its rescheduled copy looks again.
     assert verdict == Wait(NotParked.ORDERING, "waiting for 2 earlier message(s) of P000123", wakes=False) and waiting is None
-    assert decide(read, flow="production_ended", require_start=require_start) == (Admit(read), None)
+    assert decide(read, step=Step.END, require_start=require_start) == (Admit(read), None)
 
 
 def test_without_require_start_nothing_waits_for_the_start():
-    assert decide(progress(), flow="material_consumed", require_start=False) == (Admit(progress()), None)
+    assert decide(progress(), step=Step.DURING, require_start=False) == (Admit(progress()), None)

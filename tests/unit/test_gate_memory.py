@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from shared.inbound.order_gate import Admit, Duplicate, OrderGate, Wait
+from shared.inbound.order_gate import Admit, Duplicate, OrderGate, Step, Wait
 from shared.store.ledger import CompanionConflict, LedgerEntry, State
 from shared.store.progress import Progress
 from tests.fakes import InMemoryLedger, InMemoryProgress, InMemoryTable
@@ -38,7 +38,7 @@ def entry(message_id: str, sequence: int) -> LedgerEntry:
 
 def claim(ledger: InMemoryLedger, gate: OrderGate, message: LedgerEntry) -> LedgerEntry:
     """What the pipeline does with an admission: the claim and the row as decided on, in one transaction."""
-    planned = gate.plan("USMF", "P1", "material_consumed", message.sequence)
+    planned = gate.plan("USMF", "P1", Step.DURING, message.sequence)
     assert isinstance(planned.decision, Admit) and planned.row is not None
     claimed = ledger.create(message, companions=[gate.check(planned.row)])
     gate.stored(planned.row, claimed.companion_etags[0])
@@ -48,9 +48,9 @@ def claim(ledger: InMemoryLedger, gate: OrderGate, message: LedgerEntry) -> Ledg
 def forward(ledger: InMemoryLedger, gate: OrderGate, claimed: LedgerEntry) -> None:
     progress = gate.known("USMF", "P1")
     assert progress is not None
-    planned = gate.plan_advance(progress, "material_consumed", claimed.sequence)
+    planned = gate.plan_advance(progress, Step.DURING, claimed.sequence)
     forwarded = ledger.transition(claimed, State.FORWARDED, companions=[planned] if planned else None)
-    gate.stored(gate.advanced(progress, "material_consumed", claimed.sequence), forwarded.companion_etags[0])
+    gate.stored(gate.advanced(progress, Step.DURING, claimed.sequence), forwarded.companion_etags[0])
 
 
 def test_the_next_in_sequence_is_decided_without_reading_the_row_this_instance_wrote(table):
@@ -69,13 +69,13 @@ def test_an_admission_from_a_stale_row_fails_the_claim_and_is_decided_again_as_a
     other, _ = gate(table)
     one.read("USMF", "P1")  # this instance knows the order at watermark 0
     forward(ledger, other, claim(ledger, other, entry("m1", 1)))  # another instance forwards sequence 1
-    stale = one.plan("USMF", "P1", "material_consumed", 1)
+    stale = one.plan("USMF", "P1", Step.DURING, 1)
     assert isinstance(stale.decision, Admit) and stale.row is not None
     with pytest.raises(CompanionConflict):
         ledger.create(entry("m1-again", 1), companions=[one.check(stale.row)])
     assert ledger.get("USMF", "m1-again") is None, "nothing of the claim was written"
     one.forget("USMF", "P1")
-    assert isinstance(one.plan("USMF", "P1", "material_consumed", 1).decision, Duplicate)
+    assert isinstance(one.plan("USMF", "P1", Step.DURING, 1).decision, Duplicate)
 
 
 def test_a_wait_from_a_stale_row_fails_its_note_and_is_admitted_on_the_row_as_it_is(table):
@@ -84,24 +84,24 @@ def test_a_wait_from_a_stale_row_fails_its_note_and_is_admitted_on_the_row_as_it
     other, _ = gate(table)
     one.read("USMF", "P1")
     forward(ledger, other, claim(ledger, other, entry("m1", 1)))
-    stale = one.plan("USMF", "P1", "material_consumed", 2)
+    stale = one.plan("USMF", "P1", Step.DURING, 2)
     assert isinstance(stale.decision, Wait) and stale.row is not None and not stale.unchanged
     waiting = replace(entry("m2", 2), state=State.WAITING)
     with pytest.raises(CompanionConflict):
         ledger.create(waiting, companions=[one.check(stale.row)])
     one.forget("USMF", "P1")
-    assert isinstance(one.plan("USMF", "P1", "material_consumed", 2).decision, Admit)
+    assert isinstance(one.plan("USMF", "P1", Step.DURING, 2).decision, Admit)
 
 
 def test_a_wait_notes_the_highest_waiting_sequence_so_that_a_chain_of_waiters_is_woken(table):
     one, _ = gate(table)
     one.read("USMF", "P1")
-    first = one.plan("USMF", "P1", "material_consumed", 3)
+    first = one.plan("USMF", "P1", Step.DURING, 3)
     assert first.row is not None and first.row.waiting_for == 1 and first.row.behind == 3
     written = one.write(first.row)
-    later = one.plan("USMF", "P1", "material_consumed", 5)
+    later = one.plan("USMF", "P1", Step.DURING, 5)
     assert later.row is not None and later.row.behind == 5 and later.row.etag == written.etag
-    earlier = one.plan("USMF", "P1", "material_consumed", 2)
+    earlier = one.plan("USMF", "P1", Step.DURING, 2)
     assert earlier.row is not None and earlier.unchanged, "a lower waiter changes nothing on the row"
 
 
