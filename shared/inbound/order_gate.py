@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from shared.clock import Clock, utcnow
 from shared.reasons import NotParked, ParkReason
 from shared.store.ledger import Companion
-from shared.store.optimistic import ATTEMPTS, update_optimistically
+from shared.store.optimistic import ATTEMPTS, UNREAD, update_optimistically
 from shared.store.progress import Progress as Progress  # re-exported: the gate's callers read it
 from shared.store.progress import ProgressChanged
 
@@ -232,7 +232,7 @@ class OrderGate:
             self._write,
             conflict=ProgressChanged,
             what=f"order progress of {order}",
-            start=start,
+            start=UNREAD if start is None else start,
         )
 
     # --- decisions ------------------------------------------------------------------------------

@@ -21,13 +21,13 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
 
 from shared.clock import utcnow
+from shared.store.optimistic import update_optimistically
 from shared.store.tables import cut_text, safe_key, storage_call
 
 #: F&O's status name as the order's event row keeps it, in UTF-16 code units.
 STATUS_UNITS = 1000
 #: A business event's EventId (a GUID) as the guard keeps it; bounded, whatever an event says.
 EVENT_ID_UNITS = 200
-_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -104,33 +104,48 @@ class EventLog:
         operation. Should another event have moved the guard meanwhile, it is read again and compared.
         """
         partition, row = _guard_key(kind, company, order)
-        current = since
-        for attempt in range(_ATTEMPTS):
-            if attempt:
-                current = self.applied(kind, company, order)
-            if current is not None and control_number <= current.control_number:
-                return False
+        stale = False
+
+        def change(current: Applied | None) -> Applied | None:
+            nonlocal stale
+            stale = current is not None and control_number <= current.control_number
+            if stale:
+                return current
+            # Carries the ETag it replaces: the write is conditional on the guard as read.
+            return Applied(control_number, status, _event_key(event_id), etag=current.etag if current is not None else "")
+
+        def write(wanted: Applied | None) -> Applied | None:
+            assert wanted is not None  # `change` gives None only for an absent guard it leaves alone
             entity = {
                 "PartitionKey": partition,
                 "RowKey": row,
                 "ControlNumber": EntityProperty(control_number, EdmType.INT64),
                 # F&O's status name; bounded, since a property holds 64 KiB whatever an event says.
                 "Status": cut_text(status, STATUS_UNITS, "the order's event row"),
-                "EventId": _event_key(event_id),
+                "EventId": wanted.event_id,
                 "AppliedAt": utcnow(),
             }
-            with storage_call("control number write"):
-                try:
-                    if current is None or not current.etag:
+            try:
+                with storage_call("control number write"):
+                    if not wanted.etag:
                         self._table.create_entity(entity)
                     else:
                         self._table.update_entity(
-                            entity, mode=UpdateMode.REPLACE, etag=current.etag, match_condition=MatchConditions.IfNotModified
+                            entity, mode=UpdateMode.REPLACE, etag=wanted.etag, match_condition=MatchConditions.IfNotModified
                         )
-                    return True
-                except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
-                    continue  # moved (or created, or removed) since it was read
-        raise ResourceModifiedError(f"control number of {order} kept changing")
+            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+                raise ResourceModifiedError("moved (or created, or removed) since it was read") from None
+            return wanted
+
+        update_optimistically(
+            lambda: self.applied(kind, company, order),
+            change,
+            write,
+            conflict=ResourceModifiedError,
+            what=f"control number of {order}",
+            start=since,
+        )
+        return not stale
 
     def applied_status(self, company: str, order: str) -> Applied | None:
         return self.applied(STATUS, company, order)

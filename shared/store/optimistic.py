@@ -9,6 +9,13 @@ from typing import TypeVar
 
 Row = TypeVar("Row")
 
+
+class _Unread:
+    """No row given: the loop reads one first (a given row may itself be None: "there was none")."""
+
+
+UNREAD = _Unread()
+
 #: Enough for any realistic contention (a handful of workers on one order); past it the storage call fails
 #: as a conflict, and the caller's retry (the broker's redelivery) takes it from there.
 ATTEMPTS = 20
@@ -21,12 +28,12 @@ def update_optimistically(
     *,
     conflict: type[Exception],
     what: str,
-    start: Row | None = None,
+    start: Row | _Unread = UNREAD,
 ) -> Row:
     """`change` applied to the row and stored; `write` raises `conflict` when the row changed since it
     was read. `start` is a row the caller read just before (saves one read): it must be fresh, since a
     change that leaves it as it is is not written and the row is returned as it was."""
-    current = read() if start is None else start
+    current = read() if isinstance(start, _Unread) else start
     for _ in range(ATTEMPTS):
         wanted = change(current)
         if wanted == current:
