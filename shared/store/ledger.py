@@ -522,10 +522,6 @@ class Ledger:
             for moved, metadata, entity in zip(updated, results, entities, strict=False)
         ]
 
-    @property
-    def table(self) -> TableClient:
-        return self._table
-
     def messages_with_content(self, company: str, content_hash: str) -> list[str]:
         """MES message ids whose F&O content had this hash, oldest index row first."""
         low, high = f"~content~{content_hash}|", f"~content~{content_hash}}}"

@@ -21,6 +21,7 @@ from functions import production_started as started_fn
 from shared.ops import operations
 from shared.store.ledger import State
 from shared.store.lineage import BatchRef
+from shared.store.tables import LEDGER_TABLE, service_client, table
 from shared.topology import INBOUND_QUEUES, MES_TOPIC
 
 pytestmark = pytest.mark.e2e
@@ -107,10 +108,16 @@ def test_a_large_in_doubt_consumption_keeps_its_whole_genealogy_and_every_read_w
     assert len(consumed) == 250 and sum(consumed.values()) == sum(q for _, _, q in many_lines(250))
 
 
+def ledger_rows(stack) -> Any:
+    """The ledger's table itself, to plant or read rows as stored (the Ledger keeps its client to itself)."""
+    settings = stack.ports.settings
+    return table(service_client(settings), settings.tables_prefix + LEDGER_TABLE)
+
+
 def damaged_row(stack, message_id: str) -> None:
     """A row as an older version wrote it: Extra and History cut at a fixed length, no longer JSON."""
     extra = json.dumps({"ContentHash": "ab", "Lineage": [{"company": "USMF", "order": "P000027"}] * 1000})[:30000]
-    stack.ports.ledger.table.create_entity(
+    ledger_rows(stack).create_entity(
         {
             "PartitionKey": "USMF",
             "RowKey": message_id,
@@ -150,7 +157,7 @@ def test_a_row_that_cannot_be_parsed_is_listed_and_shown_as_unreadable_and_no_op
     # A resubmission works, and the damaged text is kept beside the fresh one.
     resubmitted = http.resubmit(request("POST", "ops/resubmit", {"company": "USMF", "id": message_id}))
     assert resubmitted.status_code == 202, resubmitted.get_body()
-    stored = ledger.table.get_entity("USMF", message_id)
+    stored = ledger_rows(stack).get_entity("USMF", message_id)
     assert stored["ExtraUnreadable"].startswith('{"ContentHash"') and "ResubmitToken" in json.loads(stored["Extra"])
 
 
@@ -164,7 +171,7 @@ def test_confirming_a_row_whose_genealogy_cannot_be_read_takes_it_from_the_store
     # Neither the kept genealogy nor the payload readable: refused with the reason, not a 500.
     other = f"damaged-{uuid.uuid4().hex[:6]}"
     damaged_row(stack, other)
-    stack.ports.ledger.table.update_entity({"PartitionKey": "USMF", "RowKey": other, "Payload0": b"{not json"})
+    ledger_rows(stack).update_entity({"PartitionKey": "USMF", "RowKey": other, "Payload0": b"{not json"})
     refused = http.confirm_applied(request("POST", "ops/confirm", {"company": "USMF", "id": other}, {"note": "in F&O"}))
     assert refused.status_code == 400 and b"nor its stored payload can be read" in refused.get_body()
 

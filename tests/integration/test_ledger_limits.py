@@ -15,8 +15,14 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def ledger(table_service, table_prefix):
-    return Ledger(table(table_service, table_prefix + "Ledger"))
+def rows(table_service, table_prefix):
+    """The ledger's table itself, to read or plant rows as stored (the Ledger keeps its client to itself)."""
+    return table(table_service, table_prefix + "Ledger")
+
+
+@pytest.fixture
+def ledger(rows):
+    return Ledger(rows)
 
 
 def entry(message_id: str, **changes: Any) -> LedgerEntry:
@@ -44,7 +50,7 @@ def test_a_long_outage_with_non_ascii_errors_keeps_history_bounded_and_the_newes
     assert stored.history[-1]["detail"] == "attempt 120" and stored.history[-2]["detail"].startswith("attempt 119:")
 
 
-def test_texts_are_kept_whole_where_they_fit_and_cut_with_a_note_where_the_row_would_pass_1_mib(ledger):
+def test_texts_are_kept_whole_where_they_fit_and_cut_with_a_note_where_the_row_would_pass_1_mib(ledger, rows):
     infolog = "😀" * 40_000  # 80,000 UTF-16 units: three string properties
     row = ledger.create(entry("texts-1", attempts=1))
     row = ledger.transition(row, State.FAILED, reason="fo_failed", detail="d" * 50_000, infolog=infolog)
@@ -57,7 +63,7 @@ def test_texts_are_kept_whole_where_they_fit_and_cut_with_a_note_where_the_row_w
     stored = ledger.get("USMF", "texts-2")
     assert "did not fit in the ledger row's 1 MiB" in stored.detail and "did not fit" in stored.infolog
     assert stored.detail.startswith("é" * 1000) and stored.infolog.startswith("😀" * 1000)
-    whole = ledger.table.get_entity("USMF", "texts-2")
+    whole = rows.get_entity("USMF", "texts-2")
     assert entity_size(whole) <= ENTITY_BYTES and whole["PayloadTruncated"] is True
     assert ledger.payload("USMF", "texts-2") == payload[: 600 * 1024]
 
@@ -80,8 +86,8 @@ def test_a_message_id_starting_above_ascii_is_listed(ledger):
     assert listed == {"ö-1", "😀-2", "警-3", "a-4"}
 
 
-def test_a_row_with_an_unknown_state_or_a_non_numeric_count_is_read_as_parked_and_says_why(ledger):
-    ledger.table.create_entity(
+def test_a_row_with_an_unknown_state_or_a_non_numeric_count_is_read_as_parked_and_says_why(ledger, rows):
+    rows.create_entity(
         {
             "PartitionKey": "USMF",
             "RowKey": "odd-1",
