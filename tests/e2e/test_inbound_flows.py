@@ -22,6 +22,7 @@ from functions import production_started as started_fn
 from functions import quality_result as quality_fn
 from shared.clock import utcnow
 from shared.inbound.flows import INBOUND_FLOWS
+from shared.inbound.order_gate import Step
 from shared.store.ledger import LedgerEntry, State, lease, payload_hash
 from tests.e2e.conftest import failures_other_than_storage_hiccups
 
@@ -235,9 +236,9 @@ def test_an_end_without_sequence_waits_for_a_message_taken_in_while_its_gate_dec
     started_fn.production_started(trigger(start))
     plan = stack.ports.gate.plan
 
-    def decide_while_the_output_is_taken_in(company, order_number, flow, sequence, **kwargs):
-        decision = plan(company, order_number, flow, sequence, **kwargs)
-        if flow == "production_ended":
+    def decide_while_the_output_is_taken_in(company, order_number, step, sequence, **kwargs):
+        decision = plan(company, order_number, step, sequence, **kwargs)
+        if step is Step.END:
             body = mes.encode(output)
             in_flight = LedgerEntry(
                 company="USMF",
