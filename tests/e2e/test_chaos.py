@@ -58,7 +58,12 @@ def test_the_check_sees_a_doubled_quantity(tmp_path, monkeypatch):
     real = chaos._verdict
 
     def doubled_behind_the_bridge(shift, emulator, ports, entries):
-        first = next(m for m in emulator.app.messages if m.message_type == "ProdProductionOrderPickingList")
+        # One line: one MES event's message for certain (a merged message carries two or more events' lines).
+        first = next(
+            m
+            for m in emulator.app.messages
+            if m.message_type == "ProdProductionOrderPickingList" and len(json.loads(m.content)["PickingListLines"]) == 1
+        )
         emulator.app.send_message(
             {
                 "_companyId": first.company,
