@@ -8,7 +8,7 @@ gate decision, the F&O call and the settlement, instead of each taking its own p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import cached_property
 from typing import Literal
@@ -43,6 +43,19 @@ class Result:
     order: str = ""
     correlation_id: str = ""
     fo_ms: float = 0.0
+
+
+#: The row's extra that holds the token of its pending resubmission (shared/inbound/wakeup.py).
+RESUBMIT_TOKEN = "ResubmitToken"  # noqa: S105 (the name of a row property, not a secret)
+
+
+def token_spent(parked: LedgerEntry) -> LedgerEntry:
+    """The parked row as its resubmission is admitted: the token admits one copy, so it goes with the
+    first move it allows. Copies that still carry it (the broker's redelivery of the resubmitted copy,
+    a look-again scheduled from it) are duplicates from then on; sending again takes a new token."""
+    if RESUBMIT_TOKEN not in parked.extra:
+        return parked
+    return replace(parked, extra={k: v for k, v in parked.extra.items() if k != RESUBMIT_TOKEN})
 
 
 @dataclass(frozen=True)
@@ -80,7 +93,7 @@ class Arrival:
         """True for the operator's resubmission of this parked row; any other copy (a redelivery, the
         MES sending it again) has no token or an old one and must not move it."""
         token = self.delivery.properties.get(RESUBMIT)
-        return token is not None and token == parked.extra.get("ResubmitToken")
+        return token is not None and token == parked.extra.get(RESUBMIT_TOKEN)
 
     def changed_copy(self, existing: LedgerEntry) -> bool:
         """True for a copy from the MES (not one the bridge scheduled or resubmitted itself) that says

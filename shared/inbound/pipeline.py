@@ -25,7 +25,7 @@ from typing import Any
 
 from shared.errors import AuthError, BusinessRejection, ConfigError, InDoubt, NotFound, Transient
 from shared.inbound import aggregate, settlement
-from shared.inbound.attempt import Arrival, Attempt, Outcome, Result
+from shared.inbound.attempt import Arrival, Attempt, Outcome, Result, token_spent
 from shared.inbound.decode import Refused, decode, fingerprint
 from shared.inbound.dispatch import execute, message_type
 from shared.inbound.flows import Flow
@@ -229,6 +229,9 @@ def _enter(attempt: Attempt, entry: LedgerEntry, plan: Plan | None, *, new: bool
     ports = attempt.ports
     decision = plan.decision if plan is not None else None
     gate_row = plan.row if plan is not None else None
+    resubmitted = entry.state is State.PARKED
+    if resubmitted:
+        entry = token_spent(entry)  # whatever the gate decided, this resubmission was admitted
 
     def write(state: State, **changes: Any) -> LedgerEntry:
         companions = [ports.gate.check(gate_row)] if gate_row is not None else None
@@ -261,7 +264,6 @@ def _enter(attempt: Attempt, entry: LedgerEntry, plan: Plan | None, *, new: bool
         extra = {**entry.extra, "Missing": decision.missing if decision.missing is not None else ""}
         row = write(State.PARKED, reason=decision.reason, detail=decision.detail, lease_until=None, extra=extra)
         return attempt.result(row, Outcome.PARKED, decision.reason, decision.detail)
-    resubmitted = entry.state is State.PARKED
     if isinstance(decision, Wait):
         unchanged = (
             not new and entry.state is State.WAITING and entry.reason == NotParked.ORDERING and entry.detail == decision.detail

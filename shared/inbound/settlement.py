@@ -17,7 +17,7 @@ from typing import Any
 
 from shared.errors import AuthError, BridgeError, ConfigError, NotFound, Transient
 from shared.inbound import aggregate, in_doubt
-from shared.inbound.attempt import Arrival, Attempt, Outcome, Result
+from shared.inbound.attempt import Arrival, Attempt, Outcome, Result, token_spent
 from shared.inbound.dispatch import indexed
 from shared.inbound.flows import step_of
 from shared.inbound.mapping import FoCall
@@ -193,7 +193,7 @@ def park_refused(arrival: Arrival, reason: ParkReason, detail: str) -> Result:
             return park_changed_copy(arrival, existing)
         if existing is None or not resubmitted:
             return arrival.result(existing or entry, Outcome.DUPLICATE, NotParked.DUPLICATE, "this message was recorded before")
-        created = ledger.transition(existing, State.PARKED, reason=reason, detail=detail, payload=body)
+        created = ledger.transition(token_spent(existing), State.PARKED, reason=reason, detail=detail, payload=body)
     return arrival.result(created, Outcome.PARKED, reason, detail)
 
 

@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from shared.inbound.attempt import RESUBMIT_TOKEN
 from shared.inbound.order_gate import OrderGate, Progress
 from shared.inbound.servicebus import ATTEMPT, RESUBMIT, Requeue
 from shared.reasons import NotParked, ParkReason
@@ -50,7 +51,7 @@ def requeue_parked(ledger: LedgerStore, requeue: Requeue, entry: LedgerEntry, bo
     if queue is None:
         raise ValueError(f"message {entry.message_id} belongs to no inbound flow ({entry.flow!r})")
     token = secrets.token_hex(8)
-    extra = {**entry.extra, "ResubmitToken": token, "Resubmissions": int(entry.extra.get("Resubmissions", 0)) + 1}
+    extra = {**entry.extra, RESUBMIT_TOKEN: token, "Resubmissions": int(entry.extra.get("Resubmissions", 0)) + 1}
     updated = ledger.transition(entry, State.PARKED, reason=entry.reason, detail=detail, extra=extra)
     requeue.schedule(
         queue,

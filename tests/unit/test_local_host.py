@@ -119,7 +119,7 @@ def test_prefetched_messages_whose_lock_ran_out_come_back_with_a_higher_delivery
     def slow_first(message: func.ServiceBusMessage) -> None:
         counts.append(message.delivery_count or 0)
         if len(counts) == 1:
-            time.sleep(0.5)
+            time.sleep(1.5)  # ample: the prefetcher fetches "b" even on a loaded machine
 
     config = HostConfig(max_concurrent_sessions=1, session_idle_timeout_s=1, prefetch_count=1)
     host = LocalHost(app_with(slow_first), broker, config=config, lock_duration_s=0.2)

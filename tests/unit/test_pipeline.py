@@ -185,6 +185,48 @@ def test_the_operator_s_resubmission_is_admitted_once_and_only_with_the_row_s_to
     assert len(bridge.fo.applied) == 1
 
 
+def test_a_resubmission_s_token_is_spent_once_admitted_so_its_copies_never_send_it_again(bridge):
+    """The token admits one copy. A copy that carries it later (the broker's redelivery, a copy the
+    bridge scheduled from it) must not claim the row again once that admission ended in doubt:
+    F&O may have it, and only a new resubmission (a new token) may send it again."""
+    body = rejected(bridge)
+    requeue_parked(bridge.ledger, bridge.requeue, row(bridge, "s-1"), body, "resubmitted by ana")
+    [copy] = bridge.requeue.scheduled
+    bridge.fo.answer(InDoubt("no answer from F&O after sending (ReadTimeout); it may have been applied"))
+    assert again(bridge, copy).reason == ParkReason.IN_DOUBT
+    sent = len(bridge.fo.calls)
+    assert "ResubmitToken" not in row(bridge, "s-1").extra
+    later = [c for c in bridge.requeue.scheduled if c is not copy and IN_DOUBT_CHECK not in c.properties]
+    for redelivered in [copy, *later]:
+        assert again(bridge, redelivered).outcome is Outcome.DUPLICATE
+    assert len(bridge.fo.calls) == sent and row(bridge, "s-1").reason == ParkReason.IN_DOUBT
+
+
+def test_a_woken_gap_s_token_is_spent_by_the_wait_it_enters(bridge):
+    """A gap-parked message put back by the wake-up goes back to the gate; the token does not
+    outlive that admission (its look-again copies carry it along)."""
+    start(bridge, sequence=1)
+    body = message("material_consumed", "m-3", sequence=3)
+    parked = bridge.ledger.create(
+        LedgerEntry(
+            company="USMF",
+            message_id="m-3",
+            state=State.PARKED,
+            flow="material_consumed",
+            reason=ParkReason.GAP,
+            production_order=ORDER,
+            sequence=3,
+            payload_hash=payload_hash(body),
+            payload_size=len(body),
+        ),
+        payload=body,
+    )
+    requeue_parked(bridge.ledger, bridge.requeue, parked, body, "resumed by the bridge")
+    [copy] = bridge.requeue.scheduled
+    assert again(bridge, copy).outcome is Outcome.WAITING
+    assert "ResubmitToken" not in row(bridge, "m-3").extra
+
+
 # --- a row another delivery is working on -----------------------------------------------------
 
 
