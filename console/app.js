@@ -293,20 +293,60 @@ async function bulkAction(action, selection, extra) {
   }
 }
 
-async function confirmInFo(row) {
+/* An in-doubt message that travelled in one F&O message with others is decided with them: F&O holds
+   the merged message or not. The members named here are those the server acts on with it (the ones
+   still in doubt under that F&O message); `members` is their rows when the caller has them. */
+function mergedInDoubt(m) {
+  return m.reason === "in_doubt" && m.fo_message && !m.fo_message.earlier && m.fo_message.members.length > 1;
+}
+
+function actedOn(data) {
+  const ids = (data.acted_on || []).map((a) => a.message_id);
+  const left = (data.left_alone || []).map((x) => `${x.message_id} (${x.why})`);
+  return `${ids.join(", ")} confirmed: ${data.state}.` + (left.length ? ` Left alone: ${left.join("; ")}.` : "");
+}
+
+async function confirmInFo(row, members) {
   const note = h("textarea", { id: "confirm-note", rows: 3, required: true });
-  const choice = await dialog(`Confirm ${row.message_id} is in F&O`, [
-    h("p", {}, "Only when F&O's Message processor messages shows this message as processed: the bridge then records it as forwarded, moves the order past it and writes its genealogy."),
-    field("Where F&O shows it (required)", note),
-  ], [{ label: "Back", value: "" }, { label: "Confirm applied in F&O", value: "go", primary: true }]);
+  const merged = mergedInDoubt(row);
+  const ids = merged ? (members ? members.map((r) => r.message_id) : row.fo_message.members) : [row.message_id];
+  const title = merged ? `Confirm F&O message ${row.fo_message.head} is in F&O` : `Confirm ${row.message_id} is in F&O`;
+  const what = merged
+    ? h("p", {}, `One F&O message carried ${row.fo_message.members.length} MES messages (${row.fo_message.lines} lines): ${row.fo_message.members.join(", ")}. Only when F&O's Message processor messages shows it as processed: the bridge then records every one of them still in doubt as forwarded, moves the order past the last and writes each one's genealogy.`)
+    : h("p", {}, "Only when F&O's Message processor messages shows this message as processed: the bridge then records it as forwarded, moves the order past it and writes its genealogy.");
+  const choice = await dialog(title, [what, field("Where F&O shows it (required)", note)], [
+    { label: "Back", value: "" },
+    { label: merged ? `Confirm ${ids.length} message(s) applied in F&O` : "Confirm applied in F&O", value: "go", primary: true },
+  ]);
   if (choice !== "go") return false;
   const result = await api("confirm", { params: { company: row.company, id: row.message_id }, body: { note: note.value } });
   if (!result.ok) {
     say(result.data.error, "bad");
     return false;
   }
-  say(`${row.message_id} confirmed: ${result.data.state}.`, "ok");
+  say(actedOn(result.data), "ok");
   return true;
+}
+
+/* The parked list, with the in-doubt members of one merged F&O message gathered on one line. */
+function parkedLines(rows) {
+  const lines = [];
+  const merged = new Map();
+  for (const r of rows) {
+    if (!mergedInDoubt(r)) {
+      lines.push({ rows: [r] });
+      continue;
+    }
+    const key = [r.company, r.fo_message.head, r.fo_message.content_hash].join("\u0000");
+    if (!merged.has(key)) {
+      const line = { rows: [], fo: r.fo_message };
+      merged.set(key, line);
+      lines.push(line);
+    }
+    merged.get(key).rows.push(r);
+  }
+  for (const line of lines) line.rows.sort((a, b) => (a.sequence ?? Infinity) - (b.sequence ?? Infinity));
+  return lines;
 }
 
 async function parkedPage(query) {
@@ -336,23 +376,38 @@ async function parkedPage(query) {
   });
   form.addEventListener("reset", () => setTimeout(() => { location.hash = "#/parked"; }));
   const rows = parked.data;
+  const lines = parkedLines(rows);
   const boxes = [];
   const selectAll = h("input", { type: "checkbox", id: "select-all", "aria-label": "Select every message listed" });
-  const selected = () => boxes.filter((b) => b.checked).map((b) => rows[Number(b.value)]);
+  // A line is one message, or one F&O message with its members: selecting it selects every member.
+  const selected = () => boxes.filter((b) => b.checked).flatMap((b) => lines[Number(b.value)].rows);
   const count = h("span", { class: "count", "aria-live": "polite" }, "0 selected");
   const update = () => { count.textContent = `${selected().length} selected`; };
   selectAll.addEventListener("change", () => { boxes.forEach((b) => { b.checked = selectAll.checked; }); update(); });
-  const body = rows.map((r, i) => {
-    const box = h("input", { type: "checkbox", value: i, "aria-label": `Select ${r.message_id}`, onchange: update });
+  const body = lines.map((line, i) => {
+    const r = line.rows[0];
+    const fo = line.fo;
+    const label = fo ? `Select F&O message ${fo.head} (${line.rows.length} messages)` : `Select ${r.message_id}`;
+    const box = h("input", { type: "checkbox", value: i, "aria-label": label, onchange: update });
     boxes.push(box);
+    const message = fo
+      ? [
+        h("div", {}, h("strong", {}, "One F&O message"), h("small", {}, ` · ${fo.lines} lines · ${fo.members.length} MES messages`)),
+        h("ul", { class: "members", "aria-label": `MES messages in F&O message ${fo.head}` }, line.rows.map((m) =>
+          h("li", {}, messageLink(m.company, m.message_id), m.sequence !== null ? h("small", {}, ` #${m.sequence}`) : null))),
+        line.rows.length < fo.members.length ? h("small", {}, `${fo.members.length - line.rows.length} other member(s) no longer in doubt`) : null,
+      ]
+      : messageLink(r.company, r.message_id);
+    const sequences = line.rows.map((m) => m.sequence).filter((n) => n !== null);
+    const numbers = sequences.length ? ` #${sequences.join(", #")}` : "";
     return h("tr", { class: r.reason === "in_doubt" ? "in-doubt" : "" },
       h("td", {}, box),
-      h("td", {}, messageLink(r.company, r.message_id)),
+      h("td", {}, message),
       h("td", {}, r.flow), h("td", {}, h("span", { class: "badge " + (r.reason === "in_doubt" ? "warn" : "bad") }, r.reason)),
-      h("td", {}, orderLink(r.company, r.production_order), r.sequence !== null ? h("small", {}, ` #${r.sequence}`) : null),
-      h("td", {}, r.attempts), h("td", {}, age(since(r.received_at))),
+      h("td", {}, orderLink(r.company, r.production_order), numbers ? h("small", {}, numbers) : null),
+      h("td", {}, Math.max(...line.rows.map((m) => m.attempts))), h("td", {}, age(since(r.received_at))),
       h("td", { class: "detail" }, (r.detail || "").slice(0, 160)),
-      h("td", {}, r.reason === "in_doubt" ? h("button", { type: "button", onclick: async () => { if (await confirmInFo(r)) route(); } }, "Confirm in F&O…") : null),
+      h("td", {}, r.reason === "in_doubt" ? h("button", { type: "button", onclick: async () => { if (await confirmInFo(r, line.rows)) route(); } }, "Confirm in F&O…") : null),
     );
   });
   const ids = () => selected().map((r) => ({ company: r.company, message_id: r.message_id }));
@@ -486,11 +541,19 @@ async function messagePage(company, id) {
       type: "button",
       onclick: async () => {
         const warn = m.reason === "in_doubt" ? [h("p", { class: "warn-box" }, "This message is in doubt: F&O may have applied it already. Check Message processor messages first; if F&O has it, confirm it instead.")] : [];
-        const choice = await dialog(`Resubmit ${m.message_id} as it is?`, [...warn, h("p", {}, "It goes through the pipeline again with its original payload.")], [{ label: "Back", value: "" }, { label: "Resubmit", value: "go", primary: true }]);
-        if (choice !== "go") return;
-        const done = await api("resubmit", { params: { company: m.company, id: m.message_id }, body: "" });
+        const merged = mergedInDoubt(m);
+        const what = merged
+          ? h("p", {}, `It travelled in one F&O message with ${m.fo_message.siblings.join(", ")}: F&O has or lacks that message whole, so every one of them still in doubt is resubmitted with it, in MES sequence, each with its original payload.`)
+          : h("p", {}, "It goes through the pipeline again with its original payload.");
+        const buttons = merged
+          ? [{ label: "Back", value: "" }, { label: "This message only", value: "alone" }, { label: `Resubmit the F&O message (${m.fo_message.members.length})`, value: "go", primary: true }]
+          : [{ label: "Back", value: "" }, { label: "Resubmit", value: "go", primary: true }];
+        const choice = await dialog(`Resubmit ${m.message_id} as it is?`, [...warn, what], buttons);
+        if (choice !== "go" && choice !== "alone") return;
+        const done = await api("resubmit", { params: { company: m.company, id: m.message_id, alone: choice === "alone" ? "true" : "" }, body: "" });
         if (!done.ok) return say(done.data.error, "bad");
-        say(`Resubmitted ${m.message_id}; following it…`, "ok");
+        const ids = (done.data.acted_on || []).map((a) => a.message_id);
+        say(`Resubmitted ${ids.length > 1 ? ids.join(", ") : m.message_id}; following ${m.message_id}…`, "ok");
         follow(m);
       },
     }, "Resubmit as is…"));

@@ -65,7 +65,7 @@ from shared.outbound.mes_publisher import Envelope, MesPublisher
 from shared.reasons import ParkReason
 from shared.runtime import Ports
 from shared.settings import load_settings
-from shared.store.ledger import State
+from shared.store.ledger import LedgerEntry, State
 from shared.topology import MES_TOPIC
 
 FAULTS = (
@@ -526,8 +526,11 @@ def _settle(host: LocalHost, emulator: FoEmulator, ports: Ports, timeout: float)
 @dataclass
 class Resolution:
     in_doubt_settled_by_fo: int = 0
+    #: The MES message ids the operator resubmitted or confirmed, every member of a merged F&O message among them.
     in_doubt_resubmitted: list[str] = field(default_factory=list)
     in_doubt_confirmed: list[str] = field(default_factory=list)
+    #: The operator's decisions on in-doubt messages: one per F&O message, however many MES messages it carried.
+    in_doubt_decisions: int = 0
     waited_behind_resubmitted: int = 0
     dead_letters_resubmitted: int = 0
     rounds: int = 0
@@ -536,13 +539,9 @@ class Resolution:
 
     @property
     def operator_actions(self) -> int:
-        """Each message an operator had to act on (confirm, resubmit, resubmit from dead letters)."""
-        return (
-            len(self.in_doubt_confirmed)
-            + len(self.in_doubt_resubmitted)
-            + self.waited_behind_resubmitted
-            + self.dead_letters_resubmitted
-        )
+        """Each action an operator had to take: a confirm or a resubmission of an in-doubt F&O message
+        (all its MES messages at once), a resubmission of a parked message, of a dead letter."""
+        return self.in_doubt_decisions + self.waited_behind_resubmitted + self.dead_letters_resubmitted
 
 
 def _operator(
@@ -567,17 +566,7 @@ def _operator(
         resolution.rounds += 1
         # Check F&O first (Message processor messages): only what F&O does not have is sent again.
         in_fo = _fo_contents(emulator.app.snapshot())
-        for entry in in_doubt:
-            if entry.extra.get("ContentHash") in in_fo:
-                # F&O has it, but its processed event never matched (Event Grid gave up): confirm it.
-                note = "found in Message processor messages"
-                operations.confirm_applied(
-                    ports.ledger, ports.gate, ports.lineage, ports.requeue, entry.company, entry.message_id, note
-                )
-                resolution.in_doubt_confirmed.append(entry.message_id)
-                continue
-            operations.resubmit(ports.ledger, ports.requeue, entry.company, entry.message_id, note="not in F&O after checking")
-            resolution.in_doubt_resubmitted.append(entry.message_id)
+        decide_in_doubt(ports, in_doubt, in_fo, resolution)
         if in_doubt:
             _settle(host, emulator, ports, timeout)
             waited = [e for e in ports.ledger.query(state=State.PARKED) if e.reason in (ParkReason.GAP, ParkReason.NO_START)]
@@ -602,11 +591,39 @@ def _operator(
     if resolution.rounds:
         say(
             f"  operator: {len(resolution.in_doubt_resubmitted)} in-doubt messages F&O did not have resubmitted, "
-            f"{len(resolution.in_doubt_confirmed)} that F&O had confirmed, "
+            f"{len(resolution.in_doubt_confirmed)} that F&O had confirmed "
+            f"({resolution.in_doubt_decisions} decisions, one per F&O message), "
             f"{resolution.waited_behind_resubmitted} that waited behind them resubmitted, "
             f"{resolution.dead_letters_resubmitted} dead letters resubmitted ({resolution.rounds} rounds)"
         )
     return resolution
+
+
+def decide_in_doubt(ports: Ports, in_doubt: list[LedgerEntry], in_fo: Counter[str], resolution: Resolution) -> None:
+    """The operator's decision on each in-doubt F&O message, from what F&O's Message processor
+    messages hold (`in_fo`, by content hash): confirm what F&O has, resubmit what it lacks. A row's
+    ContentHash is that of the F&O message it went in (merged or alone): one look, one decision for
+    all of that F&O message's MES messages."""
+    decided: set[str] = set()
+    for entry in in_doubt:
+        if entry.message_id in decided:
+            continue  # decided with the F&O message it travelled in
+        if entry.extra.get("ContentHash") in in_fo:
+            # F&O has it, but its processed event never matched (Event Grid gave up): confirm it.
+            note = "found in Message processor messages"
+            answer = operations.confirm_applied(
+                ports.ledger, ports.gate, ports.lineage, ports.requeue, entry.company, entry.message_id, note
+            )
+            acted = [str(a["message_id"]) for a in answer["acted_on"]]
+            resolution.in_doubt_confirmed += acted
+        else:
+            done = operations.resubmit(
+                ports.ledger, ports.requeue, entry.company, entry.message_id, note="not in F&O after checking"
+            )
+            acted = [r.entry.message_id for r in done.sent]
+            resolution.in_doubt_resubmitted += acted
+        resolution.in_doubt_decisions += 1
+        decided.update(acted)
 
 
 def _fo_contents(snapshot: dict[str, Any]) -> Counter[str]:
@@ -779,6 +796,7 @@ def _report(
         f"{len(resolved.in_doubt_confirmed)} confirmed by the operator (F&O had them), "
         f"{len(resolved.in_doubt_resubmitted)} resubmitted by the operator (F&O did not have them)"
         + (": " + ", ".join(resolved.in_doubt_resubmitted[:10]) if resolved.in_doubt_resubmitted else "")
+        + f"; {resolved.in_doubt_decisions} operator decisions, one per F&O message"
     )
     say(
         f"  by the bridge itself: {resolved.in_doubt_confirmed_by_bridge} in-doubt messages confirmed by reading F&O, "

@@ -162,15 +162,18 @@ def _resubmit_dead_lettered(call: Call) -> Any:
 
 
 def _resubmit(call: Call) -> Any:
-    """One message (?company=&id=, body = an edited payload, optional), or a bulk selection
+    """One message (?company=&id=, body = an edited payload, optional; with the other in-doubt members
+    of its merged F&O message unless ?alone=true), or a bulk selection
     ({"ids": [...]} or a filter, "dry_run", "expect", "include_in_doubt")."""
     if not call.req.params.get("id"):
         return _bulk(call, "resubmit")
     company, message_id = _need(call.req, "company", "id")
     ports = runtime.ports()
     edited = call.req.get_body() or None
-    resubmitted = operations.resubmit(ports.ledger, ports.requeue, company, message_id, payload=edited, who=call.who)
-    return operations.describe(resubmitted.entry)
+    resubmitted = operations.resubmit(
+        ports.ledger, ports.requeue, company, message_id, payload=edited, who=call.who, alone=_alone(call.req)
+    )
+    return operations.resubmission_reply(resubmitted)
 
 
 def _cancel(call: Call) -> Any:
@@ -186,8 +189,18 @@ def _confirm(call: Call) -> Any:
     ports = runtime.ports()
     note = _text(call.req, "note")
     return operations.confirm_applied(
-        ports.ledger, ports.gate, ports.lineage, ports.requeue, company, message_id, note, who=call.who
+        ports.ledger, ports.gate, ports.lineage, ports.requeue, company, message_id, note, who=call.who, alone=_alone(call.req)
     )
+
+
+def _alone(req: func.HttpRequest) -> bool:
+    """?alone=true: the named MES message only, not the merged F&O message it travelled in (the default)."""
+    raw = (req.params.get("alone") or "").strip().lower()
+    if raw in ("", "false", "0"):
+        return False
+    if raw in ("true", "1"):
+        return True
+    raise operations.OperationError("alone must be true or false")
 
 
 def _release_gap(call: Call) -> Any:

@@ -112,13 +112,23 @@ def catch_up(ledger: LedgerStore, gate: OrderGate, lineage: LineageStore, requeu
     """What a forward records after F&O accepted, for a message F&O applied while the bridge was in
     doubt (its processed event, a read of F&O, or an operator who checked): the order's watermark,
     the genealogy, and the wake-up of what the gate held behind it."""
-    if entry.production_order:
-        gate.advance(entry.company, entry.production_order, step_of(entry.flow), entry.sequence)
-    edges = [Edge(**edge) for edge in entry.extra.get("Lineage", [])]
+    catch_up_together(ledger, gate, lineage, requeue, [entry], why)
+
+
+def catch_up_together(
+    ledger: LedgerStore, gate: OrderGate, lineage: LineageStore, requeue: Requeue, entries: list[LedgerEntry], why: str
+) -> None:
+    """`catch_up` for the MES messages of one order and flow that F&O applied as one message: each
+    one's genealogy, the order's watermark past the last of them, and one wake-up after it."""
+    first = entries[0]
+    sequences = [e.sequence for e in entries if e.sequence is not None]
+    if first.production_order:
+        gate.advance(first.company, first.production_order, step_of(first.flow), max(sequences) if sequences else None)
+    edges = [Edge(**edge) for entry in entries for edge in entry.extra.get("Lineage", [])]
     if edges:
         lineage.record(edges)
-    if entry.production_order:
-        wake(ledger, gate, requeue, entry.company, entry.production_order, why)
+    if first.production_order:
+        wake(ledger, gate, requeue, first.company, first.production_order, why)
 
 
 def record(write: Callable[[], Any]) -> Any:

@@ -3,11 +3,15 @@
     python -m shared.ops.cli trace --company USMF --id line3-000123
     python -m shared.ops.cli order --company USMF --order P000123
     python -m shared.ops.cli parked [--flow F] [--reason R] [--order P1] [--older-than-s 3600] [--max-attempts 2]
-    python -m shared.ops.cli resubmit --company USMF --id line3-000123 [--payload fixed.json]
+    python -m shared.ops.cli resubmit --company USMF --id line3-000123 [--payload fixed.json] [--alone]
     python -m shared.ops.cli resubmit-parked --reason rejected --dry-run          (a filter is required)
     python -m shared.ops.cli resubmit-parked --reason rejected --expect 3 [--include-in-doubt]
     python -m shared.ops.cli cancel --company USMF --id line3-000123 --reason "sent twice by the MES"
-    python -m shared.ops.cli confirm --company USMF --id line3-000123 --note "Message processor messages: 5531, Processed"
+    python -m shared.ops.cli confirm --company USMF --id line3-000123 --note "Message processor messages: 5531" [--alone]
+
+An in-doubt message that travelled in one F&O message with others (per-order aggregation) is
+confirmed or resubmitted with every member still in doubt under that F&O message; the answer lists
+them (acted_on) and the members left alone (left_alone). --alone acts on the named message only.
     python -m shared.ops.cli release-gap --company USMF --order P000123 --missing 4 --reason "lost on the line PC"
     python -m shared.ops.cli lineage --company USMF --item FG-1 --batch B1 [--direction downstream] [--depth 5]
     python -m shared.ops.cli dead-lettered [--flow material_consumed]
@@ -57,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     add("resubmit", "company", "id", "payload")
     add("cancel", "company", "id", "reason")
     add("confirm", "company", "id", "note")
+    for name in ("resubmit", "confirm"):
+        commands.choices[name].add_argument(
+            "--alone",
+            action="store_true",
+            help="this MES message only, not the other members of the merged F&O message it travelled in",
+        )
     add("release-gap", "company", "order", "missing", "reason")
     add("lineage", "company", "item", "batch", "direction", "depth")
     dead = commands.add_parser("dead-lettered")
@@ -94,14 +104,14 @@ def run(args: argparse.Namespace, ports: Ports) -> Any:
         )
     if args.command == "resubmit":
         payload = Path(args.payload).read_bytes() if args.payload else None
-        return operations.describe(
-            operations.resubmit(ports.ledger, ports.requeue, args.company, args.id, payload=payload, who=who).entry
+        return operations.resubmission_reply(
+            operations.resubmit(ports.ledger, ports.requeue, args.company, args.id, payload=payload, who=who, alone=args.alone)
         )
     if args.command == "cancel":
         return operations.cancel(ports.ledger, args.company, args.id, args.reason, who=who)
     if args.command == "confirm":
         return operations.confirm_applied(
-            ports.ledger, ports.gate, ports.lineage, ports.requeue, args.company, args.id, args.note, who=who
+            ports.ledger, ports.gate, ports.lineage, ports.requeue, args.company, args.id, args.note, who=who, alone=args.alone
         )
     if args.command == "release-gap":
         progress, resubmitted = operations.release_gap(

@@ -13,11 +13,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.clock import utcnow
-from shared.inbound import mapping
+from shared.inbound import aggregate, mapping
 from shared.inbound.flows import INBOUND_FLOWS
 from shared.inbound.order_gate import OrderGate, Progress
 from shared.inbound.servicebus import DeadLetters, Requeue
-from shared.inbound.settlement import catch_up
+from shared.inbound.settlement import catch_up_together
 from shared.inbound.wakeup import Resubmitted, requeue_parked, wake
 from shared.reasons import Closed, ParkReason
 from shared.store.ledger import LedgerEntry, LedgerStore, LostRace, State
@@ -77,11 +77,17 @@ def resubmit(
     payload: bytes | None = None,
     who: str = "operator",
     note: str = "",
-) -> Resubmitted:
+    alone: bool = False,
+) -> Resubmission:
     """Send a parked message through the pipeline again, optionally with a corrected payload.
 
     The original payload stays in the ledger history; a resubmission is admitted once (its token
     must match the row's), so resubmitting twice still has one effect in F&O.
+
+    An in-doubt message that travelled in one F&O message with others (per-order aggregation) is
+    resubmitted with every member still in doubt under that F&O message, in MES sequence: F&O has
+    or lacks the merged message, never part of it. `alone` sends the named message only (its
+    siblings stay parked); an edited payload replaces the named message's only.
     """
     entry = ledger.get(company, message_id)
     if entry is None:
@@ -100,7 +106,7 @@ def resubmit(
     body = payload if payload is not None else original
     kind, real_id = _type_and_id(body)
     if entry.reason == ParkReason.WRONG_QUEUE:
-        return _reroute(ledger, requeue, entry, body, kind, real_id, who)
+        return Resubmission.one(_reroute(ledger, requeue, entry, body, kind, real_id, who))
     if payload is not None and kind in INBOUND_QUEUES and kind != entry.flow:
         raise OperationError(
             f"an edited resubmission may not change the event type ({entry.flow!r} -> {kind!r}); "
@@ -109,10 +115,121 @@ def resubmit(
     detail = f"resubmitted by {who}" + (f": {note}" if note else "") + (" with an edited payload" if payload is not None else "")
     if payload is not None and payload != original:
         entry = replace(entry, extra={**entry.extra, "EditedBy": who})
-    try:
-        return requeue_parked(ledger, requeue, entry, body, detail)
-    except ValueError as exc:
-        raise OperationError(str(exc)) from None
+    together, left_alone = ([entry], []) if alone else in_doubt_together(ledger, entry)
+    if len(together) == 1:
+        try:
+            return Resubmission(requeue_parked(ledger, requeue, entry, body, detail), left_alone=tuple(left_alone))
+        except ValueError as exc:
+            raise OperationError(str(exc)) from None
+    # In MES sequence: the order gate holds each until the one before it passed (or they merge again).
+    done: list[Resubmitted] = []
+    for member in together:
+        named = member.message_id == entry.message_id
+        row = entry if named else member
+        sent = body if named else ledger.payload(member.company, member.message_id) or b""
+        with_it = f"resubmitted by {who} with {entry.message_id}, one F&O message" + (f": {note}" if note else "")
+        why = detail if named else with_it
+        try:
+            done.append(requeue_parked(ledger, requeue, row, sent, why))
+        except ValueError as exc:
+            left_alone.append(_left(member, f"not resubmitted: {exc}"))
+        except LostRace:
+            left_alone.append(_left(member, "not resubmitted: it changed meanwhile; look again"))
+    named_done = next((r for r in done if r.entry.message_id == entry.message_id), None)
+    if named_done is None:
+        raise OperationError(f"message {entry.message_id} changed meanwhile; look again")
+    return Resubmission(named_done, tuple(done), tuple(left_alone))
+
+
+@dataclass(frozen=True)
+class Resubmission:
+    """What one resubmission sent: the named message, and every MES message sent with it in MES
+    sequence (the named one among them; the named one alone unless it travelled in a merged F&O
+    message), and the members of that F&O message left alone with why."""
+
+    named: Resubmitted
+    together: tuple[Resubmitted, ...] = ()
+    left_alone: tuple[dict[str, Any], ...] = ()
+
+    @classmethod
+    def one(cls, resubmitted: Resubmitted) -> Resubmission:
+        return cls(resubmitted)
+
+    @property
+    def entry(self) -> LedgerEntry:
+        return self.named.entry
+
+    @property
+    def queue(self) -> str:
+        return self.named.queue
+
+    @property
+    def sent(self) -> tuple[Resubmitted, ...]:
+        return self.together or (self.named,)
+
+
+def resubmission_reply(resubmission: Resubmission) -> dict[str, Any]:
+    """The answer to a resubmission: the named message, and every message the action sent."""
+    return acted_reply(resubmission.entry, [r.entry for r in resubmission.sent], list(resubmission.left_alone))
+
+
+# --- one F&O message, several MES messages (per-order aggregation) ----------------------------------
+
+
+def in_doubt_together(ledger: LedgerStore, entry: LedgerEntry) -> tuple[list[LedgerEntry], list[dict[str, Any]]]:
+    """The MES messages an operator's decision on `entry` covers, in MES sequence, and the members
+    of its F&O message left alone with why.
+
+    An in-doubt message that travelled in one F&O message with others is decided with every member
+    still parked in doubt under that same F&O message (the same head and merged content hash):
+    F&O holds the merged message or not, so what is true of one is true of all. A member settled
+    since (processed, failed, forwarded, cancelled) or sent again in another F&O message is left
+    alone. Any other message is decided alone."""
+    told = entry.extra.get(aggregate.FO_MESSAGE)
+    digest = entry.extra.get("ContentHash")
+    if entry.state is not State.PARKED or entry.reason != ParkReason.IN_DOUBT or not isinstance(told, dict) or not digest:
+        return [entry], []
+    head = aggregate.head_of(entry)
+    together = [entry]
+    left_alone: list[dict[str, Any]] = []
+    for message_id in aggregate.members_of(entry):
+        if message_id == entry.message_id:
+            continue
+        member = ledger.get(entry.company, message_id)
+        if member is None:
+            left_alone.append({"company": entry.company, "message_id": message_id, "state": None, "why": "not in the ledger"})
+        elif member.state is not State.PARKED or member.reason != ParkReason.IN_DOUBT:
+            settled = member.state in (State.PROCESSED, State.FAILED, State.FORWARDED, State.CANCELLED, State.DUPLICATE)
+            left_alone.append(_left(member, "settled already" if settled else "no longer in doubt"))
+        elif aggregate.head_of(member) != head or member.extra.get("ContentHash") != digest:
+            left_alone.append(_left(member, "in doubt in another F&O message since; decide it on its own"))
+        else:
+            together.append(member)
+    together.sort(key=lambda e: (e.sequence is None, e.sequence or 0))
+    return together, left_alone
+
+
+def _left(entry: LedgerEntry, why: str) -> dict[str, Any]:
+    return {
+        "company": entry.company,
+        "message_id": entry.message_id,
+        "sequence": entry.sequence,
+        "state": entry.state.value,
+        "reason": entry.reason,
+        "why": why,
+    }
+
+
+def acted_reply(named: LedgerEntry, acted_on: list[LedgerEntry], left_alone: list[dict[str, Any]]) -> dict[str, Any]:
+    """An operator action's answer: the named message as `describe` shows it, every MES message the
+    action acted on (the members of its F&O message with it), and the members it left alone with why."""
+    return {
+        **describe(named),
+        "acted_on": [
+            {"company": e.company, "message_id": e.message_id, "sequence": e.sequence, "state": e.state.value} for e in acted_on
+        ],
+        "left_alone": left_alone,
+    }
 
 
 def _type_and_id(body: bytes) -> tuple[str, str]:
@@ -423,13 +540,23 @@ def plan_bulk(ledger: LedgerStore, selection: Selection, action: str) -> BulkPla
     allowed = (State.PARKED,) if action == "resubmit" else (State.PARKED, State.WAITING)
     chosen: list[LedgerEntry] = []
     left_out: list[tuple[LedgerEntry, str]] = []
+    seen: set[tuple[str, str]] = set()
     for entry in selection.rows(ledger):
+        if (entry.company, entry.message_id) in seen:
+            continue
         if entry.state not in allowed:
             left_out.append((entry, f"{entry.state.value.lower()} (not {action}able)"))
         elif entry.reason == ParkReason.IN_DOUBT and not selection.include_in_doubt:
             left_out.append((entry, "in doubt (include_in_doubt not set)"))
         else:
-            chosen.append(entry)
+            # An in-doubt member of a merged F&O message is resubmitted with the whole F&O message, in
+            # MES sequence, as the single resubmission does (`in_doubt_together`).
+            for member in in_doubt_together(ledger, entry)[0] if action == "resubmit" else [entry]:
+                if (member.company, member.message_id) not in seen:
+                    seen.add((member.company, member.message_id))
+                    chosen.append(member)
+            continue
+        seen.add((entry.company, entry.message_id))
     return BulkPlan(action, chosen, left_out)
 
 
@@ -472,7 +599,8 @@ def bulk(
     for entry in plan.chosen:
         try:
             if action == "resubmit":
-                result = resubmit(ledger, requeue, entry.company, entry.message_id, who=who, note="bulk resubmit")
+                # The plan already holds every member of a merged F&O message, each is sent once.
+                result = resubmit(ledger, requeue, entry.company, entry.message_id, who=who, note="bulk resubmit", alone=True)
                 done.append(describe(result.entry))
             else:
                 done.append(cancel(ledger, entry.company, entry.message_id, reason, who=who))
@@ -507,9 +635,15 @@ def confirm_applied(
     message_id: str,
     note: str,
     who: str = "operator",
+    *,
+    alone: bool = False,
 ) -> dict[str, Any]:
     """An in-doubt message the operator found in F&O (Message processor messages): record it as
-    forwarded, move the order's watermark past it and write its genealogy, as the forward would have."""
+    forwarded, move the order's watermark past it and write its genealogy, as the forward would have.
+
+    One that travelled in a merged F&O message is confirmed with every member still in doubt under
+    it (`in_doubt_together`): each recorded as forwarded with its own genealogy, the watermark past
+    the last, one wake-up. `alone` confirms the named message only."""
     if not note.strip():
         raise OperationError("confirming needs a note (where F&O shows the message)")
     _short(note, "the note")
@@ -518,25 +652,38 @@ def confirm_applied(
         raise NoSuchMessage(f"no message {message_id} of {company} in the ledger")
     if entry.state is not State.PARKED or entry.reason != ParkReason.IN_DOUBT:
         raise OperationError(f"message {message_id} is {entry.state.value} {entry.reason}; only in-doubt messages are confirmed")
-    damaged = [u.error for u in entry.unreadable if u.name == "Extra"]
-    if damaged:
-        # The genealogy the row kept cannot be read: the stored payload states it again.
-        try:
-            edges = mapping.lineage_of_payload(entry.flow, ledger.payload(company, message_id) or b"")
-        except ValueError:
-            raise OperationError(
-                f"message {message_id}: neither its kept genealogy ({damaged[0]}) nor its stored payload can be read; "
-                "confirming would record it without its genealogy"
-            ) from None
-        entry = replace(entry, extra={**entry.extra, "Lineage": [asdict(edge) for edge in edges]})
-    catch_up(ledger, gate, tree, requeue, entry, f"{who} confirmed {message_id} in F&O")
+    together, left_alone = ([entry], []) if alone else in_doubt_together(ledger, entry)
+    rows = [_with_genealogy(ledger, member) for member in together]
+    ids = ", ".join(r.message_id for r in rows)
+    catch_up_together(ledger, gate, tree, requeue, rows, f"{who} confirmed {ids} in F&O")
+    detail = f"confirmed in F&O by {who}: {note}"
     try:
-        confirmed = ledger.transition(
-            entry, State.FORWARDED, reason="", detail=f"confirmed in F&O by {who}: {note}", lease_until=None
-        )
+        if len(rows) == 1:
+            confirmed = [ledger.transition(rows[0], State.FORWARDED, reason="", detail=detail, lease_until=None)]
+        else:
+            detail += f" (one F&O message with {len(rows)} MES messages: {ids})"
+            moves = [(r, State.FORWARDED, {"reason": "", "detail": detail, "lease_until": None}) for r in rows]
+            confirmed = ledger.transition_together(moves)
     except LostRace:
-        raise OperationError(f"message {message_id} changed meanwhile; look again") from None
-    return describe(confirmed)
+        raise OperationError(f"message {message_id} or a message confirmed with it changed meanwhile; look again") from None
+    named = next(c for c in confirmed if c.message_id == message_id)
+    return acted_reply(named, confirmed, left_alone)
+
+
+def _with_genealogy(ledger: LedgerStore, entry: LedgerEntry) -> LedgerEntry:
+    """The row with the genealogy its confirmation records: the one it kept, or, when that cannot
+    be read, the one its stored payload states again."""
+    damaged = [u.error for u in entry.unreadable if u.name == "Extra"]
+    if not damaged:
+        return entry
+    try:
+        edges = mapping.lineage_of_payload(entry.flow, ledger.payload(entry.company, entry.message_id) or b"")
+    except ValueError:
+        raise OperationError(
+            f"message {entry.message_id}: neither its kept genealogy ({damaged[0]}) nor its stored payload can be read; "
+            "confirming would record it without its genealogy"
+        ) from None
+    return replace(entry, extra={**entry.extra, "Lineage": [asdict(edge) for edge in edges]})
 
 
 def lineage(tree: LineageStore, company: str, item: str, batch: str, direction: str, depth: int = 5) -> dict[str, Any]:

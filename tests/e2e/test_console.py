@@ -245,3 +245,73 @@ def test_markup_in_a_message_is_shown_as_text(page, console, stack):
     expect(page.get_by_text("<img src=x onerror=").first).to_be_visible()
     assert page.locator("main img, main script").count() == 0
     assert page.title() != "owned"
+
+
+def plant_merged_in_doubt(stack: Any, order: str, sequences: list[int]) -> list[str]:
+    """Ledger rows as per-order aggregation leaves them when a merged F&O message got no answer:
+    every member parked in doubt, naming the one F&O message (shared/inbound/aggregate.py)."""
+    from shared.inbound.aggregate import story
+    from shared.store.ledger import LedgerEntry, payload_hash
+
+    documents = [
+        mes.event(
+            "material_consumed",
+            order,
+            {"lines": [{"item_number": "RM-0001", "batch_number": "B0001-005", "quantity": float(n)}]},
+            sequence=n,
+        )
+        for n in sequences
+    ]
+    ids = [d["message_id"] for d in documents]
+    told = story(ids[0], ids, len(ids), "merged-content-hash")
+    for document in documents:
+        body = mes.encode(document)
+        stack.ports.ledger.create(
+            LedgerEntry(
+                company="USMF",
+                message_id=document["message_id"],
+                state=State.PARKED,
+                flow="material_consumed",
+                reason="in_doubt",
+                detail=f"no answer from F&O after sending; one F&O message for {len(ids)} MES messages",
+                production_order=order,
+                sequence=document["sequence"],
+                payload_hash=payload_hash(body),
+                payload_size=len(body),
+                extra={"FoMessage": told, "ContentHash": "merged-content-hash", "Lineage": []},
+            ),
+            payload=body,
+        )
+    return ids
+
+
+def test_an_in_doubt_merged_message_is_one_line_with_its_members_and_one_confirm_settles_them_all(page, console, stack):
+    expect = playwright_api.expect
+    _, cases = console
+    ids = plant_merged_in_doubt(stack, "P000014", [2, 3, 4])
+    page.goto(page.url.split("#")[0] + "#/parked?reason=in_doubt")
+    parked = page.get_by_role("table", name="Parked messages matching the filter")
+    # The seeded in-doubt consumptions one line each, the merged F&O message one line for its three members.
+    expect(parked.get_by_role("row")).to_have_count(1 + 1 + len(cases.in_doubt_others) + 1)
+    line = parked.get_by_role("row").filter(has_text="One F&O message")
+    members = line.get_by_role("list", name=f"MES messages in F&O message {ids[0]}")
+    expect(members.get_by_role("listitem")).to_have_count(3)
+    for n, message_id in enumerate(ids):
+        expect(members.get_by_role("listitem").nth(n)).to_have_text(f"{message_id} #{n + 2}")
+    expect(line).to_contain_text("3 lines · 3 MES messages")
+    # Selecting the line selects its members: a bulk action acts on all three.
+    line.get_by_role("checkbox", name=f"Select F&O message {ids[0]} (3 messages)").check()
+    expect(page.locator(".toolbar .count")).to_have_text("3 selected")
+    shot(page, "parked-merged-in-doubt")
+
+    line.get_by_role("button", name="Confirm in F&O…").click()
+    confirm = page.get_by_role("dialog", name=f"Confirm F&O message {ids[0]} is in F&O")
+    expect(confirm).to_contain_text(", ".join(ids))
+    confirm.get_by_label("Where F&O shows it (required)").fill("Message processor messages: Processed")
+    confirm.get_by_role("button", name="Confirm 3 message(s) applied in F&O").click()
+    expect(page.locator("#status")).to_have_text(f"{', '.join(ids)} confirmed: Forwarded.")
+    expect(parked.get_by_role("row")).to_have_count(1 + 1 + len(cases.in_doubt_others))
+    for message_id in ids:
+        entry = stack.ports.ledger.get("USMF", message_id)
+        assert entry.state is State.FORWARDED and entry.detail.startswith("confirmed in F&O by Ada Night-Shift")
+    assert stack.ports.gate.read("USMF", "P000014").watermark == 4
