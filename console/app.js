@@ -309,14 +309,15 @@ function actedOn(data) {
 async function confirmInFo(row, members) {
   const note = h("textarea", { id: "confirm-note", rows: 3, required: true });
   const merged = mergedInDoubt(row);
-  const ids = merged ? (members ? members.map((r) => r.message_id) : row.fo_message.members) : [row.message_id];
+  // From the parked list the members still in doubt are known; from a message page the server finds them.
+  const ids = merged && members ? members.map((r) => r.message_id) : [row.message_id];
   const title = merged ? `Confirm F&O message ${row.fo_message.head} is in F&O` : `Confirm ${row.message_id} is in F&O`;
   const what = merged
     ? h("p", {}, `One F&O message carried ${row.fo_message.members.length} MES messages (${row.fo_message.lines} lines): ${row.fo_message.members.join(", ")}. Only when F&O's Message processor messages shows it as processed: the bridge then records every one of them still in doubt as forwarded, moves the order past the last and writes each one's genealogy.`)
     : h("p", {}, "Only when F&O's Message processor messages shows this message as processed: the bridge then records it as forwarded, moves the order past it and writes its genealogy.");
   const choice = await dialog(title, [what, field("Where F&O shows it (required)", note)], [
     { label: "Back", value: "" },
-    { label: merged ? `Confirm ${ids.length} message(s) applied in F&O` : "Confirm applied in F&O", value: "go", primary: true },
+    { label: !merged ? "Confirm applied in F&O" : members ? `Confirm ${ids.length} message(s) applied in F&O` : "Confirm the F&O message applied in F&O", value: "go", primary: true },
   ]);
   if (choice !== "go") return false;
   const result = await api("confirm", { params: { company: row.company, id: row.message_id }, body: { note: note.value } });

@@ -567,7 +567,14 @@ def _operator(
         # Check F&O first (Message processor messages): only what F&O does not have is sent again.
         in_fo = _fo_contents(emulator.app.snapshot())
         decide_in_doubt(ports, in_doubt, in_fo, resolution)
-        if in_doubt:
+        # Dead letters before what waits: a message parked `gap` behind a dead-lettered one resumes by
+        # itself once that one is forwarded (the gap wake-up); resubmitting it first only parks it again.
+        dead_before = resolution.dead_letters_resubmitted
+        for name, flow in INBOUND_FLOWS.items():
+            for message in broker.dead_letters(flow.queue):
+                operations.resubmit_dead_lettered(broker, name, message.sequence_number)
+                resolution.dead_letters_resubmitted += 1
+        if in_doubt or resolution.dead_letters_resubmitted > dead_before:
             _settle(host, emulator, ports, timeout)
             waited = [e for e in ports.ledger.query(state=State.PARKED) if e.reason in (ParkReason.GAP, ParkReason.NO_START)]
         for entry in waited:
@@ -575,10 +582,6 @@ def _operator(
                 ports.ledger, ports.requeue, entry.company, entry.message_id, note="its predecessor is in F&O now"
             )
             resolution.waited_behind_resubmitted += 1
-        for name, flow in INBOUND_FLOWS.items():
-            for message in broker.dead_letters(flow.queue):
-                operations.resubmit_dead_lettered(broker, name, message.sequence_number)
-                resolution.dead_letters_resubmitted += 1
         _settle(host, emulator, ports, timeout)
     # What the bridge did by itself, read from the rows' histories (the operator's own steps say "by <who>").
     for listed in ports.ledger.query():

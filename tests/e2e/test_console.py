@@ -304,6 +304,19 @@ def test_an_in_doubt_merged_message_is_one_line_with_its_members_and_one_confirm
     expect(page.locator(".toolbar .count")).to_have_text("3 selected")
     shot(page, "parked-merged-in-doubt")
 
+    # A member's own page offers the F&O message (the default) or this message only.
+    members.get_by_role("link", name=ids[1]).click()
+    expect(page.get_by_role("heading", name=f"Message {ids[1]}")).to_be_visible()
+    page.get_by_role("button", name="Resubmit as is…").click()
+    resubmit = page.get_by_role("dialog", name=f"Resubmit {ids[1]} as it is?")
+    expect(resubmit).to_contain_text(f"It travelled in one F&O message with {ids[0]}, {ids[2]}")
+    expect(resubmit.get_by_role("button", name="This message only")).to_be_visible()
+    resubmit.get_by_role("button", name="Resubmit the F&O message (3)").focus()
+    resubmit.get_by_role("button", name="Back").click()
+    expect(resubmit).to_have_count(0)
+    assert all(stack.ports.ledger.get("USMF", m).extra.get("Resubmissions") is None for m in ids)
+    page.go_back()
+
     line.get_by_role("button", name="Confirm in F&O…").click()
     confirm = page.get_by_role("dialog", name=f"Confirm F&O message {ids[0]} is in F&O")
     expect(confirm).to_contain_text(", ".join(ids))
