@@ -171,6 +171,9 @@ def _run(args: argparse.Namespace, out: Any, say: Any, log_path: Path, settled: 
                     burst_until = float("inf")
                 progress.show(settled.count)
                 time.sleep(0.1)
+            # The shift is done when every event is settled; what the host does after that is the
+            # look-again copies the bridge scheduled for messages woken before their copy was due.
+            settled_s, invoked = time.monotonic() - started, host.stats.invocations
             emulator.set_throttle(rate_per_s=0)
             host.wait_idle(max(1.0, args.timeout - (time.monotonic() - started)))
             progress.show(settled.count, final=True)
@@ -178,7 +181,19 @@ def _run(args: argparse.Namespace, out: Any, say: Any, log_path: Path, settled: 
             _wait_for_verdicts(ports, time.monotonic() + 30)
         elapsed = time.monotonic() - started
         table_ops = tables.TABLE_OPS.count - ops_before
-        verdict = _report(say, shift, emulator, broker, host, ports, sent_at, elapsed, table_ops, log_path)
+        verdict = _report(
+            say,
+            shift,
+            emulator,
+            broker,
+            host,
+            ports,
+            sent_at,
+            (settled_s, elapsed),
+            table_ops,
+            log_path,
+            host.stats.invocations - invoked,
+        )
         if args.console:
             _console(say, args, broker, emulator, ports)
         return verdict
@@ -241,10 +256,14 @@ def _report(
     host: LocalHost,
     ports: Ports,
     sent_at: dict[str, float],
-    elapsed: float,
+    times: tuple[float, float],
     table_ops: int,
     log_path: Path,
+    look_agains: int = 0,
 ) -> int:
+    """`times`: seconds until every event was settled, and until the host was idle (`look_agains`:
+    the deliveries in between)."""
+    elapsed, idle = times
     entries = list(ports.ledger.query())
     states = Counter(e.state for e in entries)
     parked = Counter(e.reason for e in entries if e.state is State.PARKED)
@@ -269,6 +288,11 @@ def _report(
         f"{len(shift.events) - shift.unique_events - duplicates_sent} malformed)"
     )
     say(f"  forwarded to F&O ........... {len(forwarded)}")
+    if idle - elapsed >= 1:
+        say(
+            f"  look-again copies .......... {look_agains} came back in the {idle - elapsed:.0f} s after the shift, "
+            "each a duplicate (a woken message's own copy, scheduled for when the gap timeout could have passed)"
+        )
     say(f"  duplicates dropped ......... {duplicates_sent}  (the ledger knew them; F&O saw each event once)")
     say(f"  parked for an operator ..... {states[State.PARKED]}  " + ", ".join(f"{r} {n}" for r, n in sorted(parked.items())))
     say(
