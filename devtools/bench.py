@@ -415,7 +415,8 @@ def backlog_case(
             if outage:
                 deadline = time.monotonic() + 600
                 while time.monotonic() < deadline:
-                    held = sum(1 for _ in ports.ledger.query(state=State.WAITING))
+                    # Every event has its row (nothing can be forwarded yet): waiting, or its send being retried.
+                    held = sum(1 for e in ports.ledger.query() if e.state in (State.WAITING, State.FORWARDING))
                     if held >= len(documents):
                         break
                     time.sleep(0.5)

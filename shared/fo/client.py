@@ -138,8 +138,8 @@ class Pacer:
     - slow start: with no budget configured, the rate starts at `start_rps` and doubles every
       second that callers queue for slots, until the first 429;
     - a 429 pauses every caller for `Retry-After` and cuts the rate to `decrease` times itself, the
-      first time to `decrease` times what F&O served in the second before (once per pause: the
-      answers to calls already in flight are the same overload);
+      first time to `decrease` times what F&O admitted in the second before (answered with anything
+      but a 429) (once per pause: the answers to calls already in flight are the same overload);
     - afterwards, while callers queue, the rate grows by `increase` of itself per second
       (additive increase), five times slower once within 5 % of the last 429's rate, never past
       the instance's share of the budget (`FO_INSTANCE_BUDGET_RPS`), where it starts when set;
@@ -217,7 +217,8 @@ class Pacer:
             return start, start - now
 
     def accepted(self, sent_at: float) -> None:
-        """F&O served the call sent at `sent_at` (in slow start: counted, to cut to it at the first 429)."""
+        """F&O admitted the call sent at `sent_at`: any answer but a 429 (in slow start: counted, to
+        cut to it at the first 429)."""
         if self.slow_start:
             with self._lock:
                 self._accepted.append(sent_at)
@@ -358,6 +359,7 @@ class FoClient:
             sent_at = self.pacer.acquire(deadline)
             started = time.monotonic()
             error: BridgeError | None
+            answered = False
             with self._slots:
                 try:
                     response = self._session.request(
@@ -375,6 +377,7 @@ class FoClient:
                         allow_redirects=False,
                         **kwargs,
                     )
+                    answered = True
                     error = classify(
                         response,
                         fallback_wait=self._s.fo_retry_after_fallback_s,
@@ -387,8 +390,11 @@ class FoClient:
                 except requests.Timeout as exc:
                     error = self._after_send_failure(exc, idempotent)
             self.stats.add(requests=1, seconds=time.monotonic() - started)
-            if error is None:
+            if answered and not isinstance(error, Throttled):
+                # Past F&O's throttle, whatever it answered (a 503 spends its budget too): counting
+                # only successes, an outage's first 429 cut the learning rate to its floor.
                 self.pacer.accepted(sent_at)
+            if error is None:
                 return response
             if isinstance(error, AuthError) and error.status == 401 and not token_refreshed:
                 self._tokens.invalidate()

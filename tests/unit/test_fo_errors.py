@@ -227,3 +227,42 @@ def test_the_whole_budget_caps_a_learning_pacer_without_fixing_its_rate():
 def test_a_ceiling_below_the_start_rate_starts_at_the_ceiling():
     clock = FakeClock()
     assert Pacer(ceiling_rps=2, clock=clock, sleep=clock.sleep).rate == 2
+
+
+class _Scripted:
+    """A session whose answers are scripted: F&O as the client sees it, with no network."""
+
+    def __init__(self, clock, statuses):
+        self.clock, self.statuses, self.sent = clock, list(statuses), []
+
+    def request(self, method, url, **kwargs):
+        self.sent.append(self.clock.now)
+        status = self.statuses.pop(0) if self.statuses else 200
+        return response(status, {"Message": "busy" if status == 429 else "down"}, {"Retry-After": "1"} if status == 429 else {})
+
+
+class _Tokens:
+    def token(self):
+        return "t"
+
+    def invalidate(self):
+        pass
+
+
+def test_a_429_during_an_outage_cuts_the_rate_to_what_f_and_o_answered_not_to_the_floor():
+    """F&O answering 503 still spends its budget: those calls count as what it admitted. Counting
+    only successes, the first 429 of an outage cut a learning pacer to its 0.2 req/s floor, and the
+    bridge then crept for 20 s after F&O came back (the backlog bench: one send every 5 s)."""
+    from shared.fo.client import FoClient
+    from tests.fakes import unit_settings
+
+    clock = FakeClock()
+    settings = unit_settings(FO_CALL_DEADLINE_S="60", FO_BACKOFF_BASE_S="0.01", FO_BACKOFF_MAX_S="0.01")
+    pacer = Pacer(clock=clock, sleep=clock.sleep, start_rps=16)
+    session = _Scripted(clock, [503] * 40 + [429])
+    client = FoClient(settings, _Tokens(), session, pacer=pacer, sleep=clock.sleep)
+    client.send_message("usmf", "ProdProductionOrderStart", {"ProductionOrderNumber": "P1"})
+    throttled_at = session.sent[40]  # the 429; the call then went again after the pause
+    served_in_last_second = sum(1 for at in session.sent[:40] if at >= throttled_at - 1.0)
+    assert served_in_last_second > 10
+    assert pacer.rate == pytest.approx(served_in_last_second * 0.9)
