@@ -260,7 +260,7 @@ def test_a_429_during_an_outage_cuts_the_rate_to_what_f_and_o_answered_not_to_th
     settings = unit_settings(FO_CALL_DEADLINE_S="60", FO_BACKOFF_BASE_S="0.01", FO_BACKOFF_MAX_S="0.01")
     pacer = Pacer(clock=clock, sleep=clock.sleep, start_rps=16)
     session = _Scripted(clock, [503] * 40 + [429])
-    client = FoClient(settings, _Tokens(), session, pacer=pacer, sleep=clock.sleep)
+    client = FoClient(settings, _Tokens(), session, pacer=pacer, sleep=clock.sleep)  # type: ignore[arg-type]  # only .request is used
     client.send_message("usmf", "ProdProductionOrderStart", {"ProductionOrderNumber": "P1"})
     throttled_at = session.sent[40]  # the 429; the call then went again after the pause
     served_in_last_second = sum(1 for at in session.sent[:40] if at >= throttled_at - 1.0)
