@@ -397,6 +397,9 @@ class FoEmulator:
                 {"Message": f"Authorization has been denied for this request. {reason}"},
                 {"WWW-Authenticate": f'Bearer authorization_uri="{self.base_url}/{self.config.tenant_id}/oauth2/authorize"'},
             )
+        # Throttling first, then the injected faults: a call answered 503 was admitted and counts in
+        # the budget. Our assumption: Microsoft documents the 429 and its Retry-After (fo-contracts.md
+        # §5), not whether F&O's resource-based throttling counts the calls it then fails.
         admitted, retry_after, why = self._bucket.admit()
         if not admitted:
             self._count(throttled=1)

@@ -391,7 +391,7 @@ class FoClient:
                     error = self._after_send_failure(exc, idempotent)
             self.stats.add(requests=1, seconds=time.monotonic() - started)
             if answered and not isinstance(error, Throttled):
-                # Past F&O's throttle, whatever it answered (a 503 spends its budget too): counting
+                # F&O let it past its throttling, whatever it answered (a 503 too): the rate it admits. Counting
                 # only successes, an outage's first 429 cut the learning rate to its floor.
                 self.pacer.accepted(sent_at)
             if error is None:

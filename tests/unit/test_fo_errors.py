@@ -250,7 +250,7 @@ class _Tokens:
 
 
 def test_a_429_during_an_outage_cuts_the_rate_to_what_f_and_o_answered_not_to_the_floor():
-    """F&O answering 503 still spends its budget: those calls count as what it admitted. Counting
+    """A call F&O answered 503 got past its throttling: it counts as admitted. Counting
     only successes, the first 429 of an outage cut a learning pacer to its 0.2 req/s floor, and the
     bridge then crept for 20 s after F&O came back (the backlog bench: one send every 5 s)."""
     from shared.fo.client import FoClient
