@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import queue
 import threading
@@ -25,6 +26,10 @@ import azure.functions as func
 from azure.functions.servicebus import ServiceBusMessage
 
 from devtools.local_host.broker import InMemoryBroker, Lease
+
+#: What the Functions host logs for a failed invocation ("Executed 'Functions.<name>' (Failed, ...)"),
+#: under the bridge's logger so a run's log shows why a message came back.
+_log = logging.getLogger("mesbridge.localhost")
 
 
 @dataclass(frozen=True)
@@ -412,6 +417,14 @@ class LocalHost:
             with self._stats_lock:
                 self.stats.failures += 1
                 self.stats.errors.append(f"{function.name}: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"[-2000:])
+            _log.warning(
+                "Executed '%s' (Failed, message %s, delivery %d): %s: %s",
+                function.name,
+                lease.message.message_id,
+                lease.message.delivery_count,
+                type(exc).__name__,
+                str(exc)[:300],
+            )
             with contextlib.suppress(RuntimeError):
                 self.broker.abandon(lease)
         else:

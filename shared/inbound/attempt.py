@@ -17,7 +17,15 @@ from shared.inbound.decode import Identity, fingerprint
 from shared.inbound.flows import Flow
 from shared.inbound.mapping import FoCall
 from shared.inbound.messages import MesEvent
-from shared.inbound.servicebus import ATTEMPT, IN_DOUBT_CHECK, ORIGINAL_ID, RESUBMIT, Delivery
+from shared.inbound.servicebus import (
+    ATTEMPT,
+    IN_DOUBT_CHECK,
+    ORIGINAL_ID,
+    RESUBMIT,
+    STORAGE_FAILING_SINCE,
+    STORAGE_RETRIES,
+    Delivery,
+)
 from shared.reasons import Reason
 from shared.runtime import Ports
 from shared.store.ledger import LedgerEntry, payload_hash
@@ -110,7 +118,9 @@ class Arrival:
         redelivery: a wait, a retry, or with `in_doubt_check` the bridge's check of an in-doubt send)."""
         delivery = self.delivery
         attempt = self.next_copy
-        properties = {k: v for k, v in delivery.properties.items() if k not in (ATTEMPT, ORIGINAL_ID)}
+        # A storage outage this copy outlived is over: the next one counts its retries afresh.
+        dropped = (ATTEMPT, ORIGINAL_ID, STORAGE_FAILING_SINCE, STORAGE_RETRIES)
+        properties = {k: v for k, v in delivery.properties.items() if k not in dropped}
         if in_doubt_check:
             properties[IN_DOUBT_CHECK] = "1"
         properties.update({ATTEMPT: attempt, ORIGINAL_ID: delivery.properties.get(ORIGINAL_ID, delivery.message_id)})

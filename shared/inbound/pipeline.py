@@ -41,7 +41,12 @@ from shared.store.progress import ProgressChanged
 
 def process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
     started = time.monotonic()
-    result = _process(delivery, flow, ports)
+    try:
+        result = _process(delivery, flow, ports)
+    except Transient as exc:
+        # What escapes is Table Storage failing (or a race that kept changing the row): nothing of
+        # this delivery could be recorded, so it comes back later (settlement.storage_unavailable).
+        result = settlement.storage_unavailable(_arrival(delivery, flow, ports), exc)
     log_outcome(
         ports.log,
         flow.name,
@@ -51,6 +56,14 @@ def process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
         queue_age_s=queue_age_s(delivery, ports.clock()),
     )
     return result
+
+
+def _arrival(delivery: Delivery, flow: Flow, ports: Ports) -> Arrival:
+    try:
+        identity, _ = decode(delivery, flow, ports.settings)
+    except Refused as refused:
+        identity = refused.identity
+    return Arrival(delivery, flow, ports, identity)
 
 
 def queue_age_s(delivery: Delivery, now: datetime) -> float | None:

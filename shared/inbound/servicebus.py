@@ -23,6 +23,10 @@ ORIGINAL_ID = "mesbridge-original-message-id"
 RESUBMIT = "mesbridge-resubmit-token"
 #: On the copy of an in-doubt message that asks the bridge to check F&O (shared/inbound/in_doubt.py).
 IN_DOUBT_CHECK = "mesbridge-in-doubt-check"
+#: On the copy the bridge put back because Table Storage failed under it (shared/inbound/settlement.py,
+#: `storage_unavailable`): since when (ISO 8601) and how many copies so far.
+STORAGE_FAILING_SINCE = "mesbridge-storage-failing-since"
+STORAGE_RETRIES = "mesbridge-storage-retries"
 
 
 @dataclass(frozen=True)

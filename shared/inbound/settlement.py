@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -23,11 +23,12 @@ from shared.inbound.flows import step_of
 from shared.inbound.mapping import FoCall
 from shared.inbound.messages import MesEvent
 from shared.inbound.order_gate import OrderGate, Progress, wakes_followers
-from shared.inbound.servicebus import Requeue
+from shared.inbound.servicebus import ORIGINAL_ID, STORAGE_FAILING_SINCE, STORAGE_RETRIES, Requeue
 from shared.inbound.wakeup import wake
 from shared.ops.telemetry import log_outcome
 from shared.reasons import NotParked, ParkReason
 from shared.runtime import Ports
+from shared.settings import Settings
 from shared.store.ledger import Companion, CompanionConflict, LedgerEntry, LedgerStore, LostRace, State
 from shared.store.lineage import Edge, LineageStore
 
@@ -412,7 +413,7 @@ def retry_later(attempt: Arrival, entry: LedgerEntry, error: BridgeError) -> Res
             f"still failing after {settings.retry_give_up_after_s:g} s: {error.message}",
         )
     retries = int(entry.extra.get("Retries", 0)) + 1
-    delay = min(settings.retry_max_wait_s, settings.retry_first_wait_s * 2 ** min(retries - 1, 20))
+    delay = backoff_s(settings, retries)
     if isinstance(error, (AuthError, ConfigError)):
         ports.log.error("F&O refused the bridge's credentials: %s", error.message, extra={"flow": entry.flow, "outcome": "auth"})
         delay = settings.retry_max_wait_s
@@ -428,6 +429,59 @@ def retry_later(attempt: Arrival, entry: LedgerEntry, error: BridgeError) -> Res
     )
     attempt.schedule(waiting, delay)
     return attempt.result(waiting, Outcome.RETRYING, error.reason, error.message)
+
+
+def backoff_s(settings: Settings, retries: int) -> float:
+    """The one retry policy's wait before retry number `retries`: doubling from RETRY_FIRST_WAIT_S to RETRY_MAX_WAIT_S."""
+    return float(min(settings.retry_max_wait_s, settings.retry_first_wait_s * 2 ** min(retries - 1, 20)))
+
+
+def storage_unavailable(arrival: Arrival, error: Transient) -> Result:
+    """Table Storage failed under this delivery (an outage, a restart) and nothing could be recorded:
+    the message is put back on its queue with the retry policy's growing delay, as `retry_later` does
+    for a row. Raising instead would abandon it, and the broker redelivers at once: ten deliveries in
+    a few milliseconds, then the dead-letter queue, for every message that arrived during a restart.
+
+    The copy keeps the delivery's properties, so it is read as the original was (a message from the
+    MES is still checked against what its id said first), and counts the copies and since when on two
+    of its own. Past RETRY_GIVE_UP_AFTER_S the error goes to the broker: its delivery count, then its
+    dead-letter queue, which keeps the message with the reason for an operator."""
+    delivery, ports = arrival.delivery, arrival.ports
+    now = ports.clock()
+    since = _when(delivery.properties.get(STORAGE_FAILING_SINCE)) or now
+    if now - since > timedelta(seconds=ports.settings.retry_give_up_after_s):
+        raise error
+    retries = int(delivery.properties.get(STORAGE_RETRIES, 0)) + 1
+    delay = backoff_s(ports.settings, retries)
+    original = str(delivery.properties.get(ORIGINAL_ID, delivery.message_id))
+    properties = {
+        **delivery.properties,
+        ORIGINAL_ID: original,
+        STORAGE_FAILING_SINCE: since.isoformat(),
+        STORAGE_RETRIES: retries,
+    }
+    ports.requeue.schedule(
+        delivery.queue,
+        delivery.body,
+        # A fresh broker id per copy (duplicate detection would drop a copy with the old one).
+        message_id=f"{original}|storage-{retries}"[:128],
+        session_id=delivery.session_id,
+        delay_s=delay,
+        correlation_id=delivery.correlation_id,
+        properties=properties,
+    )
+    identity = arrival.identity
+    detail = f"{error.message}; put back for {delay:g} s (copy {retries}, Table Storage failing since {since.isoformat()})"
+    return Result(
+        Outcome.RETRYING, identity.company, identity.message_id, error.reason, detail, identity.order, identity.correlation_id
+    )
+
+
+def _when(value: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 def still_in_flight(attempt: Arrival, existing: LedgerEntry) -> Result:

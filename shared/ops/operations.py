@@ -776,6 +776,8 @@ def overview(
                 "flow": flow or "unknown",
                 **dict.fromkeys(("forwarded", "processed", "failed", "duplicate", "cancelled"), 0),
                 **dict.fromkeys(("waiting", "forwarding", "parked", "in_doubt", "dead_lettered"), 0),
+                # An operator decides an in-doubt F&O message once, whatever the MES messages merged in it.
+                "in_doubt_decisions": 0,
                 "parked_by_reason": {},
             },
         )
@@ -783,11 +785,16 @@ def overview(
     for flow in INBOUND_QUEUES:
         row(flow)
     oldest: LedgerEntry | None = None
+    decisions: set[tuple[str, str, str, str]] = set()
     for state in _STUCK:
         for entry in ledger.query(state=state):
             counts = row(entry.flow)
             if state is State.PARKED and entry.reason == ParkReason.IN_DOUBT:
                 counts["in_doubt"] += 1
+                decision = (entry.flow, entry.company, aggregate.head_of(entry), str(entry.extra.get("ContentHash", "")))
+                if decision not in decisions:
+                    decisions.add(decision)
+                    counts["in_doubt_decisions"] += 1
             elif state is State.PARKED:
                 counts["parked"] += 1
                 counts["parked_by_reason"][entry.reason] = counts["parked_by_reason"].get(entry.reason, 0) + 1

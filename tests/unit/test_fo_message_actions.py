@@ -265,3 +265,28 @@ def test_the_cli_and_http_act_on_the_f_and_o_message_alike_and_on_one_message_wh
     together = json.loads(out.getvalue())
     assert [a["message_id"] for a in together["acted_on"]] == ["m-3", "m-4"]
     assert [(x["message_id"], x["why"]) for x in together["left_alone"]] == [("m-2", "settled already")]
+
+
+# --- the overview -----------------------------------------------------------------------------------
+
+
+class NoDeadLetters:
+    def dead_lettered(self, queue: str) -> list[Any]:
+        return []
+
+    def resubmit_dead_lettered(self, queue: str, sequence_number: int) -> None:
+        raise LookupError(queue)
+
+
+def test_the_overview_counts_in_doubt_messages_and_the_f_and_o_messages_an_operator_decides(bridge):
+    ids = merged_in_doubt(bridge, 2, 3, 4)
+    view = operations.overview(bridge.ledger, NoDeadLetters(), now=bridge.clock())
+    consumed = next(f for f in view["flows"] if f["flow"] == "material_consumed")
+    assert (consumed["in_doubt"], consumed["in_doubt_decisions"]) == (3, 1)
+    confirm(bridge, ids[1], alone=True)
+    consumed = next(
+        f
+        for f in operations.overview(bridge.ledger, NoDeadLetters(), now=bridge.clock())["flows"]
+        if f["flow"] == "material_consumed"
+    )
+    assert (consumed["in_doubt"], consumed["in_doubt_decisions"]) == (2, 1)

@@ -541,14 +541,14 @@ def test_a_claim_lost_to_a_worker_that_forwarded_it_meanwhile_is_a_duplicate(bri
     assert result.outcome is Outcome.DUPLICATE and "already Forwarded" in result.detail and bridge.fo.calls == []
 
 
-def test_a_claim_lost_to_a_row_gone_again_is_left_to_the_broker(bridge, monkeypatch):
+def test_a_claim_lost_to_a_row_gone_again_comes_back_later(bridge, monkeypatch):
     def lost(entry: LedgerEntry, payload: bytes | None = None, **options: Any) -> LedgerEntry:
         raise LostRace(entry.message_id)
 
     monkeypatch.setattr(bridge.ledger, "create", lost)
-    with pytest.raises(Transient, match="vanished"):  # raised: the broker delivers it again
-        deliver(bridge, "material_consumed", message("material_consumed", "m-1", sequence=None))
-    assert bridge.fo.calls == []
+    result = deliver(bridge, "material_consumed", message("material_consumed", "m-1", sequence=None))
+    assert result.outcome is Outcome.RETRYING and "vanished" in result.detail
+    assert bridge.requeue.scheduled[-1].message_id == "m-1|storage-1" and bridge.fo.calls == []
 
 
 def test_a_waiting_row_another_delivery_moved_first_is_left_to_it(bridge, monkeypatch):
@@ -794,3 +794,54 @@ def test_the_redelivered_processed_event_of_a_merged_message_finishes_the_member
     outcomes = [json.loads(e.body)["mes_message_id"] for e in bridge.publisher.sent[sent_before:]]
     assert sorted(outcomes) == ids
     assert message_processed(event, bridge.ports).outcome is Handling.DUPLICATE
+
+
+# --- Table Storage failing under a delivery ------------------------------------------------------
+
+
+def storage_down(bridge: FakeBridge, monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise Transient("Table Storage unreachable during ledger create: ServiceRequestError")
+
+    for name in ("get", "create", "transition"):
+        monkeypatch.setattr(bridge.ledger, name, unreachable)
+
+
+def test_a_message_arriving_while_table_storage_fails_comes_back_later_instead_of_burning_its_deliveries(bridge, monkeypatch):
+    settings = bridge.ports.settings
+    start(bridge)
+    body = message("material_consumed", "mc-1", sequence=2)
+    with monkeypatch.context() as patched:
+        storage_down(bridge, patched)
+        first = deliver(bridge, "material_consumed", body)  # returns: the broker completes it, no redelivery now
+        second = again(bridge, bridge.requeue.scheduled[-1])
+    assert (first.outcome, first.reason, first.message_id) == (Outcome.RETRYING, NotParked.TRANSIENT, "mc-1")
+    assert second.outcome is Outcome.RETRYING
+    copies = bridge.requeue.scheduled[-2:]
+    assert [c.delay_s for c in copies] == [settings.retry_first_wait_s, 2 * settings.retry_first_wait_s]
+    assert [c.message_id for c in copies] == ["mc-1|storage-1", "mc-1|storage-2"]
+    # Read as the MES's own message still (a changed copy under a used id is still caught), same session.
+    assert ATTEMPT not in copies[-1].properties and copies[-1].session_id == ORDER and copies[-1].body == body
+    assert bridge.ledger.get("USMF", "mc-1") is None and len(bridge.fo.calls) == 1
+    back = again(bridge, copies[-1])  # Table Storage is back
+    assert back.outcome is Outcome.FORWARDED and len(bridge.fo.calls) == 2 and row(bridge, "mc-1").state is State.FORWARDED
+
+
+def test_table_storage_failing_past_the_retry_window_leaves_the_message_to_the_broker(bridge, monkeypatch):
+    start(bridge)
+    with monkeypatch.context() as patched:
+        storage_down(bridge, patched)
+        deliver(bridge, "material_consumed", message("material_consumed", "mc-1", sequence=2))
+        bridge.clock.advance(bridge.ports.settings.retry_give_up_after_s + 1)
+        # The broker's delivery count, then its dead-letter queue, keep it with the reason.
+        with pytest.raises(Transient, match="Table Storage unreachable"):
+            again(bridge, bridge.requeue.scheduled[-1])
+
+
+def test_a_wait_after_a_storage_outage_counts_the_next_outage_afresh(bridge, monkeypatch):
+    with monkeypatch.context() as patched:
+        storage_down(bridge, patched)
+        deliver(bridge, "material_consumed", message("material_consumed", "mc-1", sequence=2))
+    waits = again(bridge, bridge.requeue.scheduled[-1])  # storage back; the start has not come: it waits
+    assert waits.outcome is Outcome.WAITING
+    assert not {"mesbridge-storage-failing-since", "mesbridge-storage-retries"} & set(bridge.requeue.scheduled[-1].properties)
