@@ -432,6 +432,11 @@ class FakeFo:
         self.read_failures: deque[BaseException] = deque()
         self.service_answers: deque[Any] = deque()
         self.token_error: BridgeError | None = None
+        #: What `budget_wait_s` answers: a test sets it to play F&O's budget spent for a while.
+        self.budget_wait = 0.0
+
+    def budget_wait_s(self) -> float:
+        return self.budget_wait
 
     def answer(self, *outcomes: BaseException | None) -> None:
         """The next changing calls' outcomes, in order: an error to raise, or None to accept."""

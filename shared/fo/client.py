@@ -216,6 +216,12 @@ class Pacer:
             self._next_slot = start + 1.0 / self.rate
             return start, start - now
 
+    def wait_s(self) -> float:
+        """How long a call asking now would wait for its slot (nothing is reserved): above a few slots,
+        F&O's budget is what holds the bridge back."""
+        with self._lock:
+            return max(0.0, self._resume_at - self._clock(), self._next_slot - self._clock())
+
     def accepted(self, sent_at: float) -> None:
         """F&O admitted the call sent at `sent_at`: any answer but a 429 (in slow start: counted, to
         cut to it at the first 429)."""
@@ -295,6 +301,10 @@ class FoApi(Protocol):
 
     stats: CallStats
 
+    def budget_wait_s(self) -> float:
+        """How long a call made now would wait for F&O's request budget (the client's pacing)."""
+        ...
+
     def token_check(self) -> None: ...
 
     def send_message(self, company: str, message_type: str, content: Mapping[str, Any]) -> None: ...
@@ -336,6 +346,9 @@ class FoClient:
         self.stats = CallStats()
         self._slots = threading.BoundedSemaphore(settings.fo_max_concurrency)
         self.base_url = settings.fo_base_url
+
+    def budget_wait_s(self) -> float:
+        return self.pacer.wait_s()
 
     # --- the one request loop -------------------------------------------------------------------
     def _backoff(self, attempt: int) -> float:

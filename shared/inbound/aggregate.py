@@ -4,7 +4,9 @@ rows that tie one F&O message to its MES messages.
 What waits is what the order gate already holds: `Waiting` rows (reason `ordering`) of the same
 order and flow, the direct successors in MES sequence of the message about to be sent. Nothing is
 held back to be merged, and a send looks in the ledger only when the order's progress row says that
-somebody waited (`Progress.waiting_for`), so at low load a send costs what it did.
+somebody waited (`Progress.waiting_for`), so at low load a send costs what it did. The one exception
+is a send F&O's budget would hold anyway: with nothing to take along, it steps aside once for the
+successors still on its session (`steps_aside`), and its copy takes them along.
 
 Every member's row names the F&O message it travels in (`FoMessage`: head, members in MES order,
 line count) and carries the merged content's hash, and the content index holds one row per member
@@ -88,7 +90,36 @@ def worth_looking(progress: Progress, head: LedgerEntry) -> bool:
     waited, of an order nobody waits in, sends as before without a look in the ledger."""
     if progress.waiting_for is not None or progress.held:
         return True
-    return any(step.get("state") == State.WAITING.value for step in head.history)
+    return _waited(head)
+
+
+#: A send that would wait this long for F&O's budget steps aside for its successors (`steps_aside`):
+#: F&O's budget is the bottleneck then (at 20 requests/s, five calls queue ahead of it), and the
+#: step costs a few Table operations and one trip through the broker, well within the wait.
+BUDGET_BOUND_S = 0.25
+
+
+def may_merge(settings: Settings, entry: LedgerEntry, call: SendMessage) -> bool:
+    """Whether `call` (of `entry`) may take successors along: merging is on, the message has a MES
+    sequence, its type carries lines, and F&O never refused it in a merged message."""
+    enabled = settings.fo_merge_max_messages > 1
+    return enabled and entry.sequence is not None and mergeable(call) and not entry.extra.get(MERGE_REFUSED)
+
+
+def steps_aside(settings: Settings, head: LedgerEntry, call: SendMessage, budget_wait_s: float) -> bool:
+    """Whether `head`, found with nothing to take along, gives its turn back for its successors to
+    join it: F&O's budget would hold it `budget_wait_s` anyway, and it never waited yet.
+
+    Its successors of one flow come on one Service Bus session, one at a time: while the head holds
+    the session (waiting for F&O's budget), the next ones stay in the broker, where nothing sees them.
+    So the head goes back to `Waiting` and its copy behind them on the session: they come first, wait
+    behind it in the order gate, and the copy takes them along (`gather`). Once per message, so each
+    is held at most one trip through its queue; never at low load, where the budget has a slot."""
+    return budget_wait_s >= BUDGET_BOUND_S and may_merge(settings, head, call) and not _waited(head)
+
+
+def _waited(entry: LedgerEntry) -> bool:
+    return any(step.get("state") == State.WAITING.value for step in entry.history)
 
 
 def _waiting_run(ledger: LedgerStore, head: LedgerEntry, flow: str, limit: int) -> list[LedgerEntry]:
@@ -123,7 +154,7 @@ def gather(
     `LostRace` when the head's own row changed meanwhile (as a plain forward would find)."""
     limit = settings.fo_merge_max_messages
     entry = head.entry
-    if limit <= 1 or entry.sequence is None or not mergeable(call) or entry.extra.get(MERGE_REFUSED):
+    if not may_merge(settings, entry, call):
         return None
     candidates: list[Member] = []
     calls: list[SendMessage] = [call]

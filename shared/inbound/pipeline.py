@@ -335,17 +335,25 @@ def _gate_row_stored(attempt: Attempt, plan: Plan) -> bool:
 def _send(attempt: Attempt, claimed: LedgerEntry, progress: Progress | None) -> Result:
     """Call F&O and settle by what came back: the error's class decides (module docstring)."""
     call = attempt.call()
-    if progress is not None and isinstance(call, SendMessage) and aggregate.worth_looking(progress, claimed):
-        # This message or another of the order waited: its direct successors of this flow may be Waiting.
-        ports = attempt.ports
-        head = aggregate.Member(claimed, attempt.event)
-        until = ports.clock() + timedelta(seconds=ports.settings.message_lock_budget_s)
-        group = aggregate.gather(ports.ledger, ports.settings, ports.options, attempt.flow, head, call, until)
-        if group is not None:
-            return _send_merged(attempt, group, progress)
+    ports = attempt.ports
+    if progress is not None and isinstance(call, SendMessage):
+        if aggregate.worth_looking(progress, claimed):
+            # This message or another of the order waited: its direct successors of this flow may be Waiting.
+            head = aggregate.Member(claimed, attempt.event)
+            until = ports.clock() + timedelta(seconds=ports.settings.message_lock_budget_s)
+            group = aggregate.gather(ports.ledger, ports.settings, ports.options, attempt.flow, head, call, until)
+            if group is not None:
+                return _send_merged(attempt, group, progress)
+        # Nothing to take along yet, and F&O's budget would hold it anyway: its successors on its
+        # session get the time to join it (never at low load: the budget has a slot at once).
+        budget_wait = ports.fo.budget_wait_s()
+        if aggregate.steps_aside(ports.settings, claimed, call, budget_wait):
+            stepped = settlement.step_aside(attempt, claimed, budget_wait)
+            if stepped is not None:
+                return stepped
     started = time.monotonic()
     try:
-        reference = execute(attempt.ports.fo, call)
+        reference = execute(ports.fo, call)
     except InDoubt as exc:
         if not attempt.flow.repeatable:
             detail = f"{exc.message}; check F&O before resubmitting"

@@ -400,6 +400,24 @@ def wait(attempt: Arrival, waiting: LedgerEntry, detail: str, *, wakes: bool = F
     return attempt.result(waiting, Outcome.WAITING, NotParked.ORDERING, detail)
 
 
+def step_aside(attempt: Attempt, claimed: LedgerEntry, budget_wait_s: float) -> Result | None:
+    """Give the claimed message's turn back for its successors to join it (`aggregate.steps_aside`):
+    `Waiting` in the order gate again, and a copy at once, behind them on its session. None when the
+    row cannot be written now: it is sent at once instead, as it would have been."""
+    order = attempt.order
+    detail = (
+        f"F&O's budget had no slot for {budget_wait_s:.1f} s: waits for the next messages of {order} on its "
+        "queue, which may go to F&O with it"
+    )
+    try:
+        ledger = attempt.ports.ledger
+        waiting = ledger.transition(claimed, State.WAITING, reason=NotParked.ORDERING, detail=detail, lease_until=None)
+    except Transient:
+        return None
+    attempt.schedule(waiting, 0)
+    return attempt.result(waiting, Outcome.WAITING, NotParked.ORDERING, detail)
+
+
 def retry_later(attempt: Arrival, entry: LedgerEntry, error: BridgeError) -> Result:
     """A fault worth waiting out: Waiting with a growing delay, parked once the retry window closes."""
     ports, settings = attempt.ports, attempt.ports.settings

@@ -156,6 +156,18 @@ def test_a_budget_spreads_calls_evenly_instead_of_bunching_them():
     assert slots[-1] - slots[0] == pytest.approx(2.0)
 
 
+def test_the_wait_a_call_would_have_is_told_without_taking_a_slot():
+    clock = FakeClock()
+    pacer = Pacer(10, clock=clock, sleep=clock.sleep)
+    assert pacer.wait_s() == 0  # a slot at once: nothing queues
+    for _ in range(5):
+        pacer.acquire(deadline=clock.now + 60)
+    assert pacer.wait_s() == pytest.approx(0.1)  # the next slot, a tenth of a second on
+    assert pacer.wait_s() == pytest.approx(0.1)  # asking took none
+    pacer.throttled(3, sent_at=clock.now)
+    assert pacer.wait_s() == pytest.approx(3)  # F&O's pause holds every caller
+
+
 def test_the_first_429_cuts_what_was_sent_and_spreads_the_callers_after_the_pause():
     clock = FakeClock()
     pacer = Pacer(clock=clock, sleep=clock.sleep, start_rps=1000, decrease=0.5)

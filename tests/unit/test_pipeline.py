@@ -684,6 +684,34 @@ def test_a_message_that_never_waited_is_sent_alone_without_a_look_in_the_ledger(
     assert row(bridge, "m-2").extra.get("FoMessage") is None and len(bridge.fo.calls) == 2
 
 
+def test_a_send_f_and_o_s_budget_would_hold_steps_aside_once_and_its_copy_takes_along_what_came_behind_it(bridge):
+    bridge.fo.budget_wait = 2.0  # F&O's budget is spent for the next 2 s
+    start(bridge)  # a start carries no lines: it never steps aside
+    result = deliver(bridge, "material_consumed", message("material_consumed", "m-2", sequence=2))
+    # Its successors are still in the broker, on its session: it gives its turn back for them.
+    assert result.outcome is Outcome.WAITING and result.reason == NotParked.ORDERING and "budget" in result.detail
+    assert [c.what for c in bridge.fo.calls] == ["ProdProductionOrderStart"]
+    assert row(bridge, "m-2").state is State.WAITING
+    [copy] = [c for c in bridge.requeue.scheduled if c.message_id.startswith("m-2|")]
+    assert copy.delay_s == 0  # at once, behind what its session holds
+    ids = ["m-2", *held_consumptions(bridge, 3, 4)]
+    # Its copy waits for the budget this time, and takes along what waits behind it.
+    assert again(bridge, copy).outcome is Outcome.FORWARDED
+    [picking] = [c for c in bridge.fo.calls if c.what == "ProdProductionOrderPickingList"]
+    assert len(picking.body["content"]["PickingListLines"]) == 6
+    for message_id in ids:
+        assert row(bridge, message_id).extra["FoMessage"]["Members"] == ids
+    assert bridge.gate.read("USMF", ORDER).watermark == 4
+
+
+def test_a_send_that_finds_f_and_o_s_budget_spent_once_it_waited_goes_and_does_not_step_aside_again(bridge):
+    held_consumptions(bridge, 2)
+    start(bridge)
+    bridge.fo.budget_wait = 2.0
+    assert woken(bridge, "m-2").outcome is Outcome.FORWARDED
+    assert row(bridge, "m-2").extra.get("FoMessage") is None
+
+
 def test_with_merging_off_each_message_goes_alone():
     bridge = fake_bridge(
         fo_rows={HEADERS: [{"dataAreaId": "usmf", "ProductionOrderNumber": ORDER, "ProductionOrderStatus": "Released"}]},
