@@ -29,7 +29,7 @@ from shared.ops.telemetry import log_outcome
 from shared.reasons import NotParked, ParkReason
 from shared.runtime import Ports
 from shared.settings import Settings
-from shared.store.ledger import Companion, CompanionConflict, LedgerEntry, LedgerStore, LostRace, State
+from shared.store.ledger import FINAL_STATES, Companion, CompanionConflict, LedgerEntry, LedgerStore, LostRace, State
 from shared.store.lineage import Edge, LineageStore
 
 # --- forwarded ----------------------------------------------------------------------------------
@@ -291,10 +291,21 @@ def forwarded_group(attempt: Attempt, group: aggregate.Group, progress: Progress
         return ports.ledger.transition_together(moves, [planned] if together and planned is not None else None)
 
     try:
-        done: list[LedgerEntry] = record(lambda: forward(True))
-    except CompanionConflict:
-        done = record(lambda: forward(False))
-        record(lambda: ports.gate.advance(done[0].company, attempt.order, flow.step, last.event.sequence))
+        try:
+            done: list[LedgerEntry] = record(lambda: forward(True))
+        except CompanionConflict:
+            done = record(lambda: forward(False))
+            record(lambda: ports.gate.advance(done[0].company, attempt.order, flow.step, last.event.sequence))
+    except LostRace:
+        # F&O's processed event came first and settled the members (with their bookkeeping): the head's
+        # delivery finds its row settled; the others are told here, or nothing would say what became of
+        # them until their own look-again came back.
+        for member in group.members[1:]:
+            now = ports.ledger.get(member.entry.company, member.entry.message_id)
+            if now is not None and now.state in FINAL_STATES:
+                result = attempt.result(now, Outcome.DUPLICATE, NotParked.DUPLICATE, f"already {now.state.value}")
+                log_outcome(ports.log, flow.name, result, duration_ms=0.0, delivery_count=0)
+        raise
     for entry in done[1:]:
         result = attempt.result(entry, Outcome.FORWARDED, fo_ms=fo_ms)
         log_outcome(ports.log, flow.name, result, duration_ms=0.0, delivery_count=0)

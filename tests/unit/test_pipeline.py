@@ -660,6 +660,26 @@ def woken(bridge: FakeBridge, message_id: str) -> Result:
     return again(bridge, copy)
 
 
+def test_members_settled_by_f_and_o_before_the_forward_is_recorded_each_get_their_outcome(bridge, monkeypatch, caplog):
+    ids = held_consumptions(bridge, 2, 3, 4)
+    start(bridge)
+    real = bridge.ledger.transition_together
+
+    def processed_first(moves: Any, companions: Any = None) -> Any:
+        if moves and moves[0][1] is State.FORWARDED:  # F&O's processed event lands between the POST and the record
+            for entry, _, _ in moves:
+                bridge.ledger.transition(entry, State.PROCESSED, detail="F&O message processor: Processed")
+        return real(moves, companions)
+
+    monkeypatch.setattr(bridge.ledger, "transition_together", processed_first)
+    with caplog.at_level("INFO", logger="mesbridge"):
+        head = woken(bridge, "m-2")
+    told = {r.mes_message_id: r.getMessage() for r in caplog.records if getattr(r, "mes_message_id", None) in ids}
+    assert head.outcome is Outcome.DUPLICATE and set(told) == set(ids), told
+    assert all("already Processed" in line for line in told.values())
+    assert len([c for c in bridge.fo.applied if c.what == "ProdProductionOrderPickingList"]) == 1
+
+
 def test_what_the_gate_holds_of_an_order_and_a_flow_goes_to_f_and_o_as_one_message(bridge):
     ids = held_consumptions(bridge, 2, 3, 4)
     start(bridge)
