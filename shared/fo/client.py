@@ -147,6 +147,10 @@ class Pacer:
       without fixing it: many instances learn their shares from 429s, a lone busy one may use it all;
     - `probe_after_s` past the last 429's rate without another, slow start again: F&O's budget
       moves with its load, and a throttling storm must not slow the bridge for minutes after it.
+      Each probe costs a pause (about a second of the budget, Retry-After being whole seconds), so
+      a probe that finds the budget where it was doubles the interval to the next one, up to
+      `probe_after_max_s`; a probe that finds more, or a 429 well below the last one's rate (a
+      storm), brings it back to `probe_after_s`.
     """
 
     def __init__(
@@ -159,6 +163,7 @@ class Pacer:
         decrease: float = 0.9,
         min_rps: float = 0.2,
         probe_after_s: float = 20.0,
+        probe_after_max_s: float = 320.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -169,13 +174,17 @@ class Pacer:
         self._decrease = decrease
         self._min_rps = min_rps
         self._probe_after_s = probe_after_s
+        self._probe_after_max_s = max(probe_after_s, probe_after_max_s)
+        self.probe_interval_s = probe_after_s
+        self._probing = False  # in the slow start of a probe: its 429 tells whether the budget moved
+        self._probed_rate = math.inf  # the budget as the last probe (or storm) found it
         self.rate = budget_rps or min(start_rps, self._ceiling)
         self.slow_start = budget_rps is None
         self._next_slot = 0.0
         self._resume_at = 0.0
         self._last_cut = -math.inf
         self._plateau = math.inf  # just below the rate of the last 429
-        self._accepted: deque[float] = deque()  # calls served in the last second, while in slow start
+        self._accepted: deque[float] = deque()  # calls F&O admitted in the last second
         self._lock = threading.Lock()
         self.pauses = 0
         self.waited_s = 0.0
@@ -203,11 +212,11 @@ class Pacer:
                 )
             if self._next_slot > max(now, self._resume_at):
                 # Callers queue for slots (not for a pause): demand exceeds the rate, so probe higher.
-                if not self.slow_start and now - self._last_cut > self._probe_after_s and self.rate >= self._plateau:
+                if not self.slow_start and now - self._last_cut > self.probe_interval_s and self.rate >= self._plateau:
                     # Quiet past the last 429's rate for a while: the budget may be back (a storm
                     # passed), so probe fast again instead of creeping up for minutes.
                     self.slow_start = True
-                    self._accepted.clear()
+                    self._probing = True
                 if self.slow_start:
                     grown = self.rate * 2 ** (1 / self.rate)
                 else:  # near the rate of the last 429, probe five times slower: fewer pauses
@@ -223,13 +232,12 @@ class Pacer:
             return max(0.0, self._resume_at - self._clock(), self._next_slot - self._clock())
 
     def accepted(self, sent_at: float) -> None:
-        """F&O admitted the call sent at `sent_at`: any answer but a 429 (in slow start: counted, to
-        cut to it at the first 429)."""
-        if self.slow_start:
-            with self._lock:
-                self._accepted.append(sent_at)
-                while self._accepted[0] < sent_at - 1.0:
-                    self._accepted.popleft()
+        """F&O admitted the call sent at `sent_at`: any answer but a 429 (counted over the last second,
+        for a slow start's 429 to cut to what F&O admitted)."""
+        with self._lock:
+            self._accepted.append(sent_at)
+            while self._accepted[0] < sent_at - 1.0:
+                self._accepted.popleft()
 
     def throttled(self, retry_after: float, sent_at: float) -> None:
         """F&O answered 429 to the call sent at `sent_at`: pause everybody and slow down."""
@@ -247,6 +255,14 @@ class Pacer:
                 current = min(current, max(self._min_rps, float(served)))
                 self.slow_start = False
                 self._accepted.clear()
+            if self._probing:
+                # The probe found the budget where it was: look again half as often while it stays put.
+                steady = current <= 1.1 * self._probed_rate
+                self.probe_interval_s = min(self._probe_after_max_s, 2 * self.probe_interval_s) if steady else self._probe_after_s
+                self._probing, self._probed_rate = False, current
+            elif current < 0.8 * self._probed_rate:
+                # Well below what the last probe found: a storm; look for the budget's return soon after it.
+                self.probe_interval_s, self._probed_rate = self._probe_after_s, current
             self._plateau = 0.95 * current
             self.rate = max(self._min_rps, current * self._decrease)
 

@@ -1,5 +1,7 @@
 import itertools
 import json
+import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -222,6 +224,53 @@ def test_batch_response_reports_each_inner_status():
     results = parse_batch_response("multipart/mixed; boundary=b", body.encode())
     assert [(r.status, r.content_id) for r in results] == [(201, "1"), (500, "2")]
     assert results[0].body == {"a": 1}
+
+
+def run_against_a_budget(pacer: Pacer, clock: FakeClock, budget: Callable[[float], float], until: float) -> list[float]:
+    """One caller that always has work, against F&O's token bucket (`budget(t)` requests/s, a burst
+    of a fifth of a second), answered 429 with a whole-second Retry-After once it is empty (as the
+    emulator does). Simulated time: the times of the calls F&O admitted."""
+    tokens, filled_at, admitted = 1.0, clock.now, []
+    while clock.now < until:
+        sent = pacer.acquire(deadline=clock.now + 600)
+        rate = budget(sent)
+        tokens = min(rate / 5, tokens + (sent - filled_at) * rate)
+        filled_at = sent
+        if tokens >= 1:
+            tokens -= 1
+            admitted.append(sent)
+            pacer.accepted(sent)
+        else:
+            pacer.throttled(float(math.ceil((1 - tokens) / rate)), sent_at=sent)
+    return admitted
+
+
+def test_a_probe_that_finds_the_budget_where_it_was_keeps_the_rate_and_comes_less_often():
+    clock = FakeClock()
+    pacer = Pacer(clock=clock, sleep=clock.sleep)
+    begin = clock.now
+    admitted = run_against_a_budget(pacer, clock, lambda t: 20.0, until=begin + 600)
+    used = len([t for t in admitted if t >= begin + 5]) / (20 * 595)
+    # A probe's 429 once cut the rate to what the probe itself had sent (about 5 req/s): 64 % used.
+    assert used >= 0.9, used
+    assert pacer.probe_interval_s >= 80  # each probe found 20 req/s again: the next came later
+
+
+def test_after_a_storm_the_pacer_looks_for_the_budget_s_return_at_the_shortest_interval():
+    clock = FakeClock()
+    pacer = Pacer(clock=clock, sleep=clock.sleep)
+    begin = clock.now
+    storm = (begin + 400, begin + 420)
+
+    def budget(t: float) -> float:
+        return 3.0 if storm[0] <= t < storm[1] else 20.0
+
+    run_against_a_budget(pacer, clock, budget, until=storm[0] - 1)
+    assert pacer.probe_interval_s >= 80  # a steady budget: probes had grown rare
+    run_against_a_budget(pacer, clock, budget, until=storm[1])
+    assert pacer.rate < 5 and pacer.probe_interval_s == 20
+    admitted = run_against_a_budget(pacer, clock, budget, until=storm[1] + 60)
+    assert len([t for t in admitted if t >= storm[1] + 30]) >= 0.85 * 20 * 30  # back at the budget within 30 s
 
 
 def test_the_whole_budget_caps_a_learning_pacer_without_fixing_its_rate():
