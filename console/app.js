@@ -208,7 +208,7 @@ async function overviewPage() {
     h("h2", { id: "h-now" }, "Now"),
     h("dl", { class: "facts" },
       h("dt", {}, "Oldest stuck"), h("dd", {}, stuck ? [messageLink(stuck.company, stuck.message_id), ` ${stuck.state} ${stuck.reason || ""}, ${age(stuck.age_s)} old`] : "nothing stuck"),
-      h("dt", {}, "Parked / in doubt"), h("dd", {}, h("a", { href: "#/parked" }, `${totals.parked} parked, ${totals.in_doubt} in doubt` + (totals.in_doubt_decisions < totals.in_doubt ? ` (${totals.in_doubt_decisions} F&O messages to decide)` : ""))),
+      h("dt", {}, "Parked / in doubt"), h("dd", {}, h("a", { href: "#/parked" }, `${totals.parked} parked, ${totals.in_doubt} in doubt` + (totals.in_doubt_decisions < totals.in_doubt ? ` (${totals.in_doubt_decisions} F&O message${totals.in_doubt_decisions === 1 ? "" : "s"} to decide)` : ""))),
       h("dt", {}, "Dead-lettered"), h("dd", {}, h("a", { href: "#/parked" }, `${v.dead_lettered}`)),
       h("dt", {}, "Waiting"), h("dd", {}, `${totals.waiting}`),
       h("dt", {}, "F&O latency (1 h)"), h("dd", {}, v.latency_ms.count ? `p50 ${v.latency_ms.p50} ms, p95 ${v.latency_ms.p95} ms (${v.latency_ms.count} calls)` : "no calls"),
@@ -222,7 +222,7 @@ async function overviewPage() {
       h("td", {}, f.parked ? h("a", { href: `#/parked?flow=${f.flow}` }, f.parked) : "0",
         Object.keys(f.parked_by_reason).length ? h("small", {}, " (" + Object.entries(f.parked_by_reason).map(([r, n]) => `${r} ${n}`).join(", ") + ")") : null),
       h("td", {}, f.in_doubt ? [h("a", { href: `#/parked?flow=${f.flow}&reason=in_doubt` }, f.in_doubt),
-        f.in_doubt_decisions < f.in_doubt ? h("small", {}, ` (${f.in_doubt_decisions} F&O messages)`) : null] : "0"),
+        f.in_doubt_decisions < f.in_doubt ? h("small", {}, ` (${f.in_doubt_decisions} F&O message${f.in_doubt_decisions === 1 ? "" : "s"})`) : null] : "0"),
       h("td", {}, f.dead_lettered), h("td", {}, f.duplicate), h("td", {}, f.cancelled),
     ),
   );
