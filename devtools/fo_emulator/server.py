@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -94,11 +95,14 @@ class Stats:
     by_route: dict[str, int] = field(default_factory=dict)
 
 
-class _Bucket:
-    def __init__(self, throttle: Throttle) -> None:
+class ThrottleBucket:
+    """The emulator's F&O throttling (`Throttle`); the pacer's unit tests run it on a simulated clock."""
+
+    def __init__(self, throttle: Throttle, clock: Callable[[], float] = time.monotonic) -> None:
         self.throttle = throttle
+        self.clock = clock
         self.tokens = throttle.burst
-        self.last = time.monotonic()
+        self.last = clock()
         self.in_flight = 0
         self.lock = threading.Lock()
 
@@ -108,7 +112,7 @@ class _Bucket:
             if self.in_flight >= self.throttle.max_concurrent:
                 return False, 1, f"Number of concurrent requests exceeded the limit of {self.throttle.max_concurrent}."
             if self.throttle.rate_per_s > 0:
-                now = time.monotonic()
+                now = self.clock()
                 self.tokens = min(self.throttle.burst, self.tokens + (now - self.last) * self.throttle.rate_per_s)
                 self.last = now
                 if self.tokens < 1:
@@ -218,7 +222,7 @@ class FoEmulator:
         self._in_latency = 0
         self._rng = random.Random(self.config.seed)
         self._rng_lock = threading.Lock()
-        self._bucket = _Bucket(self.config.throttle)
+        self._bucket = ThrottleBucket(self.config.throttle)
         self._threads: list[threading.Thread] = []
         self._running = threading.Event()
 
@@ -282,7 +286,7 @@ class FoEmulator:
 
     def set_throttle(self, **changes: Any) -> None:
         self.config.throttle = replace(self.config.throttle, **changes)
-        self._bucket = _Bucket(self.config.throttle)
+        self._bucket = ThrottleBucket(self.config.throttle)
 
     def subscribe(self, sink: EventSink, *, test_event: bool = True) -> None:
         """Activate business events to `sink` (an Event Grid subscriber); F&O sends a test event first."""

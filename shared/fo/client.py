@@ -229,7 +229,7 @@ class Pacer:
         """How long a call asking now would wait for its slot (nothing is reserved): above a few slots,
         F&O's budget is what holds the bridge back."""
         with self._lock:
-            return max(0.0, self._resume_at - self._clock(), self._next_slot - self._clock())
+            return max(0.0, max(self._resume_at, self._next_slot) - self._clock())
 
     def accepted(self, sent_at: float) -> None:
         """F&O admitted the call sent at `sent_at`: any answer but a 429 (counted over the last second,

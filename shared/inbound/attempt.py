@@ -123,16 +123,26 @@ class Arrival:
         properties = {k: v for k, v in delivery.properties.items() if k not in dropped}
         if in_doubt_check:
             properties[IN_DOUBT_CHECK] = "1"
-        properties.update({ATTEMPT: attempt, ORIGINAL_ID: delivery.properties.get(ORIGINAL_ID, delivery.message_id)})
+        properties.update({ATTEMPT: attempt, ORIGINAL_ID: self.original_id})
+        # A fresh broker id per attempt (duplicate detection would drop a copy with the old one), the
+        # same one if this step is repeated after a crash (so the repeat is dropped instead).
+        self.put_back(f"{entry.message_id}|{entry.attempts}.{attempt}", delay_s, properties, entry.correlation_id or None)
+
+    @property
+    def original_id(self) -> str:
+        """The broker id of the message the MES sent, which every copy of it carries along."""
+        return str(self.delivery.properties.get(ORIGINAL_ID, self.delivery.message_id))
+
+    def put_back(self, message_id: str, delay_s: float, properties: dict[str, object], correlation_id: str | None) -> None:
+        """This delivery's body back on its queue and session after `delay_s`, as a new broker message."""
+        delivery = self.delivery
         self.ports.requeue.schedule(
             delivery.queue,
             delivery.body,
-            # A fresh broker id per attempt (duplicate detection would drop a copy with the old one),
-            # the same one if this step is repeated after a crash (so the repeat is dropped instead).
-            message_id=f"{entry.message_id}|{entry.attempts}.{attempt}"[:128],
+            message_id=message_id[:128],
             session_id=delivery.session_id,
             delay_s=delay_s,
-            correlation_id=entry.correlation_id or None,
+            correlation_id=correlation_id,
             properties=properties,
         )
 

@@ -482,23 +482,15 @@ def storage_unavailable(arrival: Arrival, error: Transient) -> Result:
         raise error
     retries = int(delivery.properties.get(STORAGE_RETRIES, 0)) + 1
     delay = backoff_s(ports.settings, retries)
-    original = str(delivery.properties.get(ORIGINAL_ID, delivery.message_id))
+    original = arrival.original_id
     properties = {
         **delivery.properties,
         ORIGINAL_ID: original,
         STORAGE_FAILING_SINCE: since.isoformat(),
         STORAGE_RETRIES: retries,
     }
-    ports.requeue.schedule(
-        delivery.queue,
-        delivery.body,
-        # A fresh broker id per copy (duplicate detection would drop a copy with the old one).
-        message_id=f"{original}|storage-{retries}"[:128],
-        session_id=delivery.session_id,
-        delay_s=delay,
-        correlation_id=delivery.correlation_id,
-        properties=properties,
-    )
+    # A fresh broker id per copy (duplicate detection would drop a copy with the old one).
+    arrival.put_back(f"{original}|storage-{retries}", delay, properties, delivery.correlation_id)
     identity = arrival.identity
     detail = f"{error.message}; put back for {delay:g} s (copy {retries}, Table Storage failing since {since.isoformat()})"
     return Result(

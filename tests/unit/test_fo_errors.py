@@ -1,12 +1,12 @@
 import itertools
 import json
-import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 import requests
 
+from devtools.fo_emulator.server import Throttle, ThrottleBucket
 from shared.errors import AuthError, BusinessRejection, NotFound, Throttled, Transient
 from shared.fo.client import Pacer, classify, parse_batch_response, parse_retry_after
 
@@ -227,21 +227,20 @@ def test_batch_response_reports_each_inner_status():
 
 
 def run_against_a_budget(pacer: Pacer, clock: FakeClock, budget: Callable[[float], float], until: float) -> list[float]:
-    """One caller that always has work, against F&O's token bucket (`budget(t)` requests/s, a burst
-    of a fifth of a second), answered 429 with a whole-second Retry-After once it is empty (as the
-    emulator does). Simulated time: the times of the calls F&O admitted."""
-    tokens, filled_at, admitted = 1.0, clock.now, []
+    """One caller that always has work, against the emulator's F&O throttling (`budget(t)` requests/s,
+    a burst of a fifth of a second, a whole-second Retry-After) on simulated time: the times of the
+    calls F&O admitted."""
+    bucket, admitted = ThrottleBucket(Throttle(budget(clock.now), burst=budget(clock.now) / 5), clock=clock), []
     while clock.now < until:
         sent = pacer.acquire(deadline=clock.now + 600)
-        rate = budget(sent)
-        tokens = min(rate / 5, tokens + (sent - filled_at) * rate)
-        filled_at = sent
-        if tokens >= 1:
-            tokens -= 1
+        bucket.throttle = Throttle(budget(sent), burst=budget(sent) / 5)
+        ok, retry_after, _ = bucket.admit()
+        if ok:
+            bucket.release()
             admitted.append(sent)
             pacer.accepted(sent)
         else:
-            pacer.throttled(float(math.ceil((1 - tokens) / rate)), sent_at=sent)
+            pacer.throttled(float(retry_after), sent_at=sent)
     return admitted
 
 
