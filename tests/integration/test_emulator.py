@@ -125,12 +125,14 @@ def test_send_message_refuses_a_bad_envelope(http, emulator, change, problem):
     assert problem in answer.json()["Message"]
 
 
-def test_fo_endpoints_refuse_missing_foreign_and_expired_tokens(emulator, http):
+def test_fo_endpoints_refuse_missing_foreign_and_expired_tokens(emulator, http, monkeypatch):
     url = emulator.base_url + "/data/Warehouses"
     assert requests.get(url, verify=str(emulator.ca_path)).status_code == 401
     forged = requests.get(url, verify=str(emulator.ca_path), headers={"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.e30.x"})
     assert forged.status_code == 401
-    emulator.entra.token_lifetime_s = 1
+    now = [time.time()]
+    monkeypatch.setattr(emulator.entra, "clock", lambda: now[0])
+    monkeypatch.setattr(emulator.entra, "token_lifetime_s", 60)
     form = {
         "grant_type": "client_credentials",
         "client_id": emulator.config.client_id,
@@ -142,7 +144,7 @@ def test_fo_endpoints_refuse_missing_foreign_and_expired_tokens(emulator, http):
     )
     token = short.json()["access_token"]
     assert requests.get(url, verify=str(emulator.ca_path), headers={"Authorization": f"Bearer {token}"}).status_code == 200
-    time.sleep(2.1)
+    now[0] += 60
     expired = requests.get(url, verify=str(emulator.ca_path), headers={"Authorization": f"Bearer {token}"})
     assert expired.status_code == 401 and "expired" in expired.json()["Message"]
 

@@ -85,8 +85,8 @@ def test_managed_identity_through_the_app_service_endpoint(emulator, azurite, ta
     assert tokens.identity_provider_calls == 1
 
 
-def test_an_expired_token_is_refreshed(emulator, azurite, table_prefix):
-    emulator.entra.token_lifetime_s = 2
+def test_an_expired_token_is_refreshed(emulator, azurite, table_prefix, monkeypatch):
+    monkeypatch.setattr(emulator.entra, "token_lifetime_s", 2)
     fo, tokens = make_client(load_settings(bridge_env(emulator, azurite, table_prefix)))
     list(fo.query("Warehouses", company="USMF"))
     before = tokens.identity_provider_calls
