@@ -23,7 +23,7 @@ from shared.store.event_log import EventLog, EventStore
 from shared.store.ledger import Ledger, LedgerStore
 from shared.store.lineage import Lineage, LineageStore
 from shared.store.progress import TableProgressStore
-from shared.store.tables import EVENTS_TABLE, LEDGER_TABLE, LINEAGE_TABLE, service_client, table
+from shared.store.tables import EVENTS_TABLE, LEDGER_TABLE, service_client, table
 from shared.topology import MES_TOPIC
 
 
@@ -64,7 +64,8 @@ def build(
     tokens = MsalTokenProvider(settings, session)
     tables = service_client(settings)
     prefix = settings.tables_prefix
-    # Progress rows share the ledger's partitions: "forwarded" and "the watermark moved" are one transaction.
+    # Progress, content index and genealogy rows share the ledger's partitions: "forwarded", "the
+    # watermark moved" and "these batches went in" are one transaction.
     ledger_table = table(tables, prefix + LEDGER_TABLE)
     return Ports(
         settings=settings,
@@ -75,7 +76,7 @@ def build(
             gap_timeout_s=settings.gate_gap_timeout_s,
             require_start=settings.gate_require_start,
         ),
-        lineage=Lineage(table(tables, prefix + LINEAGE_TABLE)),
+        lineage=Lineage(ledger_table),
         requeue=requeue or ServiceBusRequeue(settings),
         events=EventLog(table(tables, prefix + EVENTS_TABLE)),
         publisher=publisher or ServiceBusMesPublisher(settings, MES_TOPIC),

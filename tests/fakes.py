@@ -41,7 +41,8 @@ from shared.store.ledger import (
     _history_entry,
     compact_history,
 )
-from shared.store.lineage import BatchRef, Direction, Edge, merged, walk
+from shared.store.lineage import BatchRef, Direction, Edge, walk
+from shared.store.lineage import rows as lineage_rows
 from shared.store.progress import Progress, ProgressChanged, planned_write, progress_from_entity, progress_key
 from shared.store.tables import cut_text, safe_key
 
@@ -89,22 +90,40 @@ class InMemoryEventLog:
 
 
 class InMemoryLineage:
-    """`shared.store.lineage.Lineage` in memory: one edge per (company, node, direction, item, batch,
-    message), so a redelivery rewrites the same edge as the real upserts do; the walk is the real one."""
+    """`shared.store.lineage.Lineage` in memory: its rows in the ledger's `InMemoryTable` (so the rows
+    a forward's transaction carries are the genealogy, as in Table Storage), one edge per (company,
+    node, direction, item, batch, message): a redelivery rewrites the same edge; the walk is the real one."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.edges: dict[tuple[str, ...], Edge] = {}
+    def __init__(self, table: InMemoryTable | None = None) -> None:
+        self.table = table or InMemoryTable()
 
     def record(self, edges: Iterable[Edge]) -> None:
-        with self._lock:
-            for edge in merged(edges):
-                key = (edge.company.upper(), edge.kind, edge.order, edge.direction, edge.item, edge.batch, edge.message_id)
-                self.edges[key] = edge
+        with self.table.lock:
+            for row in lineage_rows(edges):
+                self.table.apply(row)
+
+    @property
+    def edges(self) -> list[Edge]:
+        """Every edge recorded, from the rows under the nodes."""
+        with self.table.lock:
+            found = [row for (_, key), (row, _, _) in self.table.rows.items() if key.startswith("~lineage~node~")]
+        return [
+            Edge(
+                company=str(r["Company"]),
+                order=str(r["ProductionOrder"]),
+                direction=r["Direction"],
+                item=str(r["ItemNumber"]),
+                batch=str(r["BatchNumber"]),
+                quantity=float(r["Quantity"]),
+                message_id=str(r["MessageId"]),
+                kind=r["Kind"],
+                warehouse=str(r["Warehouse"]),
+            )
+            for r in found
+        ]
 
     def _matching(self, company: str, direction: Direction) -> list[Edge]:
-        with self._lock:
-            return [e for e in self.edges.values() if e.company.upper() == company.upper() and e.direction == direction]
+        return [e for e in self.edges if e.company.upper() == company.upper() and e.direction == direction]
 
     def _nodes_of_batch(self, company: str, ref: BatchRef, direction: Direction) -> set[tuple[str, str]]:
         return {(e.kind, e.order) for e in self._matching(company, direction) if (e.item, e.batch) == (ref.item, ref.batch)}
@@ -580,7 +599,7 @@ def fake_bridge(*, fo_rows: Mapping[str, list[dict[str, Any]]] | None = None, **
     fo, requeue, lineage, events, publisher = (
         FakeFo(fo_rows),
         RecordingRequeue(),
-        InMemoryLineage(),
+        InMemoryLineage(table),
         InMemoryEventLog(),
         RecordingPublisher(),
     )

@@ -29,8 +29,18 @@ from shared.ops.telemetry import log_outcome
 from shared.reasons import NotParked, ParkReason
 from shared.runtime import Ports
 from shared.settings import Settings
-from shared.store.ledger import FINAL_STATES, Companion, CompanionConflict, LedgerEntry, LedgerStore, LostRace, State
+from shared.store.ledger import (
+    FINAL_STATES,
+    Companion,
+    CompanionConflict,
+    LedgerEntry,
+    LedgerStore,
+    LostRace,
+    State,
+    ledger_partition,
+)
 from shared.store.lineage import Edge, LineageStore
+from shared.store.lineage import rows as lineage_rows
 
 # --- forwarded ----------------------------------------------------------------------------------
 
@@ -38,15 +48,12 @@ from shared.store.lineage import Edge, LineageStore
 def forwarded(
     attempt: Attempt, claimed: LedgerEntry, call: FoCall, reference: str, progress: Progress | None, fo_ms: float
 ) -> Result:
-    """F&O accepted: record the genealogy, then the Forwarded row with the order's watermark and the
-    content index in one transaction, and wake what the gate held behind it."""
+    """F&O accepted: record the Forwarded row with the order's watermark, the content index and the
+    genealogy in one transaction, and wake what the gate held behind it."""
     ports, flow, event = attempt.ports, attempt.flow, attempt.event
     call_type, hashed, index_row = indexed(claimed, call)
-    # Genealogy first: should the worker stop before Forwarded is recorded, the message is in
-    # doubt and its settlement writes the same (idempotent) edges again; never the other way round.
     edges = flow.lineage(event)
-    if edges:
-        record(lambda: ports.lineage.record(edges))
+    genealogy = genealogy_with(ports, claimed.company, edges, 2 + len(index_row))
     extra = {**claimed.extra, "ContentHash": hashed, "FoReference": reference, "FoMs": round(fo_ms, 1)}
 
     def forward(companions: list[Companion] | None) -> LedgerEntry:
@@ -64,9 +71,15 @@ def forwarded(
     row = progress
     for _ in range(_FORWARD_TRANSACTIONS):
         planned = ports.gate.plan_advance(row, flow.step, event.sequence) if row is not None else None
-        companions = [*([planned] if planned is not None else []), *index_row]
+        companions = [*([planned] if planned is not None else []), *index_row, *genealogy]
         try:
             done: LedgerEntry = record(partial(forward, companions))
+        except LostRace:
+            # The row moved on without this forward (a lease that ran out, an operator): F&O has
+            # the message all the same, so its genealogy is a fact to keep.
+            if genealogy:
+                record(lambda: ports.lineage.record(edges))
+            raise
         except CompanionConflict:
             # Another flow wrote the order's row since the claim (a wait noted, a forward): the
             # watermark moves from the row as it is now, still in the one transaction.
@@ -79,8 +92,10 @@ def forwarded(
         waiters = row is not None and after is not None and wakes_followers(row, after)
         break
     else:
-        # The order's row kept changing: the rows are recorded apart.
+        # The order's row kept changing: the rows are recorded apart, the genealogy first.
         ports.gate.forget(claimed.company, attempt.order)
+        if genealogy:
+            record(lambda: ports.lineage.record(edges))
         done = record(partial(forward, None))
         after, waiters = record(lambda: ports.gate.advance_waking(claimed.company, attempt.order, flow.step, event.sequence))
         if index_row:
@@ -93,6 +108,24 @@ def forwarded(
 
 #: Forward transactions tried before the rows are written apart (each after reading the order's row again).
 _FORWARD_TRANSACTIONS = 3
+
+#: Operations an entity-group transaction may hold (Table Storage's limit).
+_TRANSACTION_OPERATIONS = 100
+
+
+def genealogy_with(ports: Ports, company: str, edges: list[Edge], others: int) -> list[Companion]:
+    """The genealogy's rows to write in the forward's transaction beside `others` operations. When
+    they cannot go with it (more than a transaction holds), they are recorded now, apart, and first:
+    should the worker stop before Forwarded is recorded, the message is in doubt and its settlement
+    writes the same (idempotent) rows again; never a Forwarded row without its genealogy."""
+    if not edges:
+        return []
+    written = lineage_rows(edges)
+    partition = ledger_partition(company)
+    if len(written) + others <= _TRANSACTION_OPERATIONS and all(r[1]["PartitionKey"] == partition for r in written):
+        return written
+    record(lambda: ports.lineage.record(edges))
+    return []
 
 
 def wake_behind(ports: Ports, entry: LedgerEntry, why: str, progress: Progress | None = None) -> None:
@@ -262,14 +295,13 @@ def park_in_doubt(attempt: Attempt, entry: LedgerEntry, call: FoCall, detail: st
 
 
 def forwarded_group(attempt: Attempt, group: aggregate.Group, progress: Progress, fo_ms: float) -> Result:
-    """F&O accepted the merged message: each member's genealogy, then every member Forwarded with the
-    order's watermark past the last one in one transaction (the content index went with the claim),
+    """F&O accepted the merged message: every member Forwarded with the order's watermark past the last
+    one and each member's genealogy in one transaction (the content index went with the claim),
     and the wake-up of what the gate holds behind them."""
     ports, flow = attempt.ports, attempt.flow
     call_type = group.call.message_type
     edges = [edge for member in group.members for edge in flow.lineage(member.event)]
-    if edges:
-        record(lambda: ports.lineage.record(edges))
+    genealogy = genealogy_with(ports, group.head.entry.company, edges, len(group.members) + 1)
     last = group.members[-1]
     planned = ports.gate.plan_advance(progress, flow.step, last.event.sequence)
     detail = f"{call_type} (one F&O message for {len(group.members)} MES messages)"
@@ -288,15 +320,19 @@ def forwarded_group(attempt: Attempt, group: aggregate.Group, progress: Progress
             )
             for m in group.members
         ]
-        return ports.ledger.transition_together(moves, [planned] if together and planned is not None else None)
+        companions = [*([planned] if together and planned is not None else []), *genealogy]
+        return ports.ledger.transition_together(moves, companions or None)
 
     try:
         try:
             done: list[LedgerEntry] = record(lambda: forward(True))
         except CompanionConflict:
+            # Only the order's row can have changed (the genealogy's rows are upserts): it moves apart.
             done = record(lambda: forward(False))
             record(lambda: ports.gate.advance(done[0].company, attempt.order, flow.step, last.event.sequence))
     except LostRace:
+        if genealogy:  # F&O has the message: its genealogy is kept whoever settles the rows
+            record(lambda: ports.lineage.record(edges))
         # F&O's processed event came first and settled the members (with their bookkeeping): the head's
         # delivery finds its row settled; the others are told here, or nothing would say what became of
         # them until their own look-again came back.

@@ -17,6 +17,7 @@ them (acted_on) and the members left alone (left_alone). --alone acts on the nam
     python -m shared.ops.cli dead-lettered [--flow material_consumed]
     python -m shared.ops.cli resubmit-dead-lettered --flow material_consumed --sequence 42
     python -m shared.ops.cli health
+    python -m shared.ops.cli lineage-move     (once, after upgrading from a version with a Lineage table)
 
 Answers are the JSON the HTTP operations return (shared/ops/operations.py shapes both), errors too.
 """
@@ -34,6 +35,8 @@ from shared import runtime
 from shared.ops import operations
 from shared.ops.health import health
 from shared.runtime import Ports
+from shared.store.lineage import move_legacy
+from shared.store.tables import LEGACY_LINEAGE_TABLE, service_client
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("--flow")
     add("resubmit-dead-lettered", "flow", "sequence")
     commands.add_parser("health")
+    commands.add_parser("lineage-move", help="copy the genealogy of the former <prefix>Lineage table into the ledger table")
     return parser
 
 
@@ -140,6 +144,9 @@ def run(args: argparse.Namespace, ports: Ports) -> Any:
             args.direction or "upstream",
             operations.whole_number(args.depth or "5", operations.DEPTH_REFUSAL),
         )
+    if args.command == "lineage-move":
+        source = service_client(ports.settings).get_table_client(ports.settings.tables_prefix + LEGACY_LINEAGE_TABLE)
+        return {"moved_edges": move_legacy(source, ports.lineage)}
     return health(ports)
 
 

@@ -196,12 +196,17 @@ def _cut(text: str, units: int, wire: int) -> str:
     return text[:low] + note if units > len(note) and wire > len(note) else ""
 
 
+def ledger_partition(company: str) -> str:
+    """The partition of a company's ledger rows (and of the rows written in their transactions)."""
+    return safe_key(company)
+
+
 def _to_entity(entry: LedgerEntry, payload: bytes | None = None) -> dict[str, Any]:
     """The row as stored. Structured data (Extra, History) is stored whole, in as many string
     properties as it needs; the free texts (Detail, F&O's Infolog) too, unless the row would pass
     Azure's 1 MiB: then they share what is left, each cut with a note saying so."""
     entity: dict[str, Any] = {
-        "PartitionKey": safe_key(entry.company),
+        "PartitionKey": ledger_partition(entry.company),
         "RowKey": safe_key(entry.message_id),
         "Company": entry.company,
         "MessageId": entry.message_id,

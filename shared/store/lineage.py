@@ -2,8 +2,10 @@
 batch was transferred to (warehouse, location or batch).
 
 Two rows per edge, written with upserts keyed by the MES message id (a redelivery rewrites the
-same rows): one in the node's partition (a production order, or a transfer journal), one in the
-batch's partition. Upstream and downstream questions then read one partition per hop.
+same rows): one under the node (a production order, or a transfer journal), one under the batch.
+Both are in the ledger table, in the company's partition, so the forward that states them writes
+them in its Forwarded transaction (one Table operation, not one per partition); upstream and
+downstream questions read one key range per hop.
 
 A transfer is a node like an order: it "consumes" the batch it takes from (with the warehouse it
 left) and "produces" the batch it puts (with the warehouse it went to, and a new batch number when
@@ -17,8 +19,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
+from shared.store.ledger import Companion
 from shared.store.tables import safe_key, storage_call
 
 Direction = Literal["consumed", "produced"]
@@ -44,12 +48,23 @@ class BatchRef:
     batch: str
 
 
-def _batch_partition(company: str, item: str, batch: str) -> str:
-    return safe_key(f"batch|{company.upper()}|{item}|{batch}")
+#: Lineage rows live in the ledger table, in the company's partition (the ledger row's), so that a
+#: forward writes its genealogy in the same transaction as its Forwarded row. Their keys start with
+#: "~", which no message's key does (`safe_key` encodes it), so ledger queries leave them out.
+_NODE = "~lineage~node~"
+_BATCH = "~lineage~batch~"
 
 
-def _order_partition(company: str, order: str) -> str:
-    return safe_key(f"order|{company.upper()}|{order}")
+def _partition(company: str) -> str:
+    return safe_key(company.upper())
+
+
+def _node_prefix(kind: str, node: str) -> str:
+    return safe_key(f"{kind}|{node}|")
+
+
+def _batch_prefix(item: str, batch: str) -> str:
+    return safe_key(f"{item}|{batch}|")
 
 
 def merged(edges: Iterable[Edge]) -> list[Edge]:
@@ -61,10 +76,6 @@ def merged(edges: Iterable[Edge]) -> list[Edge]:
         known = totals.get(key)
         totals[key] = edge if known is None else replace(known, quantity=known.quantity + edge.quantity)
     return list(totals.values())
-
-
-def _node_partition(company: str, kind: str, node: str) -> str:
-    return _order_partition(company, node) if kind == "production" else safe_key(f"{kind}|{company.upper()}|{node}")
 
 
 def _kind(row: dict[str, object]) -> str:
@@ -92,49 +103,66 @@ NodesOfBatch = Callable[[str, BatchRef, Direction], set[tuple[str, str]]]
 BatchesOfNode = Callable[[str, str, str, Direction], dict[BatchRef, tuple[float, str]]]
 
 
+def rows(edges: Iterable[Edge]) -> list[Companion]:
+    """The genealogy's rows for `edges`, as upserts keyed by the MES message id (a redelivery rewrites
+    the same rows), for the ledger's transaction: one under the node (the order or the transfer),
+    one under the batch, both in the company's partition."""
+    written: list[Companion] = []
+    for edge in merged(edges):
+        common = {
+            "PartitionKey": _partition(edge.company),
+            "Company": edge.company.upper(),
+            "ProductionOrder": edge.order,
+            "Direction": edge.direction,
+            "ItemNumber": edge.item,
+            "BatchNumber": edge.batch,
+            "Quantity": float(edge.quantity),
+            "MessageId": edge.message_id,
+            "Kind": edge.kind,
+            "Warehouse": edge.warehouse,
+        }
+        tail = f"{edge.direction}|{edge.message_id}"
+        node_key = _NODE + safe_key(f"{edge.kind}|{edge.order}|{edge.direction}|{edge.item}|{edge.batch}|{edge.message_id}")
+        batch_key = _BATCH + safe_key(f"{edge.item}|{edge.batch}|{edge.kind}|{edge.order}|{tail}")
+        for key in (node_key, batch_key):
+            written.append(("upsert", {**common, "RowKey": key}, {"mode": UpdateMode.REPLACE}))
+    return written
+
+
+def partition_of(company: str) -> str:
+    """The partition a company's genealogy rows are in: its ledger partition."""
+    return _partition(company)
+
+
+def _prefix_range(prefix: str) -> tuple[str, str]:
+    """The row keys that start with `prefix` (which ends with "|"): from it to the same with "}"."""
+    return prefix, prefix[:-1] + "}"
+
+
 class Lineage:
+    """The genealogy in the ledger table (see `rows`)."""
+
     def __init__(self, table: TableClient) -> None:
         self._table = table
 
     def record(self, edges: Iterable[Edge]) -> None:
-        by_partition: dict[str, list[dict[str, object]]] = {}
-        for edge in merged(edges):
-            common = {
-                "Company": edge.company.upper(),
-                "ProductionOrder": edge.order,
-                "Direction": edge.direction,
-                "ItemNumber": edge.item,
-                "BatchNumber": edge.batch,
-                "Quantity": float(edge.quantity),
-                "MessageId": edge.message_id,
-                "Kind": edge.kind,
-                "Warehouse": edge.warehouse,
-            }
-            node = edge.order if edge.kind == "production" else f"{edge.kind}|{edge.order}"
-            order_row = {
-                "PartitionKey": _node_partition(edge.company, edge.kind, edge.order),
-                "RowKey": safe_key(f"{edge.direction}|{edge.item}|{edge.batch}|{edge.message_id}"),
-                **common,
-            }
-            batch_row = {
-                "PartitionKey": _batch_partition(edge.company, edge.item, edge.batch),
-                "RowKey": safe_key(f"{edge.direction}|{node}|{edge.message_id}"),
-                **common,
-            }
-            for row in (order_row, batch_row):
-                by_partition.setdefault(str(row["PartitionKey"]), []).append(row)
-        for rows in by_partition.values():
-            for start in range(0, len(rows), 100):
-                chunk = rows[start : start + 100]
+        """The rows of `edges` on their own (when they could not go with a ledger transaction)."""
+        by_partition: dict[str, list[Companion]] = {}
+        for row in rows(edges):
+            by_partition.setdefault(str(row[1]["PartitionKey"]), []).append(row)
+        for written in by_partition.values():
+            for start in range(0, len(written), 100):
                 with storage_call("lineage write"):
-                    self._table.submit_transaction([("upsert", row, {"mode": UpdateMode.REPLACE}) for row in chunk])
+                    self._table.submit_transaction(written[start : start + 100])
 
-    def _rows(self, partition: str, direction: Direction) -> list[dict[str, object]]:
+    def _rows(self, company: str, prefix: str) -> list[dict[str, object]]:
+        low, high = _prefix_range(prefix)
         with storage_call("lineage read"):
             return [
                 dict(row)
                 for row in self._table.query_entities(
-                    "PartitionKey eq @pk and Direction eq @direction", parameters={"pk": partition, "direction": direction}
+                    "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                    parameters={"pk": _partition(company), "low": low, "high": high},
                 )
             ]
 
@@ -146,12 +174,19 @@ class Lineage:
         return {ref: quantity for ref, (quantity, _) in self._batches_of_node(company, "production", order, direction).items()}
 
     def _nodes_of_batch(self, company: str, ref: BatchRef, direction: Direction) -> set[tuple[str, str]]:
-        rows = self._rows(_batch_partition(company, ref.item, ref.batch), direction)
-        return {(_kind(r), str(r["ProductionOrder"])) for r in rows}
+        found = self._rows(company, _BATCH + _batch_prefix(ref.item, ref.batch))
+        # The key's prefix can match another batch whose item or number holds "|": the fields decide.
+        return {
+            (_kind(r), str(r["ProductionOrder"]))
+            for r in found
+            if r.get("Direction") == direction and (r.get("ItemNumber"), r.get("BatchNumber")) == (ref.item, ref.batch)
+        }
 
     def _batches_of_node(self, company: str, kind: str, node: str, direction: Direction) -> dict[BatchRef, tuple[float, str]]:
         totals: dict[BatchRef, tuple[float, str]] = {}
-        for row in self._rows(_node_partition(company, kind, node), direction):
+        for row in self._rows(company, _NODE + _node_prefix(kind, node)):
+            if row.get("Direction") != direction or (_kind(row), row.get("ProductionOrder")) != (kind, node):
+                continue
             ref = BatchRef(str(row["ItemNumber"]), str(row["BatchNumber"]))
             quantity = totals.get(ref, (0.0, ""))[0] + float(str(row["Quantity"]))
             totals[ref] = (quantity, str(row.get("Warehouse") or ""))
@@ -166,6 +201,40 @@ class Lineage:
         """The tree of where `item/batch` went: orders that consumed it and what they produced, and
         transfers that moved it (with the warehouse and batch it went to)."""
         return walk(self._nodes_of_batch, self._batches_of_node, company, BatchRef(item, batch), depth, "consumed", "produced")
+
+
+def move_legacy(source: TableClient, lineage: LineageStore, chunk: int = 1000) -> int:
+    """The genealogy an earlier version kept in a table of its own (`LEGACY_LINEAGE_TABLE`), written
+    again where it is kept now; idempotent (the rows are upserts). Reads the rows under the nodes,
+    which hold every edge once; the old table is left for its owner to delete. Answers the edges moved."""
+    moved = 0
+    batch: list[Edge] = []
+    try:
+        for row in source.list_entities():
+            if str(row["PartitionKey"]).startswith("batch|"):
+                continue
+            direction: Direction = "produced" if row.get("Direction") == "produced" else "consumed"
+            kind: NodeKind = "transfer" if _kind(row) == "transfer" else "production"
+            batch.append(
+                Edge(
+                    company=str(row["Company"]),
+                    order=str(row["ProductionOrder"]),
+                    direction=direction,
+                    item=str(row["ItemNumber"]),
+                    batch=str(row["BatchNumber"]),
+                    quantity=float(row["Quantity"]),
+                    message_id=str(row["MessageId"]),
+                    kind=kind,
+                    warehouse=str(row.get("Warehouse") or ""),
+                )
+            )
+            if len(batch) >= chunk:
+                lineage.record(batch)
+                moved, batch = moved + len(batch), []
+    except ResourceNotFoundError:
+        return moved  # no table of an earlier version: nothing to move
+    lineage.record(batch)
+    return moved + len(batch)
 
 
 def walk(

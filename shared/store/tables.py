@@ -37,13 +37,14 @@ from shared.errors import EntityTooLarge, Transient
 from shared.fo.http import DirectSession, install_header_parser
 from shared.settings import Settings
 
-# The tables the bridge keeps, each named TABLES_PREFIX + this. The order progress and the content
-# index live in the ledger's table (one partition per order: "forwarded" and "the watermark moved"
-# are one transaction), so there is no table of their own.
+# The tables the bridge keeps, each named TABLES_PREFIX + this. The orders' progress, the content
+# index and the genealogy live in the ledger's table (in the company's partition: "forwarded", "the
+# watermark moved" and "these batches went in" are one transaction), so they have no table of their own.
 LEDGER_TABLE = "Ledger"
-LINEAGE_TABLE = "Lineage"
 EVENTS_TABLE = "Events"
-TABLES = (LEDGER_TABLE, LINEAGE_TABLE, EVENTS_TABLE)
+TABLES = (LEDGER_TABLE, EVENTS_TABLE)
+#: Where the genealogy was kept before it moved into the ledger's table (`python -m shared.ops.cli lineage-move`).
+LEGACY_LINEAGE_TABLE = "Lineage"
 
 _ENCODED = set("/\\#?%~") | {chr(c) for c in range(0x20)} | {chr(c) for c in range(0x7F, 0xA0)}
 _TO_ENCODE = re.compile("[" + "".join(sorted(re.escape(c) for c in _ENCODED)) + "\ud800-\udfff]")  # any of them

@@ -6,7 +6,7 @@ from devtools import mes
 from devtools.lineage_bench import generate_year, run
 from shared.inbound import mapping
 from shared.inbound.messages import InventoryMoved
-from shared.store.lineage import BatchRef, Edge, Lineage
+from shared.store.lineage import BatchRef, Edge, Lineage, move_legacy
 from shared.store.tables import table
 
 pytestmark = pytest.mark.integration
@@ -152,3 +152,43 @@ def test_one_message_naming_the_same_batch_twice_is_one_edge_with_the_summed_qua
     lineage.record(twice)  # and recording it again (a settlement after a crash) changes nothing
     assert lineage.batches_of_order("USMF", "P1", "consumed") == {BatchRef("RM-1", "R1"): 3.5}
     assert lineage.orders_of_batch("USMF", "RM-1", "R1", "consumed") == {"P1"}
+
+
+def test_genealogy_of_the_former_lineage_table_moves_into_the_ledger_table(table_service, table_prefix, lineage):
+    """Rows as the version with a Lineage table of its own wrote them (one under the order or transfer,
+    one under the batch): `lineage-move` writes each edge once where it is kept now, twice is harmless."""
+    old = table(table_service, table_prefix + "FormerLineage")
+    written = [
+        ("order|USMF|P1", "consumed|RM-1|R1|m1", "production", "P1", "consumed", "RM-1", "R1", 2.5, "m1", ""),
+        ("batch|USMF|RM-1|R1", "consumed|P1|m1", "production", "P1", "consumed", "RM-1", "R1", 2.5, "m1", ""),
+        ("order|USMF|P1", "produced|FG-1|F1|m2", "production", "P1", "produced", "FG-1", "F1", 1.0, "m2", ""),
+        ("batch|USMF|FG-1|F1", "produced|P1|m2", "production", "P1", "produced", "FG-1", "F1", 1.0, "m2", ""),
+        ("transfer|USMF|TJ1", "consumed|FG-1|F1|m3", "transfer", "TJ1", "consumed", "FG-1", "F1", 1.0, "m3", "WH1"),
+        ("transfer|USMF|TJ1", "produced|FG-1|F2|m3", "transfer", "TJ1", "produced", "FG-1", "F2", 1.0, "m3", "WH2"),
+    ]
+    for pk, rk, kind, node, direction, item, batch, quantity, message, warehouse in written:
+        old.upsert_entity(
+            {
+                "PartitionKey": pk,
+                "RowKey": rk,
+                "Company": "USMF",
+                "ProductionOrder": node,
+                "Direction": direction,
+                "ItemNumber": item,
+                "BatchNumber": batch,
+                "Quantity": quantity,
+                "MessageId": message,
+                "Kind": kind,
+                "Warehouse": warehouse,
+            }
+        )
+    assert move_legacy(old, lineage) == 4
+    assert move_legacy(old, lineage) == 4  # again: the same rows, nothing doubled
+    down = lineage.downstream("USMF", "RM-1", "R1", depth=3)
+    [p1] = down["orders"]
+    assert p1["order"] == "P1" and [(c["batch"], c["quantity"]) for c in p1["produced"]] == [("F1", 1.0)]
+    [moved] = p1["produced"][0]["transfers"]
+    assert (moved["transfer"], moved["from_warehouse"], moved["to_warehouse"]) == ("TJ1", "WH1", "WH2")
+    assert lineage.batches_of_order("USMF", "P1", "consumed") == {BatchRef("RM-1", "R1"): 2.5}
+    missing = table_service.get_table_client(table_prefix + "NeverWritten")
+    assert move_legacy(missing, lineage) == 0

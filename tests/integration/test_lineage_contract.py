@@ -4,7 +4,7 @@
 import pytest
 
 from shared.store.lineage import BatchRef, Edge, Lineage, LineageStore
-from shared.store.tables import LINEAGE_TABLE, table
+from shared.store.tables import LEDGER_TABLE, table
 from tests.fakes import InMemoryLineage
 
 
@@ -13,7 +13,7 @@ def lineage(request) -> LineageStore:
     if request.param == "memory":
         return InMemoryLineage()
     service, prefix = request.getfixturevalue("table_service"), request.getfixturevalue("table_prefix")
-    return Lineage(table(service, prefix + LINEAGE_TABLE))
+    return Lineage(table(service, prefix + LEDGER_TABLE))
 
 
 def edge(order, direction, item, batch, quantity, message_id, **more):
