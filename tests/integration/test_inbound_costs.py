@@ -80,3 +80,18 @@ def test_a_consumption_with_its_genealogy_costs_two_table_operations(stack):
     assert stack.lineage.orders_of_batch("USMF", "RM-0007", "B0007-004", "consumed") == {ORDER}
     # Ledger queries do not mistake genealogy rows for messages.
     assert {e.message_id for e in stack.ledger.query(company="USMF")} == {"production_started-1", "material_consumed-2"}
+
+
+def test_a_genealogy_beyond_one_transaction_is_written_apart_first_and_whole(stack):
+    deliver(stack, "production_started", 1)
+    lines = [
+        {"item_number": f"RM-{n:04d}", "batch_number": f"B{n:04d}-001", "quantity": 1.0, "unit": "kg"} for n in range(60)
+    ]
+    consumed, cost = deliver(stack, "material_consumed", 2, lines=lines)
+    assert consumed.outcome is Outcome.FORWARDED
+    # 120 genealogy rows do not fit beside the forward's 3 in one transaction of 100: the claim, the
+    # genealogy in two transactions, then the forward.
+    assert cost == 4
+    consumed_batches = stack.lineage.batches_of_order("USMF", ORDER, "consumed")
+    assert len(consumed_batches) == 60 and consumed_batches[BatchRef("RM-0059", "B0059-001")] == 1.0
+    assert stack.lineage.orders_of_batch("USMF", "RM-0000", "B0000-001", "consumed") == {ORDER}

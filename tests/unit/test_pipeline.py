@@ -393,6 +393,25 @@ def test_a_forward_records_the_genealogy_the_content_index_and_the_watermark_tog
     }
 
 
+def test_a_forward_whose_row_moved_on_meanwhile_still_keeps_the_genealogy_fo_has(bridge):
+    start(bridge)
+    body = message("material_consumed", "m-2", sequence=2)
+    send = bridge.fo.send_message
+
+    def operator_moves_the_row_during_the_call(*args: Any) -> None:
+        send(*args)
+        claimed = row(bridge, "m-2")  # e.g. its lease ran out and another delivery parked it in doubt
+        bridge.ledger.transition(claimed, State.PARKED, reason=ParkReason.IN_DOUBT, detail="lease ran out")
+
+    bridge.fo.send_message = operator_moves_the_row_during_the_call  # type: ignore[method-assign]
+    result = deliver(bridge, "material_consumed", body)
+    assert result.outcome is Outcome.DUPLICATE and row(bridge, "m-2").state is State.PARKED
+    lines = json.loads(body)["body"]["lines"]
+    assert set(bridge.lineage.batches_of_order("USMF", ORDER, "consumed")) == {
+        BatchRef(line["item_number"], line["batch_number"]) for line in lines
+    }
+
+
 def test_a_progress_row_moved_by_another_flow_meanwhile_is_advanced_as_it_is_now(bridge):
     start(bridge)
     send = bridge.fo.send_message
