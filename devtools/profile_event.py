@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--telemetry", action="store_true", help="with production telemetry (exporter stubbed)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--callers", default="", help="also print who calls the functions matching this")
+    parser.add_argument("--callees", default="", help="also print what the functions matching this call")
     parser.add_argument(
         "--plain",
         action="store_true",
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     stats.sort_stats("tottime").print_stats(args.top)
     if args.callers:
         stats.print_callers(args.callers)
+    if args.callees:
+        stats.sort_stats("cumulative").print_callees(args.callees)
 
 
 if __name__ == "__main__":
