@@ -84,9 +84,7 @@ def test_a_consumption_with_its_genealogy_costs_two_table_operations(stack):
 
 def test_a_genealogy_beyond_one_transaction_is_written_apart_first_and_whole(stack):
     deliver(stack, "production_started", 1)
-    lines = [
-        {"item_number": f"RM-{n:04d}", "batch_number": f"B{n:04d}-001", "quantity": 1.0, "unit": "kg"} for n in range(60)
-    ]
+    lines = [{"item_number": f"RM-{n:04d}", "batch_number": f"B{n:04d}-001", "quantity": 1.0, "unit": "kg"} for n in range(60)]
     consumed, cost = deliver(stack, "material_consumed", 2, lines=lines)
     assert consumed.outcome is Outcome.FORWARDED
     # 120 genealogy rows do not fit beside the forward's 3 in one transaction of 100: the claim, the

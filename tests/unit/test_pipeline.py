@@ -403,7 +403,7 @@ def test_a_forward_whose_row_moved_on_meanwhile_still_keeps_the_genealogy_fo_has
         claimed = row(bridge, "m-2")  # e.g. its lease ran out and another delivery parked it in doubt
         bridge.ledger.transition(claimed, State.PARKED, reason=ParkReason.IN_DOUBT, detail="lease ran out")
 
-    bridge.fo.send_message = operator_moves_the_row_during_the_call  # type: ignore[method-assign]
+    bridge.fo.send_message = operator_moves_the_row_during_the_call
     result = deliver(bridge, "material_consumed", body)
     assert result.outcome is Outcome.DUPLICATE and row(bridge, "m-2").state is State.PARKED
     lines = json.loads(body)["body"]["lines"]
