@@ -72,6 +72,7 @@ class Attribution:
         total = sum(self.operations.values())
         lines.append(f"  F&O -> MES in all: {total} operations for {sum(self.deliveries.values())} deliveries")
         lines.append(f"  outside business events (MES -> F&O, set-up): {sum(self.outside.values())} operations")
+        lines.append("    by label: " + ", ".join(f"{label} {n}" for label, n in self.outside.most_common()))
         return "\n".join(lines)
 
 
