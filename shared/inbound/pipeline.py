@@ -4,7 +4,7 @@
     order gate          early messages wait (rescheduled, delivery count untouched)
     claim in ledger     a message id seen before is a duplicate: no second call to F&O
     send to F&O         token, throttle, retry and timeouts live in the F&O client
-    lineage, Forwarded  genealogy edges, then the row, the watermark and the content index at once
+    Forwarded, lineage  the row, the watermark, the content index and the genealogy edges at once
 
 This module tells that story and makes its decisions; each delivery becomes one `Attempt`
 (shared/inbound/attempt.py) handed to the steps: decode (decode.py), the F&O call (dispatch.py),
