@@ -4,6 +4,7 @@ schemas/mes-out/<type>.schema.json (what the bridge publishes to MES). A test fa
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,7 @@ def example(kind: str) -> dict[str, Any]:
         "plant": "1",
         "occurred_at": "2026-11-23T08:14:03+01:00",
         "correlation_id": "shift-2026-11-23-A",
-        "body": EXAMPLES[kind],
+        "body": copy.deepcopy(EXAMPLES[kind]),  # a caller may change it: the examples stay as written
     }
     if kind not in ("quality_result", "inventory_moved", "inventory_adjusted"):
         document["production_order"] = "P000123"
