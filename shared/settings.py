@@ -101,9 +101,9 @@ class Settings(BaseSettings):
     #: How long an in-doubt message waits for F&O's processed event before the bridge reads F&O itself.
     in_doubt_check_after_s: float = Field(300.0, gt=0)
     #: Per-order aggregation (shared/inbound/merge.py): at most this many waiting MES messages of one
-    #: order and flow travel as one F&O message (1 = never merged). Each is a row in the ledger's
-    #: transactions of the merge (2 per message, 100 at most), hence 40.
-    fo_merge_max_messages: int = Field(20, ge=1, le=40)
+    #: order and flow travel as one F&O message (1 = never merged). Each takes rows in the ledger's
+    #: transaction of the merge (its row, its content index row, its held index row: 100 at most), hence 33.
+    fo_merge_max_messages: int = Field(20, ge=1, le=33)
     #: ... and the merged `_messageContent` at most this many bytes: F&O's processed event echoes it whole.
     fo_merge_max_content_bytes: int = Field(65_536, ge=1024)
     #: How far a MES clock may run ahead of the bridge's: a later `occurred_at` is parked `clock_skew`.

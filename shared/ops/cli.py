@@ -17,7 +17,7 @@ them (acted_on) and the members left alone (left_alone). --alone acts on the nam
     python -m shared.ops.cli dead-lettered [--flow material_consumed]
     python -m shared.ops.cli resubmit-dead-lettered --flow material_consumed --sequence 42
     python -m shared.ops.cli health
-    python -m shared.ops.cli lineage-move     (once, after upgrading from a version with a Lineage table)
+    python -m shared.ops.cli upgrade          (once, after upgrading: genealogy moved, held messages indexed)
 
 Answers are the JSON the HTTP operations return (shared/ops/operations.py shapes both), errors too.
 """
@@ -35,8 +35,9 @@ from shared import runtime
 from shared.ops import operations
 from shared.ops.health import health
 from shared.runtime import Ports
+from shared.store.ledger import Ledger
 from shared.store.lineage import move_legacy
-from shared.store.tables import LEGACY_LINEAGE_TABLE, service_client
+from shared.store.tables import LEDGER_TABLE, LEGACY_LINEAGE_TABLE, service_client, table
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,7 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("--flow")
     add("resubmit-dead-lettered", "flow", "sequence")
     commands.add_parser("health")
-    commands.add_parser("lineage-move", help="copy the genealogy of the former <prefix>Lineage table into the ledger table")
+    commands.add_parser(
+        "upgrade",
+        help="after upgrading from an earlier version: copy the genealogy of the former <prefix>Lineage table into "
+        "the ledger table, and index the messages that wait or are parked (idempotent)",
+    )
     return parser
 
 
@@ -144,10 +149,23 @@ def run(args: argparse.Namespace, ports: Ports) -> Any:
             args.direction or "upstream",
             operations.whole_number(args.depth or "5", operations.DEPTH_REFUSAL),
         )
-    if args.command == "lineage-move":
-        source = service_client(ports.settings).get_table_client(ports.settings.tables_prefix + LEGACY_LINEAGE_TABLE)
-        return {"moved_edges": move_legacy(source, ports.lineage)}
+    if args.command == "upgrade":
+        return upgrade(ports)
     return health(ports)
+
+
+def upgrade(ports: Ports) -> dict[str, int]:
+    """What an earlier version's tables lack: the genealogy where it is kept now, and an index row
+    for each message that waits or is parked (the wake-up finds them by it). Safe to repeat."""
+    service = service_client(ports.settings)
+    prefix = ports.settings.tables_prefix
+    moved = move_legacy(service.get_table_client(prefix + LEGACY_LINEAGE_TABLE), ports.lineage)
+    ledger = Ledger(table(service, prefix + LEDGER_TABLE))
+    indexed = 0
+    for entry in ledger.held_without_index():
+        ledger.index_held(entry)
+        indexed += 1
+    return {"moved_edges": moved, "indexed_held_messages": indexed}
 
 
 def main(argv: list[str] | None = None, ports: Ports | None = None, out: TextIO = sys.stdout) -> int:

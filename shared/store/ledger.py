@@ -427,6 +427,8 @@ class Ledger:
         entity = _to_entity(entry, payload)
         if payload is not None:
             entity.update(_payload_properties(payload))
+        given = len(companions or ())
+        companions = _with_held(None, entry, companions)
         with storage_call("ledger create"):
             try:
                 if companions:
@@ -444,7 +446,7 @@ class Ledger:
             entry,
             etag=str(metadata.get("etag", "")),
             stored_parts=_parts_of(entity),
-            companion_etags=_etags(results[1:]) if companions else (),
+            companion_etags=_etags(results[1 : 1 + given]) if companions else (),
         )
 
     def transition(
@@ -471,6 +473,8 @@ class Ledger:
         if payload is not None:
             entity.update(_payload_properties(payload))
         guard: dict[str, Any] = {"mode": UpdateMode.MERGE, "etag": entry.etag, "match_condition": MatchConditions.IfNotModified}
+        given = len(companions or ())
+        companions = _with_held(entry.state, updated, companions)
         with storage_call("ledger update"):
             try:
                 if companions:
@@ -488,7 +492,7 @@ class Ledger:
             updated,
             etag=str(metadata.get("etag", "")),
             stored_parts=_parts_of(entity),
-            companion_etags=_etags(results[1:]) if companions else (),
+            companion_etags=_etags(results[1 : 1 + given]) if companions else (),
         )
 
     def transition_together(
@@ -515,9 +519,12 @@ class Ledger:
             operations.append(("update", entity, guard))
             entities.append(entity)
             updated.append(moved)
+        held = [
+            row for (entry, _, _), moved in zip(moves, updated, strict=True) for row in _with_held(entry.state, moved, None) or []
+        ]
         with storage_call("ledger update together"):
             try:
-                results = self._table.submit_transaction([*operations, *(companions or [])])
+                results = self._table.submit_transaction([*operations, *(companions or []), *held])
             except TableTransactionError as exc:
                 if exc.index is not None and exc.index < len(moves):
                     raise LostRace(moves[exc.index][0].message_id, exc.index) from None
@@ -540,20 +547,38 @@ class Ledger:
         return [message_id for _, message_id in sorted(found, key=lambda pair: str(pair[0]))]
 
     def waiting_or_parked(self, company: str, order: str) -> list[tuple[LedgerEntry, bytes]]:
-        """The order's messages that wait or are parked, each with its payload, in one query."""
-        # The SDK finds a parameter only with a space after it.
-        held = "PartitionKey eq @pk and ProductionOrder eq @order and (State eq @waiting or State eq @parked )"
-        with storage_call("ledger query"):
+        """The order's messages that wait or are parked, each with its payload: the held index's key
+        range under the order, then each row it names (the row decides: an index row is written in
+        the row's own transaction, so both say the same)."""
+        low = _held_prefix(order)
+        with storage_call("held index query"):
             rows = self._table.query_entities(
-                held,
-                parameters={
-                    "pk": safe_key(company),
-                    "order": order,
-                    "waiting": State.WAITING.value,
-                    "parked": State.PARKED.value,
-                },
+                "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                parameters={"pk": ledger_partition(company), "low": low, "high": low[:-1] + "}"},
+                select=["MessageId", "ProductionOrder", "Held"],
             )
-            return [(_from_entity(row), _payload_of(row)) for row in rows]
+            named = [str(r["MessageId"]) for r in rows if r.get("Held") is True and r.get("ProductionOrder") == order]
+        found: list[tuple[LedgerEntry, bytes]] = []
+        for message_id in named:
+            with storage_call("ledger read"):
+                try:
+                    entity = self._table.get_entity(ledger_partition(company), safe_key(message_id))
+                except ResourceNotFoundError:
+                    continue
+            entry = _from_entity(entity)
+            if entry.state in HELD_STATES and entry.production_order == order:
+                found.append((entry, _payload_of(entity)))
+        return found
+
+    def held_without_index(self, company: str | None = None) -> Iterator[LedgerEntry]:
+        """Waiting or parked rows (of an earlier version) whose held index row may be missing: a
+        partition scan, for `python -m shared.ops.cli upgrade` only."""
+        for state in HELD_STATES:
+            yield from (e for e in self.query(company=company, state=state) if e.production_order)
+
+    def index_held(self, entry: LedgerEntry) -> None:
+        """Write a held row's index row (what `upgrade` does for rows of an earlier version)."""
+        self.write(held_index_row(entry))
 
     def write(self, companion: Companion) -> None:
         """Write a companion row on its own (when its transaction could not be used)."""
@@ -635,6 +660,36 @@ def _parts_of(entity: Mapping[str, Any]) -> dict[str, int]:
 
 def lease(seconds: float) -> datetime:
     return utcnow() + timedelta(seconds=seconds)
+
+
+HELD_STATES = frozenset({State.WAITING, State.PARKED})
+_HELD = "~held~"
+
+
+def _held_prefix(order: str) -> str:
+    return _HELD + safe_key(f"{order}|")
+
+
+def held_index_row(entry: LedgerEntry) -> Companion:
+    """The row under the order that says whether this message waits or is parked, written in the
+    transaction that moves it: the wake-up reads an order's held messages from one key range instead
+    of filtering the company's whole partition (a partition scan: every row of it, 1,000 a page)."""
+    entity = {
+        "PartitionKey": ledger_partition(entry.company),
+        # One key for both (`safe_key` keeps it within 1 KiB, the order's part first): the range stays.
+        "RowKey": _HELD + safe_key(f"{entry.production_order}|{entry.message_id}"),
+        "ProductionOrder": entry.production_order,
+        "MessageId": entry.message_id,
+        "Held": entry.state in HELD_STATES,
+    }
+    return ("upsert", entity, {"mode": UpdateMode.REPLACE})
+
+
+def _with_held(before: State | None, after: LedgerEntry, companions: list[Companion] | None) -> list[Companion] | None:
+    """`companions` and, when the row enters, leaves or stays in a held state, its held index row."""
+    if not after.production_order or (before not in HELD_STATES and after.state not in HELD_STATES):
+        return companions
+    return [*(companions or []), held_index_row(after)]
 
 
 def content_index_row(company: str, content_hash: str, message_id: str, fo_message_type: str) -> Companion:

@@ -43,7 +43,7 @@ from shared.settings import Settings
 LEDGER_TABLE = "Ledger"
 EVENTS_TABLE = "Events"
 TABLES = (LEDGER_TABLE, EVENTS_TABLE)
-#: Where the genealogy was kept before it moved into the ledger's table (`python -m shared.ops.cli lineage-move`).
+#: Where the genealogy was kept before it moved into the ledger's table (`python -m shared.ops.cli upgrade`).
 LEGACY_LINEAGE_TABLE = "Lineage"
 
 _ENCODED = set("/\\#?%~") | {chr(c) for c in range(0x20)} | {chr(c) for c in range(0x7F, 0xA0)}

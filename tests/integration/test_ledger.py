@@ -1,9 +1,13 @@
 import threading
+from typing import Any
 
 import pytest
 
-from shared.store.ledger import Ledger, LedgerEntry, LostRace, State
+from shared.ops import cli
+from shared.store import tables
+from shared.store.ledger import Ledger, LedgerEntry, LostRace, State, _to_entity
 from shared.store.tables import table
+from tests.fakes import InMemoryLineage, ports, unit_settings
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +126,37 @@ def test_rows_moved_together_move_all_or_none_and_the_first_changed_one_is_named
     assert moved[0].state is State.FORWARDING and moved[0].etag != rows[0].etag
     assert ledger.get("USMF", "m-0").detail == "taken along"
     assert ledger.messages_with_content("USMF", "h" * 64) == ["m-0"]
+
+
+def test_the_wake_up_reads_a_key_range_under_the_order_not_the_companys_partition(table_service, table_prefix):
+    """Table Storage answers a filter on a property without a row key by reading the whole partition
+    (every ledger row of the company); the wake-up names a key range, then the rows it needs."""
+    client = table(table_service, table_prefix + "HeldIndex")
+    ledger = Ledger(client)
+    for n in range(30):
+        ledger.create(LedgerEntry("USMF", f"done-{n}", State.FORWARDED, production_order="P9"))
+    ledger.create(LedgerEntry("USMF", "held-1", State.WAITING, production_order="P1", sequence=2), payload=b"x")
+    filters: list[str] = []
+    real = client.query_entities
+
+    def seen(query_filter: str, **options: Any) -> Any:
+        filters.append(query_filter)
+        return real(query_filter, **options)
+
+    client.query_entities = seen  # type: ignore[method-assign]
+    before = tables.TABLE_OPS.count
+    assert [e.message_id for e, _ in ledger.waiting_or_parked("USMF", "P1")] == ["held-1"]
+    assert filters == ["PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"]
+    assert tables.TABLE_OPS.count - before == 2  # the range, then the one row it names
+
+
+def test_upgrade_indexes_the_held_messages_an_earlier_version_left(azurite, table_service, table_prefix):
+    client = table(table_service, table_prefix + "Ledger")
+    ledger = Ledger(client)
+    # A waiting row as an earlier version wrote it: no index row beside it.
+    client.create_entity(_to_entity(LedgerEntry("USMF", "old-1", State.WAITING, production_order="P1", sequence=2)))
+    assert ledger.waiting_or_parked("USMF", "P1") == []
+    settings = unit_settings(TABLES_CONNECTION_STRING=azurite.connection_string, TABLES_PREFIX=table_prefix)
+    answer = cli.upgrade(ports(settings=settings, lineage=InMemoryLineage()))
+    assert answer == {"moved_edges": 0, "indexed_held_messages": 1}
+    assert [e.message_id for e, _ in ledger.waiting_or_parked("USMF", "P1")] == ["old-1"]

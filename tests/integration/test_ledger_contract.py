@@ -226,3 +226,20 @@ def test_the_wake_up_finds_the_orders_waiting_and_parked_messages_with_their_pay
     ledger.create(entry("m-5", state=State.WAITING, company="DEMF"), payload=b"five")
     found = sorted((e.message_id, e.state, body) for e, body in ledger.waiting_or_parked("USMF", "P1"))
     assert found == [("m-1", State.WAITING, b"one"), ("m-2", State.PARKED, b"two")]
+
+
+def test_a_message_leaves_and_rejoins_what_the_wake_up_finds_with_every_move(stores):
+    ledger = stores.ledger
+    waiting = ledger.create(entry("m-1", state=State.WAITING, sequence=3), payload=b"one")
+    claimed = ledger.transition(waiting, State.FORWARDING)
+    assert ledger.waiting_or_parked("USMF", "P1") == []
+    parked = ledger.transition(claimed, State.PARKED, reason="in_doubt")
+    assert [(e.message_id, e.state, body) for e, body in ledger.waiting_or_parked("USMF", "P1")] == [
+        ("m-1", State.PARKED, b"one")
+    ]
+    two = ledger.create(entry("m-2", state=State.WAITING, sequence=4), payload=b"two")
+    [first, second] = ledger.transition_together([(parked, State.FORWARDED, {}), (two, State.FORWARDING, {})])
+    assert ledger.waiting_or_parked("USMF", "P1") == []
+    ledger.transition_together([(second, State.WAITING, {"reason": "ordering"})])
+    assert [e.message_id for e, _ in ledger.waiting_or_parked("USMF", "P1")] == ["m-2"]
+    assert first.state is State.FORWARDED

@@ -156,7 +156,7 @@ def test_one_message_naming_the_same_batch_twice_is_one_edge_with_the_summed_qua
 
 def test_genealogy_of_the_former_lineage_table_moves_into_the_ledger_table(table_service, table_prefix, lineage):
     """Rows as the version with a Lineage table of its own wrote them (one under the order or transfer,
-    one under the batch): `lineage-move` writes each edge once where it is kept now, twice is harmless."""
+    one under the batch): `upgrade` writes each edge once where it is kept now, twice is harmless."""
     old = table(table_service, table_prefix + "FormerLineage")
     written = [
         ("order|USMF|P1", "consumed|RM-1|R1|m1", "production", "P1", "consumed", "RM-1", "R1", 2.5, "m1", ""),

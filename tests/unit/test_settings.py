@@ -63,7 +63,7 @@ def test_names_are_case_insensitive_like_app_settings():
         ({"MES_MAX_CLOCK_SKEW_S": "-5"}, "MES_MAX_CLOCK_SKEW_S"),
         ({"MES_MAX_CLOCK_SKEW_S": "86401"}, "MES_MAX_CLOCK_SKEW_S"),
         ({"FO_MERGE_MAX_MESSAGES": "0"}, "FO_MERGE_MAX_MESSAGES"),
-        ({"FO_MERGE_MAX_MESSAGES": "41"}, "FO_MERGE_MAX_MESSAGES"),
+        ({"FO_MERGE_MAX_MESSAGES": "34"}, "FO_MERGE_MAX_MESSAGES"),
         ({"FO_MERGE_MAX_CONTENT_BYTES": "300000"}, "FO_MERGE_MAX_CONTENT_BYTES"),
         ({"FO_MERGE_MAX_CONTENT_BYTES": "70000", "MAX_MESSAGE_BYTES": "65536"}, "FO_MERGE_MAX_CONTENT_BYTES"),
     ],
