@@ -160,3 +160,14 @@ def test_upgrade_indexes_the_held_messages_an_earlier_version_left(azurite, tabl
     answer = cli.upgrade(ports(settings=settings, lineage=InMemoryLineage()))
     assert answer == {"moved_edges": 0, "indexed_held_messages": 1}
     assert [e.message_id for e, _ in ledger.waiting_or_parked("USMF", "P1")] == ["old-1"]
+
+
+@pytest.mark.parametrize("message_id", [",starts-with-a-comma", "quote',comma", ",", "a,b"])
+def test_a_message_id_azurite_misreads_in_a_transaction_still_moves(ledger, message_id):
+    """Azurite answers ResourceNotFound for a row addressed in a transaction whose key starts with
+    "," or holds "',": `safe_key` encodes such a comma, so the held index's transactions work."""
+    created = ledger.create(entry(message_id, production_order="P1"))
+    parked = ledger.transition(created, State.PARKED, reason="in_doubt")  # with its held index row
+    assert [e.message_id for e, _ in ledger.waiting_or_parked("USMF", "P1")] == [message_id]
+    ledger.transition(parked, State.FORWARDED)
+    assert ledger.waiting_or_parked("USMF", "P1") == []
