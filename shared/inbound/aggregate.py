@@ -125,10 +125,15 @@ def _waited(entry: LedgerEntry) -> bool:
 def _waiting_run(ledger: LedgerStore, head: LedgerEntry, flow: str, limit: int) -> list[LedgerEntry]:
     """The order's Waiting rows of `flow` right after `head` in sequence, none skipped."""
     assert head.sequence is not None
+    # By the order's held index (a key range), not a filter over the company's partition.
     rows = [
         e
-        for e in ledger.query(company=head.company, production_order=head.production_order, state=State.WAITING, flow=flow)
-        if e.reason == "ordering" and e.sequence is not None and not e.extra.get(MERGE_REFUSED)
+        for e, _ in ledger.waiting_or_parked(head.company, head.production_order)
+        if e.state is State.WAITING
+        and e.flow == flow
+        and e.reason == "ordering"
+        and e.sequence is not None
+        and not e.extra.get(MERGE_REFUSED)
     ]
     counts = Counter(e.sequence for e in rows)
     by_sequence = {e.sequence: e for e in rows}
