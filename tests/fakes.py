@@ -41,7 +41,7 @@ from shared.store.ledger import (
     _history_entry,
     compact_history,
 )
-from shared.store.lineage import BatchRef, Direction, Edge, walk
+from shared.store.lineage import BatchRef, Direction, Edge, edge_of_row, walk
 from shared.store.lineage import rows as lineage_rows
 from shared.store.progress import Progress, ProgressChanged, planned_write, progress_from_entity, progress_key
 from shared.store.tables import cut_text, safe_key
@@ -107,20 +107,7 @@ class InMemoryLineage:
         """Every edge recorded, from the rows under the nodes."""
         with self.table.lock:
             found = [row for (_, key), (row, _, _) in self.table.rows.items() if key.startswith("~lineage~node~")]
-        return [
-            Edge(
-                company=str(r["Company"]),
-                order=str(r["ProductionOrder"]),
-                direction=r["Direction"],
-                item=str(r["ItemNumber"]),
-                batch=str(r["BatchNumber"]),
-                quantity=float(r["Quantity"]),
-                message_id=str(r["MessageId"]),
-                kind=r["Kind"],
-                warehouse=str(r["Warehouse"]),
-            )
-            for r in found
-        ]
+        return [edge_of_row(r) for r in found]
 
     def _matching(self, company: str, direction: Direction) -> list[Edge]:
         return [e for e in self.edges if e.company.upper() == company.upper() and e.direction == direction]

@@ -32,6 +32,7 @@ from shared.store.tables import (
     entity_size,
     get_text,
     json_size,
+    key_range,
     put_text,
     safe_key,
     storage_call,
@@ -536,7 +537,7 @@ class Ledger:
 
     def messages_with_content(self, company: str, content_hash: str) -> list[str]:
         """MES message ids whose F&O content had this hash, oldest index row first."""
-        low, high = f"~content~{content_hash}|", f"~content~{content_hash}}}"
+        low, high = key_range(f"~content~{content_hash}|")
         with storage_call("content index query"):
             rows = self._table.query_entities(
                 "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
@@ -550,11 +551,11 @@ class Ledger:
         """The order's messages that wait or are parked, each with its payload: the held index's key
         range under the order, then each row it names (the row decides: an index row is written in
         the row's own transaction, so both say the same)."""
-        low = _held_prefix(order)
+        low, high = key_range(_held_prefix(order))
         with storage_call("held index query"):
             rows = self._table.query_entities(
                 "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
-                parameters={"pk": ledger_partition(company), "low": low, "high": low[:-1] + "}"},
+                parameters={"pk": ledger_partition(company), "low": low, "high": high},
                 select=["MessageId", "ProductionOrder", "Held"],
             )
             named = [str(r["MessageId"]) for r in rows if r.get("Held") is True and r.get("ProductionOrder") == order]

@@ -15,15 +15,15 @@ new batch; an upstream walk from the new batch reaches the orders that made the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.store.ledger import Companion
-from shared.store.tables import safe_key, storage_call
+from shared.store.tables import key_range, safe_key, storage_call
 
 Direction = Literal["consumed", "produced"]
 NodeKind = Literal["production", "transfer"]
@@ -78,7 +78,7 @@ def merged(edges: Iterable[Edge]) -> list[Edge]:
     return list(totals.values())
 
 
-def _kind(row: dict[str, object]) -> str:
+def _kind(row: Mapping[str, Any]) -> str:
     return str(row.get("Kind") or "production")  # rows written before transfers carry no kind
 
 
@@ -134,11 +134,6 @@ def partition_of(company: str) -> str:
     return _partition(company)
 
 
-def _prefix_range(prefix: str) -> tuple[str, str]:
-    """The row keys that start with `prefix` (which ends with "|"): from it to the same with "}"."""
-    return prefix, prefix[:-1] + "}"
-
-
 class Lineage:
     """The genealogy in the ledger table (see `rows`)."""
 
@@ -156,7 +151,7 @@ class Lineage:
                     self._table.submit_transaction(written[start : start + 100])
 
     def _rows(self, company: str, prefix: str) -> list[dict[str, object]]:
-        low, high = _prefix_range(prefix)
+        low, high = key_range(prefix)
         with storage_call("lineage read"):
             return [
                 dict(row)
@@ -203,6 +198,23 @@ class Lineage:
         return walk(self._nodes_of_batch, self._batches_of_node, company, BatchRef(item, batch), depth, "consumed", "produced")
 
 
+def edge_of_row(row: Mapping[str, Any]) -> Edge:
+    """The edge a genealogy row states (either side's row, of this version or an earlier one)."""
+    direction: Direction = "produced" if row.get("Direction") == "produced" else "consumed"
+    kind: NodeKind = "transfer" if _kind(row) == "transfer" else "production"
+    return Edge(
+        company=str(row["Company"]),
+        order=str(row["ProductionOrder"]),
+        direction=direction,
+        item=str(row["ItemNumber"]),
+        batch=str(row["BatchNumber"]),
+        quantity=float(row["Quantity"]),
+        message_id=str(row["MessageId"]),
+        kind=kind,
+        warehouse=str(row.get("Warehouse") or ""),
+    )
+
+
 def move_legacy(source: TableClient, lineage: LineageStore, chunk: int = 1000) -> int:
     """The genealogy an earlier version kept in a table of its own (`LEGACY_LINEAGE_TABLE`), written
     again where it is kept now; idempotent (the rows are upserts). Reads the rows under the nodes,
@@ -213,21 +225,7 @@ def move_legacy(source: TableClient, lineage: LineageStore, chunk: int = 1000) -
         for row in source.list_entities():
             if str(row["PartitionKey"]).startswith("batch|"):
                 continue
-            direction: Direction = "produced" if row.get("Direction") == "produced" else "consumed"
-            kind: NodeKind = "transfer" if _kind(row) == "transfer" else "production"
-            batch.append(
-                Edge(
-                    company=str(row["Company"]),
-                    order=str(row["ProductionOrder"]),
-                    direction=direction,
-                    item=str(row["ItemNumber"]),
-                    batch=str(row["BatchNumber"]),
-                    quantity=float(row["Quantity"]),
-                    message_id=str(row["MessageId"]),
-                    kind=kind,
-                    warehouse=str(row.get("Warehouse") or ""),
-                )
-            )
+            batch.append(edge_of_row(row))
             if len(batch) >= chunk:
                 lineage.record(batch)
                 moved, batch = moved + len(batch), []

@@ -284,6 +284,13 @@ def safe_key(value: str) -> str:
     return encoded
 
 
+def key_range(prefix: str) -> tuple[str, str]:
+    """The row keys that start with `prefix`, which ends with "|": from it up to the same with "}"
+    ("|" and "}" are neighbours), for a query of one key range within a partition."""
+    assert prefix.endswith("|"), prefix
+    return prefix, prefix[:-1] + "}"
+
+
 def key_value(key: str) -> str:
     """The string that `safe_key` encoded (for keys that were not shortened)."""
     from urllib.parse import unquote
