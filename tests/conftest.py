@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from azure.data.tables import TableServiceClient
+from shared.store.table_rest import TableService
 
 from devtools.azurite import Azurite
 from devtools.fo_emulator import EmulatorConfig, FoEmulator
@@ -25,7 +25,7 @@ def azurite() -> Iterator[Azurite]:
 
 
 @pytest.fixture
-def table_service(azurite: Azurite) -> TableServiceClient:
+def table_service(azurite: Azurite) -> TableService:
     return connect(azurite.connection_string)
 
 

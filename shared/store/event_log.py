@@ -18,10 +18,11 @@ from typing import Protocol
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
+from azure.data.tables import EdmType, EntityProperty, UpdateMode
 
 from shared.clock import utcnow
 from shared.store.optimistic import update_optimistically
+from shared.store.table_rest import Table
 from shared.store.tables import cut_text, safe_key, storage_call
 
 #: F&O's status name as the order's event row keeps it, in UTF-16 code units.
@@ -68,7 +69,7 @@ class EventStore(Protocol):
 
 
 class EventLog:
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: Table) -> None:
         self._table = table
 
     def applied(self, kind: str, company: str, order: str) -> Applied | None:

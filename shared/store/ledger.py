@@ -24,9 +24,10 @@ from typing import Any, Protocol
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import EdmType, EntityProperty, TableClient, TableTransactionError, UpdateMode
+from azure.data.tables import EdmType, EntityProperty, TableTransactionError, UpdateMode
 
 from shared.clock import utcnow
+from shared.store.table_rest import Table
 from shared.store.tables import (
     ENTITY_BYTES,
     entity_size,
@@ -390,7 +391,7 @@ class LedgerStore(Protocol):
 
 
 class Ledger:
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: Table) -> None:
         self._table = table
 
     def get(self, company: str, message_id: str) -> LedgerEntry | None:

@@ -20,9 +20,10 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import UpdateMode
 
 from shared.store.ledger import Companion
+from shared.store.table_rest import Table
 from shared.store.tables import key_range, safe_key, storage_call
 
 Direction = Literal["consumed", "produced"]
@@ -137,7 +138,7 @@ def partition_of(company: str) -> str:
 class Lineage:
     """The genealogy in the ledger table (see `rows`)."""
 
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: Table) -> None:
         self._table = table
 
     def record(self, edges: Iterable[Edge]) -> None:
@@ -215,7 +216,7 @@ def edge_of_row(row: Mapping[str, Any]) -> Edge:
     )
 
 
-def move_legacy(source: TableClient, lineage: LineageStore, chunk: int = 1000) -> int:
+def move_legacy(source: Table, lineage: LineageStore, chunk: int = 1000) -> int:
     """The genealogy an earlier version kept in a table of its own (`LEGACY_LINEAGE_TABLE`), written
     again where it is kept now; idempotent (the rows are upserts). Reads the rows under the nodes,
     which hold every edge once; the old table is left for its owner to delete. Answers the edges moved."""

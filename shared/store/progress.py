@@ -14,9 +14,10 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
+from azure.data.tables import EdmType, EntityProperty, UpdateMode
 
 from shared.store.ledger import Companion
+from shared.store.table_rest import Table
 from shared.store.tables import safe_key, storage_call
 
 
@@ -101,7 +102,7 @@ def planned_write(progress: Progress, wanted: Progress) -> Companion:
 class TableProgressStore:
     """Progress rows in Table Storage (the ledger's table)."""
 
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: Table) -> None:
         self._table = table
 
     def read(self, company: str, order: str) -> Progress:

@@ -1,22 +1,17 @@
-"""Table Storage access: clients from settings, safe keys, and one translation of storage errors."""
+"""Table Storage access: clients from settings (shared/store/table_rest.py speaks the REST API), safe
+keys, Azure's limits checked before every write, and one translation of storage errors."""
 
 from __future__ import annotations
 
-import base64
-import functools
 import hashlib
-import inspect
-import json
 import re
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from http.client import HTTPResponse
 from json.encoder import encode_basestring_ascii
 from typing import Any
-from urllib.request import getproxies
 
 from azure.core.exceptions import (
     HttpResponseError,
@@ -26,16 +21,11 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core.pipeline import Pipeline, PipelineContext, PipelineRequest, PipelineResponse
-from azure.core.pipeline.transport._requests_basic import RequestsTransport
-from azure.core.rest._http_response_impl import RestHttpClientTransportResponse
-from azure.core.rest._requests_basic import RestRequestsTransportResponse
-from azure.core.utils._pipeline_transport_rest_shared import BytesIOSocket
-from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient
+from azure.data.tables import EntityProperty
 
 from shared.errors import EntityTooLarge, Transient
-from shared.fo.http import DirectSession, install_header_parser
 from shared.settings import Settings
+from shared.store.table_rest import Table, TableService
 
 # The tables the bridge keeps, each named TABLES_PREFIX + this. The orders' progress, the content
 # index and the genealogy live in the ledger's table (in the company's partition: "forwarded", "the
@@ -221,43 +211,6 @@ def _where(entity: Mapping[str, Any]) -> str:
     return f"entity {entity.get('PartitionKey')!s:.60}/{entity.get('RowKey')!s:.60}"
 
 
-def _wire_entity(document: Mapping[str, Any]) -> dict[str, Any]:
-    """An entity as the SDK serialised it (JSON with `@odata.type` annotations), typed again."""
-    entity: dict[str, Any] = {}
-    for name, value in document.items():
-        if "@odata." in name or name.startswith("odata."):
-            continue
-        edm = document.get(f"{name}@odata.type")
-        if edm == "Edm.Binary":
-            entity[name] = base64.b64decode(str(value))
-        elif edm in _FIXED_SIZES:
-            entity[name] = EntityProperty(value, EdmType(edm))
-        else:
-            entity[name] = value
-    return entity
-
-
-def check_request(request: Any) -> None:
-    """azure-core request hook: every entity a request writes (one, or each of a transaction's) is
-    checked against Azure's limits before it is sent. One place for every table the bridge writes."""
-    http = request.http_request
-    if http.method not in ("POST", "PUT", "PATCH", "MERGE") or not http.body:
-        return
-    body = http.body.decode("utf-8", "surrogatepass") if isinstance(http.body, (bytes, bytearray)) else str(http.body)
-    lines = [body] if body.lstrip().startswith("{") else [line for line in body.split("\r\n") if line.startswith("{")]
-    for line in lines:
-        try:
-            document = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(document, dict) and "PartitionKey" in document:
-            check_entity(_wire_entity(document))
-            if len(line.encode("utf-8", "surrogatepass")) > ENTITY_BYTES:
-                # Azurite measures the request's JSON (non-ASCII escaped) against the 1 MiB.
-                where = f"{str(document.get('PartitionKey'))[:60]}/{str(document.get('RowKey'))[:60]}"
-                raise EntityTooLarge(f"entity {where}: its JSON is {len(line)} bytes; Azurite refuses one over 1 MiB")
-
-
 def safe_key(value: str) -> str:
     """A PartitionKey/RowKey for any string: forbidden characters percent-encoded, reversibly.
 
@@ -334,236 +287,41 @@ def storage_call(what: str) -> Iterator[None]:
         raise
 
 
-# A Table transaction is one multipart `$batch` request. azure-core (1.41, pinned in requirements.txt)
-# runs the sub-requests' policies through a ThreadPoolExecutor it creates and joins twice per
-# transaction: once preparing the request (`Pipeline._prepare_multipart_mixed_request`) and once
-# parsing the answer (`_parts_helper`), for one StorageHeadersPolicy that only sets a header. Those
-# threads cost 15-22 % of an event's CPU (BENCHMARKS.md), and writing the body and splitting the
-# answer with the `email` package about a fifth more. The classes below do the same work in the
-# calling thread, the multipart text by hand; tests/integration/test_table_transactions.py fails if
-# azure-core changes the internals they rely on, and compares bytes and answers with azure-core's.
-class SequentialMultipartPipeline(Pipeline[Any, Any]):
-    """azure-core's Pipeline, its multipart sub-requests prepared in the calling thread."""
+def check_write(entity: Mapping[str, Any], body: bytes) -> None:
+    """Every entity the bridge writes, before it is sent: Azure's limits on the entity, and Azurite's
+    on its JSON (it measures the request's JSON, non-ASCII escaped, against the 1 MiB).
 
-    @staticmethod
-    def _prepare_multipart_mixed_request(request: Any) -> None:
-        info = request.multipart_mixed_info
-        if not info:
-            return
-        requests, policies, _boundary, options = info
-        for sub_request in requests:
-            if sub_request.multipart_mixed_info:  # a changeset inside the batch
-                SequentialMultipartPipeline._prepare_multipart_mixed_request(sub_request)
-            pipeline_request = PipelineRequest(sub_request, PipelineContext(None, **options))
-            for policy in policies:
-                _sync(policy.on_request(pipeline_request))
-
-    def _prepare_multipart(self, request: Any) -> None:
-        self._prepare_multipart_mixed_request(request)
-        multipart_body(request)
+    Most writes are a few hundred bytes of JSON: below 32 KiB no string can be over its 32 Ki UTF-16
+    units (the JSON spends at least a byte on each, six on anything not ASCII) and the entity is far
+    below 1 MiB, so only the keys and the number of properties need looking at."""
+    if len(body) < STRING_UNITS and len(entity) <= MAX_PROPERTIES:
+        for key in ("PartitionKey", "RowKey"):
+            if utf16_units(str(entity.get(key, ""))) > 512:
+                raise EntityTooLarge(f"{_where(entity)}: the {key} is over 1 KiB")
+        return
+    check_entity(entity)
+    if len(body) > ENTITY_BYTES:
+        where = f"{str(entity.get('PartitionKey'))[:60]}/{str(entity.get('RowKey'))[:60]}"
+        raise EntityTooLarge(f"entity {where}: its JSON is {len(body)} bytes; Azurite refuses one over 1 MiB")
 
 
-_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+def connect(connection_string: str) -> TableService:
+    """The account of a connection string (an account key, or a SAS), every write checked."""
+    return TableService.from_connection_string(connection_string, check=check_write)
 
 
-def multipart_body(request: Any, content_index: int = 0) -> int:
-    """azure-core's `prepare_multipart_body` without the `email` package (most of an event's CPU in
-    it): the same bytes its generator writes (HTTP policy: CRLF, nothing folded), the same headers."""
-    info = request.multipart_mixed_info
-    if not info:
-        return 0
-    requests, _policies, boundary, _options = info
-    if not boundary:  # the email package would make one up: leave it to azure-core
-        return int(request.prepare_multipart_body(content_index))
-    parts: list[bytes] = []
-    for sub_request in requests:
-        if sub_request.multipart_mixed_info:  # a changeset: its own body, after its Content-Type
-            content_index = multipart_body(sub_request, content_index)
-            head = f"Content-Type: {sub_request.headers['Content-Type']}\r\n"
-            payload = sub_request.serialize()
-            payload = payload[payload.index(b"--") :]  # its body, without request line and headers
-        else:
-            head = f"Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\nContent-ID: {content_index}\r\n"
-            payload = sub_request.serialize()
-            content_index += 1
-        parts.append(head.encode("ascii") + b"\r\n" + _LINE_BREAK.sub(b"\r\n", payload))
-    delimiter = f"--{boundary}".encode("ascii")
-    body = delimiter + b"\r\n" + (b"\r\n" + delimiter + b"\r\n").join(parts) + b"\r\n" + delimiter + b"--\r\n"
-    request.set_bytes_body(body)
-    request.headers["Content-Type"] = f"multipart/mixed; boundary={boundary}"
-    return content_index
-
-
-def _sync(result: Any) -> None:
-    if inspect.isawaitable(result):  # azure-core raises the same for an async policy in a sync pipeline
-        raise TypeError("an async policy in a sync Table pipeline")
-
-
-class _SequentialPartsResponse(RestRequestsTransportResponse):
-    """A `$batch` answer whose parts are decoded and passed to the sub-requests' policies in the
-    calling thread (azure-core's `_parts_helper` minus its thread pool)."""
-
-    def parts(self) -> list[Any]:
-        if not self.content_type or not self.content_type.startswith("multipart/mixed"):
-            raise ValueError("You can't get parts if the response is not multipart/mixed")
-        try:
-            parts = self._decoded_parts()
-        except _Unsplittable:  # a shape the splitter does not take: azure-core's own parser (email)
-            parts = self._get_raw_parts()  # type: ignore[no-untyped-call]
-        info = self.request.multipart_mixed_info
-        policies = info[1] if info else []
-        for part in parts:
-            context = PipelineContext(None)
-            pipeline_request = PipelineRequest(part.request, context)
-            pipeline_response = PipelineResponse(part.request, part, context=context)
-            for policy in policies:
-                _sync(policy.on_response(pipeline_request, pipeline_response))
-        return parts
-
-    def _decoded_parts(self) -> list[Any]:
-        """azure-core's `_get_raw_parts` with `multipart_parts` instead of the `email` package (a fifth
-        of an event's CPU): each operation's answer is still read by http.client into the response
-        type azure-core gives it, with its request, so status, headers and error bodies are the same."""
-        requests = self.request.multipart_mixed_info[0]
-        return self._decode(self.content_type or "", self.body(), requests)
-
-    def _decode(self, content_type: str, body: bytes, requests: Sequence[Any]) -> list[Any]:
-        responses: list[Any] = []
-        for index, (part_type, content) in enumerate(multipart_parts(content_type, body)):
-            media = part_type.split(";")[0].strip().lower()
-            if media == "application/http":
-                request = requests[index] if index < len(requests) else self.request  # as azure-core does
-                socket: Any = BytesIOSocket(content)  # type: ignore[no-untyped-call]
-                answer = HTTPResponse(socket, method=request.method)
-                answer.begin()
-                responses.append(RestHttpClientTransportResponse(request=request, internal_response=answer))  # type: ignore[no-untyped-call]
-            elif media == "multipart/mixed" and index < len(requests) and requests[index].multipart_mixed_info:
-                responses.extend(self._decode(part_type, content, requests[index].multipart_mixed_info[0]))
-            else:
-                raise ValueError("Multipart doesn't support part other than application/http for now")
-        return responses
-
-
-class _Unsplittable(ValueError):
-    """A multipart body `multipart_parts` does not take apart (azure-core's parser then does)."""
-
-
-_BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.IGNORECASE)
-_HEADERS_END = re.compile(rb"\r?\n\r?\n")
-
-
-def multipart_parts(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
-    """(Content-Type, content) of each part of a multipart body (RFC 2046): the text between
-    `--boundary` lines, the line break before a delimiter belonging to the delimiter."""
-    found = _BOUNDARY.search(content_type)
-    if not found:
-        raise _Unsplittable(f"no boundary in {content_type!r}")
-    marker = b"--" + (found.group(1) or found.group(2)).encode("ascii")
-    pieces: list[bytes] = []
-    start: int | None = None
-    at = body.find(marker)
-    while True:  # found by hand: a regex compiled per answer (each has its own boundary) costs more
-        if at < 0:
-            raise _Unsplittable("no closing boundary")
-        if at == 0 or body[at - 1 : at] == b"\n":  # a delimiter starts a line
-            end = at + len(marker)
-            closing = body.startswith(b"--", end)
-            end += 2 if closing else 0
-            while body[end : end + 1] in (b" ", b"\t"):
-                end += 1
-            line_end = 2 if body.startswith(b"\r\n", end) else 1 if body.startswith(b"\n", end) else 0
-            if line_end or end == len(body):
-                if start is not None:  # the line break before the delimiter belongs to it
-                    cut = at - 2 if body[at - 2 : at] == b"\r\n" else at - 1
-                    pieces.append(body[start : max(start, cut)])
-                if closing:
-                    break
-                start = end + line_end
-        at = body.find(marker, at + 1)
-    parts: list[tuple[str, bytes]] = []
-    for piece in pieces:
-        if piece.startswith((b"\r\n", b"\n")):  # no headers
-            head, content = b"", piece[piece.index(b"\n") + 1 :]
-        else:
-            blank = _HEADERS_END.search(piece)
-            if not blank:
-                raise _Unsplittable("a part without the blank line after its headers")
-            head, content = piece[: blank.start()], piece[blank.end() :]
-        headers = {}
-        for line in head.decode("latin-1").splitlines():
-            name, colon, value = line.partition(":")
-            if not colon or line[:1] in (" ", "\t"):
-                raise _Unsplittable(f"a header line it does not take: {line[:80]!r}")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get("content-transfer-encoding", "binary").lower() not in ("binary", "7bit", "8bit"):
-            raise _Unsplittable(f"content transfer encoding {headers['content-transfer-encoding']}")
-        parts.append((headers.get("content-type", ""), content))
-    return parts
-
-
-class TableTransport(RequestsTransport):
-    """requests' transport whose `$batch` answers parse their parts without a thread pool."""
-
-    def send(self, request: Any, **kwargs: Any) -> Any:
-        response = super().send(request, **kwargs)
-        if getattr(request, "multipart_mixed_info", None) and type(response) is RestRequestsTransportResponse:
-            response.__class__ = _SequentialPartsResponse  # same object, one method replaced
-        return response
-
-
-def _transport(pool_size: int) -> Any:
-    """A pooled transport as wide as the function's concurrency (azure-core's default keeps 10)."""
-    import requests
-
-    session = DirectSession()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    # Without a proxy configured, skip requests' per-call scan of the environment and ~/.netrc (as
-    # shared/fo/http.py does); azure-core applies its use_env_settings only to sessions it creates.
-    session.trust_env = bool(getproxies())
-    install_header_parser()  # each transaction's answer and its parts: see shared/fo/http.py
-    return TableTransport(session=session, session_owner=False)
-
-
-def connect(connection_string: str, **options: Any) -> TableServiceClient:
-    """A service client from a connection string, every write checked against Azure's limits."""
-    options.setdefault("transport", _transport(16))
-    return TableServiceClient.from_connection_string(connection_string, raw_request_hook=check_request, **options)
-
-
-def service_client(settings: Settings) -> TableServiceClient:
-    transport = _transport(max(16, settings.fo_max_concurrency * 2))
+def service_client(settings: Settings) -> TableService:
     if settings.tables_connection_string:
-        return connect(settings.tables_connection_string.get_secret_value(), transport=transport)
+        return connect(settings.tables_connection_string.get_secret_value())
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
     credential: Any = (
         ManagedIdentityCredential(client_id=settings.tables_client_id) if settings.tables_client_id else DefaultAzureCredential()
     )
-    return TableServiceClient(
-        endpoint=settings.tables_endpoint, credential=credential, transport=transport, raw_request_hook=check_request
-    )
+    return TableService.with_credential(settings.tables_endpoint, credential, check=check_write)
 
 
-def table(service: TableServiceClient, name: str) -> TableClient:
+def table(service: TableService, name: str) -> Table:
     """The table, created on first use (idempotent)."""
     with storage_call(f"create table {name}"):
-        service.create_table_if_not_exists(name)
-    client = service.get_table_client(name)
-    pipeline = client._client._client._pipeline  # see SequentialMultipartPipeline
-    if type(pipeline) is not Pipeline:
-        raise TypeError(f"azure-data-tables built a {type(pipeline).__name__}, not azure-core's Pipeline")
-    pipeline.__class__ = SequentialMultipartPipeline  # same object, multipart preparation replaced
-    generated = client._client
-    generated.send_request = functools.partial(_send_transaction, generated)  # type: ignore[method-assign]
-    return client
-
-
-def _send_transaction(generated: Any, request: Any, **kwargs: Any) -> Any:
-    """The generated client's `send_request` (azure-data-tables 12.7, pinned) without its `deepcopy`
-    of the request, every sub-request and header copied: a tenth of a transaction's CPU. Its one
-    caller, `TableClient._batch_send`, builds the request for that call and never uses it again."""
-    url = generated._serialize.url("self._config.url", generated._config.url, "str", skip_quote=True)
-    request.url = generated._client.format_url(request.url, url=url)
-    return generated._client.send_request(request, **kwargs)
+        return service.create_table_if_not_exists(name)

@@ -103,3 +103,31 @@ def test_keys_are_measured_in_utf16_units(table_service, table_prefix):
         key = safe_key(value)
         assert utf16_units(key) <= 512
         client.create_entity({"PartitionKey": "p", "RowKey": key})
+
+
+_values = st.one_of(
+    st.text(max_size=40),
+    st.builds(lambda n, ch: ch * n, st.integers(0, 40000), st.sampled_from("xé😀")),
+    st.builds(lambda n: b"\0" * n, st.integers(0, 70000)),
+    st.integers(min_value=-(2**31), max_value=2**31 - 1),
+    st.booleans(),
+)
+
+
+@given(
+    properties=st.dictionaries(st.text(alphabet="abcdefghij", min_size=1, max_size=8), _values, max_size=30),
+    row_key=st.one_of(st.text(max_size=30), st.builds(lambda n, ch: ch * n, st.integers(200, 600), st.sampled_from("é😀"))),
+)
+def test_the_quick_check_of_a_small_write_never_lets_through_what_the_full_check_refuses(properties, row_key):
+    import json
+
+    from shared.store.table_rest import entity_json
+    from shared.store.tables import check_entity, check_write
+
+    entity = {"PartitionKey": "p", "RowKey": row_key, **properties}
+    body = json.dumps(entity_json(entity), separators=(",", ":")).encode("ascii")
+    try:
+        check_entity(entity)
+    except EntityTooLarge:
+        with pytest.raises(EntityTooLarge):
+            check_write(entity, body)
