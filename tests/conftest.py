@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from shared.store.table_rest import TableService
 
 from devtools.azurite import Azurite
 from devtools.fo_emulator import EmulatorConfig, FoEmulator
@@ -15,6 +14,7 @@ from shared.fo.auth import MsalTokenProvider
 from shared.fo.client import FoClient
 from shared.fo.http import PinnedTrustSession
 from shared.settings import Settings, load_settings
+from shared.store.table_rest import TableService
 from shared.store.tables import connect
 
 

@@ -105,16 +105,17 @@ class _Bearer:
     """A Microsoft Entra token for Storage (the function app's managed identity), renewed five
     minutes before it expires: https://learn.microsoft.com/rest/api/storageservices/authorize-with-azure-active-directory"""
 
-    def __init__(self, credential: TokenSource) -> None:
+    def __init__(self, credential: TokenSource, clock: Callable[[], float] = time.time) -> None:
         self._credential = credential
+        self._clock = clock
         self._lock = threading.Lock()
         self._token = ""
         self._expires_on = 0.0
 
     def sign(self, method: str, path: str, headers: dict[str, str]) -> None:
-        if time.time() > self._expires_on - 300:
+        if self._clock() > self._expires_on - 300:
             with self._lock:
-                if time.time() > self._expires_on - 300:
+                if self._clock() > self._expires_on - 300:
                     token = self._credential.get_token(STORAGE_SCOPE)
                     self._token, self._expires_on = str(token.token), float(token.expires_on)
         headers["Authorization"] = f"Bearer {self._token}"
