@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import requests
 
 from devtools import demo
+from shared.store.table_rest import Endpoint
 
 # Bytes an Application Insights item carries besides its message and custom dimensions (time,
 # operation ids, cloud role and instance, SDK version, item type); an estimate, see the README.
@@ -59,12 +60,13 @@ class Items(logging.Handler):
 
 
 class Calls:
-    """Every outgoing HTTP request (requests carries both msal/F&O and azure-core's Table Storage calls)."""
+    """Every outgoing HTTP request: requests carries msal's and F&O's, shared/store/table_rest.py Table Storage's."""
 
     def __init__(self) -> None:
         self.by_kind: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._send = requests.Session.send
+        self._table_send = Endpoint.send
 
     def __enter__(self) -> Calls:
         calls = self
@@ -76,11 +78,18 @@ class Calls:
                 calls.by_kind[kind] += 1
             return calls._send(session, request, **kwargs)
 
+        def counting_tables(endpoint: Endpoint, *args: Any, **kwargs: Any) -> Any:
+            with calls._lock:
+                calls.by_kind["tables"] += 1
+            return calls._table_send(endpoint, *args, **kwargs)
+
         requests.Session.send = counting  # type: ignore[method-assign,assignment]
+        Endpoint.send = counting_tables  # type: ignore[method-assign,assignment]
         return self
 
     def __exit__(self, *_: object) -> None:
         requests.Session.send = self._send  # type: ignore[method-assign]
+        Endpoint.send = self._table_send  # type: ignore[method-assign]
 
 
 def per_million(items_bytes: float, price_per_gb: float) -> tuple[float, float]:

@@ -283,3 +283,30 @@ def test_a_token_is_fetched_once_and_renewed_before_it_expires():
     now[0] += 3600 - 299  # within five minutes of expiry
     bearer.sign("GET", "/t", headers)
     assert headers["Authorization"] == "Bearer t2"
+
+
+def test_each_call_is_one_dependency_span_without_the_query(azurite, table_prefix, monkeypatch):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from shared.store import table_rest
+
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    monkeypatch.setattr(table_rest, "_TRACER", provider.get_tracer("test"))
+    ours, _ = _pair(azurite, table_prefix + "Spans")
+    ours.upsert_entity({"PartitionKey": "p", "RowKey": "r"})
+    with pytest.raises(ResourceNotFoundError):
+        ours.get_entity("p", "missing")
+    list(ours.query_entities("PartitionKey eq 'p'"))
+    spans = [(s.kind, dict(s.attributes or {})) for s in exported.get_finished_spans()]
+    assert [(kind, a["http.request.method"], a["http.response.status_code"]) for kind, a in spans] == [
+        (SpanKind.CLIENT, "POST", 204),  # the table created
+        (SpanKind.CLIENT, "PATCH", 204),
+        (SpanKind.CLIENT, "GET", 404),
+        (SpanKind.CLIENT, "GET", 200),
+    ]
+    assert all("?" not in str(a["url.full"]) and str(a["url.full"]).startswith("http://127.0.0.1") for _, a in spans)
