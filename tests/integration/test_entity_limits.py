@@ -131,3 +131,20 @@ def test_the_quick_check_of_a_small_write_never_lets_through_what_the_full_check
     except EntityTooLarge:
         with pytest.raises(EntityTooLarge):
             check_write(entity, body)
+
+
+@given(
+    properties=st.dictionaries(
+        st.text(alphabet="abcdefghij", min_size=1, max_size=8),
+        st.one_of(st.text(max_size=200), st.builds(lambda n, ch: ch * n, st.integers(0, 9000), st.sampled_from("xé😀\x00"))),
+        max_size=12,
+    ),
+    room=st.integers(1000, 200_000),
+)
+def test_the_ledger_s_quick_bound_is_above_both_measures(properties, room):
+    from shared.store.ledger import _surely_fits
+    from shared.store.tables import wire_size
+
+    entity = {"PartitionKey": "p", "RowKey": "r", **properties}
+    if _surely_fits(entity, (), room):
+        assert entity_size(entity) <= room and wire_size(entity) <= room
