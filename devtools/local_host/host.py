@@ -196,6 +196,7 @@ class HostStats:
 class _HeldSession:
     token: str
     idle_until: float
+    renewed_at: float = 0.0
     busy: bool = False
     prefetched: deque[Lease] = field(default_factory=deque)
 
@@ -330,7 +331,7 @@ class LocalHost:
         if free > 0:
             for session, token in self.broker.accept_sessions(function.queue, free):
                 with self._state:
-                    sessions[session] = _HeldSession(token, now + self.config.session_idle_timeout_s)
+                    sessions[session] = _HeldSession(token, now + self.config.session_idle_timeout_s, renewed_at=now)
                 with self._stats_lock:
                     self.stats.sessions_accepted += 1
         with self._state:
@@ -390,12 +391,16 @@ class LocalHost:
         margin = self._lock_duration_s / 2
         with self._state:
             running = list(self._running.values())
-            held = [(f, s, h.token) for f in self.discovered.queues for s, h in self._held[f.name].items()]
+            # A session's lock, like a message's, is renewed when half of it is left (not on every pass).
+            held = [
+                (f, s, h) for f in self.discovered.queues for s, h in self._held[f.name].items() if now - h.renewed_at >= margin
+            ]
         for item in running:
             if item.lease.message.locked_until - now < margin and now - item.started < self.config.max_auto_lock_renewal_s:
                 self.broker.renew(item.lease)
-        for function, session, token in held:
-            self.broker.renew_session(function.queue, session, token)
+        for function, session, held_session in held:
+            if self.broker.renew_session(function.queue, session, held_session.token):
+                held_session.renewed_at = now
 
     # --- the Python worker ----------------------------------------------------------------------
     def _worker(self) -> None:
