@@ -29,6 +29,7 @@ import hmac
 import http.client
 import json
 import math
+import os
 import re
 import select
 import threading
@@ -552,10 +553,16 @@ def _operation_answers(content_type: str, body: bytes) -> list[tuple[int, dict[s
 Operation = tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], Mapping[str, Any]]
 
 
+# What `quote(text, safe="")` does to ASCII, as one translation table: a key is quoted for every
+# operation of every transaction, and quote's generic path was a twentieth of an event's CPU.
+_QUOTED_ASCII = {c: f"%{c:02X}" for c in range(128) if not (chr(c).isalnum() or chr(c) in "_.-~")}
+
+
 def _key(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError("PartitionKey or RowKey must be of type string.")
-    return quote(value.replace("'", "''"), safe="")
+    doubled = value.replace("'", "''")
+    return doubled.translate(_QUOTED_ASCII) if doubled.isascii() else quote(doubled, safe="")
 
 
 def _if_match(options: Mapping[str, Any]) -> str:
@@ -670,7 +677,7 @@ class Table:
         requests = [self._operation(n, operation) for n, operation in enumerate(operations)]
         if not requests:
             return []
-        batch, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
+        batch, changeset = f"batch_{os.urandom(16).hex()}", f"changeset_{os.urandom(16).hex()}"
         body = (
             f"--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n".encode("ascii")
             + b"".join(f"--{changeset}\r\n".encode("ascii") + request + b"\r\n" for request in requests)

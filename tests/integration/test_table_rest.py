@@ -16,6 +16,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ClientAuthenticationError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import EdmType, EntityProperty, TableServiceClient, TableTransactionError, UpdateMode
 from azure.data.tables._serialize import _add_entity_properties, _parameter_filter_substitution
+from hypothesis import given
+from hypothesis import strategies as st
 
 from devtools.azurite import ACCOUNT, ACCOUNT_KEY
 from shared.errors import EntityTooLarge
@@ -310,3 +312,12 @@ def test_each_call_is_one_dependency_span_without_the_query(azurite, table_prefi
         (SpanKind.CLIENT, "GET", 200),
     ]
     assert all("?" not in str(a["url.full"]) and str(a["url.full"]).startswith("http://127.0.0.1") for _, a in spans)
+
+
+@given(st.text())
+def test_a_key_in_a_url_is_quoted_as_urllib_quotes_it(key):
+    from urllib.parse import quote
+
+    from shared.store.table_rest import _key
+
+    assert _key(key) == quote(key.replace("'", "''"), safe="")
