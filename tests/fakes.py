@@ -344,12 +344,25 @@ class InMemoryLedger:
                 yield e
 
     def waiting_or_parked(self, company: str, order: str) -> list[tuple[LedgerEntry, bytes]]:
+        return self.read_held(company, self.held_rows(company, order))
+
+    def held_rows(self, company: str, order: str) -> list[LedgerEntry]:
         with self.table.lock:
             return [
-                (e, body)
-                for e, body in self.entries.values()
+                e
+                for e, _ in self.entries.values()
                 if e.company == company and e.production_order == order and e.state in (State.WAITING, State.PARKED)
             ]
+
+    def read_held(self, company: str, chosen: list[LedgerEntry]) -> list[tuple[LedgerEntry, bytes]]:
+        found: list[tuple[LedgerEntry, bytes]] = []
+        with self.table.lock:
+            for described in chosen:
+                now = self.entries.get((company, described.message_id))
+                held = now is not None and now[0].state in (State.WAITING, State.PARKED)
+                if now is not None and held and now[0].production_order == described.production_order:
+                    found.append(now)
+        return found
 
     def messages_with_content(self, company: str, content_hash: str) -> list[str]:
         low, high = f"~content~{content_hash}|", f"~content~{content_hash}}}"

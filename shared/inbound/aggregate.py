@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 #: The row's extra that names the F&O message a MES message travelled in.
 FO_MESSAGE = "FoMessage"
 #: Set on the members of a merged message F&O refused: each goes alone from then on.
-MERGE_REFUSED = "MergeRefused"
+MERGE_REFUSED = "MergeRefused"  # one of the ledger's INDEXED_EXTRA: the held index says it too
 
 
 @dataclass(frozen=True)
@@ -122,27 +122,35 @@ def _waited(entry: LedgerEntry) -> bool:
     return any(step.get("state") == State.WAITING.value for step in entry.history)
 
 
-def _waiting_run(ledger: LedgerStore, head: LedgerEntry, flow: str, limit: int) -> list[LedgerEntry]:
-    """The order's Waiting rows of `flow` right after `head` in sequence, none skipped."""
+def _may_join(entry: LedgerEntry, flow: str) -> bool:
+    return (
+        entry.state is State.WAITING
+        and entry.flow == flow
+        and entry.reason == "ordering"
+        and entry.sequence is not None
+        and not entry.extra.get(MERGE_REFUSED)
+    )
+
+
+def _waiting_run(ledger: LedgerStore, head: LedgerEntry, flow: str, limit: int) -> list[tuple[LedgerEntry, bytes]]:
+    """The order's Waiting rows of `flow` right after `head` in sequence, none skipped, each with its
+    payload: chosen by the order's held index (a key range, not a filter over the company's
+    partition), then only those read, the run ending at the first that changed meanwhile."""
     assert head.sequence is not None
-    # By the order's held index (a key range), not a filter over the company's partition.
-    rows = [
-        e
-        for e, _ in ledger.waiting_or_parked(head.company, head.production_order)
-        if e.state is State.WAITING
-        and e.flow == flow
-        and e.reason == "ordering"
-        and e.sequence is not None
-        and not e.extra.get(MERGE_REFUSED)
-    ]
+    rows = [e for e in ledger.held_rows(head.company, head.production_order) if _may_join(e, flow)]
     counts = Counter(e.sequence for e in rows)
     by_sequence = {e.sequence: e for e in rows}
-    run: list[LedgerEntry] = []
+    chosen: list[LedgerEntry] = []
     wanted = head.sequence + 1
     # Two rows under one number are a conflict the gate settles: the run stops before them.
-    while wanted in by_sequence and counts[wanted] == 1 and len(run) < limit - 1:
-        run.append(by_sequence[wanted])
+    while wanted in by_sequence and counts[wanted] == 1 and len(chosen) < limit - 1:
+        chosen.append(by_sequence[wanted])
         wanted += 1
+    run: list[tuple[LedgerEntry, bytes]] = []
+    for expected, (entry, body) in zip(chosen, ledger.read_held(head.company, chosen), strict=False):
+        if entry.message_id != expected.message_id or not _may_join(entry, flow) or entry.sequence != expected.sequence:
+            break
+        run.append((entry, body))
     return run
 
 
@@ -163,10 +171,7 @@ def gather(
         return None
     candidates: list[Member] = []
     calls: list[SendMessage] = [call]
-    for row in _waiting_run(ledger, entry, entry.flow, limit):
-        body = ledger.payload(row.company, row.message_id)
-        if body is None:
-            break
+    for row, body in _waiting_run(ledger, entry, entry.flow, limit):
         try:
             event = flow.event.model_validate_json(body)
         except ValueError:

@@ -101,16 +101,17 @@ def wake(
     waiting row put back, for its copy to start from (shared/inbound/recent.py)."""
     if progress is None or not progress.etag:
         progress = gate.read(company, order)
-    candidates = ledger.waiting_or_parked(company, order)
-    held = [e for e, _ in candidates if held_by_gate(e)]
-    bodies = {e.message_id: body for e, body in candidates}
+    # Chosen from the held index (one query), then only the chosen rows are read: each is woken as
+    # it is now, if it is still held by the gate.
+    held = [e for e in ledger.held_rows(company, order) if held_by_gate(e)]
     if not any(e.state is State.PARKED for e in held) and progress.held:
         # Nothing parked any more: forwards stop looking. Guarded by the ETag read before the query,
         # so a park noted meanwhile keeps the flag.
         gate.clear_held(progress)
     woken: list[Resubmitted] = []
-    for entry in _next_up(progress, held):
-        body = bodies[entry.message_id]
+    for entry, body in ledger.read_held(company, _next_up(progress, held)):
+        if not held_by_gate(entry):
+            continue
         try:
             if entry.state is State.PARKED:
                 woken.append(requeue_parked(ledger, requeue, entry, body, f"resumed by the bridge: {why}"))

@@ -30,6 +30,7 @@ from shared.clock import utcnow
 from shared.store.table_rest import Table
 from shared.store.tables import (
     ENTITY_BYTES,
+    cut_text,
     entity_size,
     get_text,
     json_size,
@@ -402,6 +403,17 @@ class LedgerStore(Protocol):
         may put back on its queue), in one query."""
         ...
 
+    def held_rows(self, company: str, order: str) -> list[LedgerEntry]:
+        """The order's waiting and parked messages as the held index describes them, in one query:
+        state, reason, flow, sequence and the `INDEXED_EXTRA` of each, nothing else (no ETag, no
+        payload); enough to choose which of them to read with `read_held`."""
+        ...
+
+    def read_held(self, company: str, chosen: list[LedgerEntry]) -> list[tuple[LedgerEntry, bytes]]:
+        """The rows of `chosen` (from `held_rows`) as they are now, each with its payload; those no
+        longer waiting or parked are left out."""
+        ...
+
 
 class Ledger:
     def __init__(self, table: Table) -> None:
@@ -565,23 +577,43 @@ class Ledger:
         """The order's messages that wait or are parked, each with its payload: the held index's key
         range under the order, then each row it names (the row decides: an index row is written in
         the row's own transaction, so both say the same)."""
+        return self.read_held(company, self.held_rows(company, order))
+
+    def held_rows(self, company: str, order: str) -> list[LedgerEntry]:
         low, high = key_range(_held_prefix(order))
         with storage_call("held index query"):
-            rows = self._table.query_entities(
-                "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
-                parameters={"pk": ledger_partition(company), "low": low, "high": high},
-                select=["MessageId", "ProductionOrder", "Held"],
-            )
-            named = [str(r["MessageId"]) for r in rows if r.get("Held") is True and r.get("ProductionOrder") == order]
+            rows = [
+                r
+                for r in self._table.query_entities(
+                    "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                    parameters={"pk": ledger_partition(company), "low": low, "high": high},
+                    select=["MessageId", "ProductionOrder", "Held", *_INDEXED],
+                )
+                if r.get("Held") is True and r.get("ProductionOrder") == order
+            ]
+        described: list[LedgerEntry] = []
+        for row in rows:
+            entry = _from_held_index(company, row)
+            if entry is None:  # an index row of an earlier version says only that the row is held
+                with storage_call("ledger read"):
+                    try:
+                        entry = _from_entity(self._table.get_entity(ledger_partition(company), safe_key(str(row["MessageId"]))))
+                    except ResourceNotFoundError:
+                        continue
+            if entry.state in HELD_STATES and entry.production_order == order:
+                described.append(entry)
+        return described
+
+    def read_held(self, company: str, chosen: list[LedgerEntry]) -> list[tuple[LedgerEntry, bytes]]:
         found: list[tuple[LedgerEntry, bytes]] = []
-        for message_id in named:
+        for described in chosen:
             with storage_call("ledger read"):
                 try:
-                    entity = self._table.get_entity(ledger_partition(company), safe_key(message_id))
+                    entity = self._table.get_entity(ledger_partition(company), safe_key(described.message_id))
                 except ResourceNotFoundError:
                     continue
             entry = _from_entity(entity)
-            if entry.state in HELD_STATES and entry.production_order == order:
+            if entry.state in HELD_STATES and entry.production_order == described.production_order:
                 found.append((entry, _payload_of(entity)))
         return found
 
@@ -685,19 +717,57 @@ def _held_prefix(order: str) -> str:
     return _HELD + safe_key(f"{order}|")
 
 
+#: What of a held row's `extra` its index row repeats: what the gate's wake-up (`Missing`, the number
+#: a `gap` row waits for) and the per-order aggregation (`MergeRefused`) choose rows by.
+INDEXED_EXTRA = ("Missing", "MergeRefused")
+_INDEXED = ["State", "Reason", "Flow", "Sequence", *INDEXED_EXTRA]
+
+
 def held_index_row(entry: LedgerEntry) -> Companion:
     """The row under the order that says whether this message waits or is parked, written in the
     transaction that moves it: the wake-up reads an order's held messages from one key range instead
-    of filtering the company's whole partition (a partition scan: every row of it, 1,000 a page)."""
-    entity = {
+    of filtering the company's whole partition (a partition scan: every row of it, 1,000 a page).
+    It also says what the row's state, reason, flow, sequence and `INDEXED_EXTRA` are (being written
+    with the row, it says what the row says), so that the wake-up and the aggregation read only the
+    rows they put back or take along."""
+    entity: dict[str, Any] = {
         "PartitionKey": ledger_partition(entry.company),
         # One key for both (`safe_key` keeps it within 1 KiB, the order's part first): the range stays.
         "RowKey": _HELD + safe_key(f"{entry.production_order}|{entry.message_id}"),
         "ProductionOrder": entry.production_order,
         "MessageId": entry.message_id,
         "Held": entry.state in HELD_STATES,
+        "State": entry.state.value,
+        "Reason": entry.reason,
+        "Flow": entry.flow,
     }
+    if entry.sequence is not None:
+        entity["Sequence"] = EntityProperty(entry.sequence, EdmType.INT64)
+    for name in INDEXED_EXTRA:
+        value = entry.extra.get(name)
+        if value not in (None, ""):
+            entity[name] = cut_text(str(value), 200, f"the held index's {name}")
     return ("upsert", entity, {"mode": UpdateMode.REPLACE})
+
+
+def _from_held_index(company: str, row: Mapping[str, Any]) -> LedgerEntry | None:
+    """The held row as its index row describes it; None for an index row without the description."""
+    state = row.get("State")
+    if not isinstance(state, str) or state not in State._value2member_map_:
+        return None
+    sequence = row.get("Sequence")
+    if isinstance(sequence, EntityProperty):
+        sequence = sequence.value
+    return LedgerEntry(
+        company=company,
+        message_id=str(row["MessageId"]),
+        state=State(state),
+        flow=str(row.get("Flow") or ""),
+        reason=str(row.get("Reason") or ""),
+        production_order=str(row.get("ProductionOrder") or ""),
+        sequence=int(sequence) if isinstance(sequence, int) else None,
+        extra={name: row[name] for name in INDEXED_EXTRA if row.get(name) not in (None, "")},
+    )
 
 
 def _with_held(before: State | None, after: LedgerEntry, companions: list[Companion] | None) -> list[Companion] | None:

@@ -2,10 +2,11 @@ import threading
 from typing import Any
 
 import pytest
+from azure.data.tables import UpdateMode
 
 from shared.ops import cli
 from shared.store import tables
-from shared.store.ledger import Ledger, LedgerEntry, LostRace, State, _to_entity
+from shared.store.ledger import Ledger, LedgerEntry, LostRace, State, _to_entity, held_index_row
 from shared.store.tables import table
 from tests.fakes import InMemoryLineage, ports, unit_settings
 
@@ -148,6 +149,32 @@ def test_the_wake_up_reads_a_key_range_under_the_order_not_the_companys_partitio
     assert [e.message_id for e, _ in ledger.waiting_or_parked("USMF", "P1")] == ["held-1"]
     assert filters == ["PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"]
     assert tables.TABLE_OPS.count - before == 2  # the range, then the one row it names
+
+
+def test_the_held_index_alone_chooses_which_rows_to_read(table_service, table_prefix):
+    """Ten messages of an order wait; the index describes them (one query), and only the one chosen
+    is read. An index row written by an earlier version (without the description) is read instead."""
+    client = table(table_service, table_prefix + "HeldChosen")
+    ledger = Ledger(client)
+    for n in range(10):
+        ledger.create(LedgerEntry("USMF", f"w-{n}", State.WAITING, production_order="P1", sequence=10 + n), payload=b"x")
+    before = tables.TABLE_OPS.count
+    described = ledger.held_rows("USMF", "P1")
+    assert sorted(e.sequence or 0 for e in described) == list(range(10, 20))
+    assert tables.TABLE_OPS.count - before == 1
+    chosen = [e for e in described if e.sequence == 10]
+    assert [e.message_id for e, _ in ledger.read_held("USMF", chosen)] == ["w-0"]
+    assert tables.TABLE_OPS.count - before == 2
+    # An index row as an earlier version wrote it: the row is read to know what it is.
+    ledger.create(LedgerEntry("USMF", "old", State.WAITING, production_order="P2", sequence=3), payload=b"y")
+    bare = held_index_row(LedgerEntry("USMF", "old", State.WAITING, production_order="P2"))[1]
+    client.upsert_entity(
+        {k: bare[k] for k in ("PartitionKey", "RowKey", "ProductionOrder", "MessageId", "Held")}, mode=UpdateMode.REPLACE
+    )
+    before = tables.TABLE_OPS.count
+    [old] = ledger.held_rows("USMF", "P2")
+    assert (old.message_id, old.sequence, old.etag != "") == ("old", 3, True)
+    assert tables.TABLE_OPS.count - before == 2  # the range, and the row the bare index row names
 
 
 def test_upgrade_indexes_the_held_messages_an_earlier_version_left(azurite, table_service, table_prefix):

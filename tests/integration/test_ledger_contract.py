@@ -243,3 +243,35 @@ def test_a_message_leaves_and_rejoins_what_the_wake_up_finds_with_every_move(sto
     ledger.transition_together([(second, State.WAITING, {"reason": "ordering"})])
     assert [e.message_id for e, _ in ledger.waiting_or_parked("USMF", "P1")] == ["m-2"]
     assert first.state is State.FORWARDED
+
+
+def test_the_held_index_describes_each_held_row_as_the_row_says_and_only_chosen_rows_are_read(stores):
+    ledger = stores.ledger
+    gap = ledger.create(entry("m-1", state=State.WAITING, reason="ordering", sequence=5), payload=b"one")
+    ledger.transition(gap, State.PARKED, reason="gap", extra={"Missing": 4, "Other": "not indexed"})
+    ledger.create(
+        entry("m-2", state=State.WAITING, reason="ordering", sequence=None, flow="output_reported", extra={"MergeRefused": "no"}),
+        payload=b"two",
+    )
+    ledger.create(entry("m-3", state=State.FORWARDED, sequence=3), payload=b"three")
+    described = {e.message_id: e for e in ledger.held_rows("USMF", "P1")}
+    assert sorted(described) == ["m-1", "m-2"]
+    one, two = described["m-1"], described["m-2"]
+    assert (one.state, one.reason, one.flow, one.sequence, str(one.extra.get("Missing"))) == (
+        State.PARKED,
+        "gap",
+        "material_consumed",
+        5,
+        "4",
+    )
+    assert (two.state, two.reason, two.flow, two.sequence, bool(two.extra.get("MergeRefused"))) == (
+        State.WAITING,
+        "ordering",
+        "output_reported",
+        None,
+        True,
+    )
+    assert [(e.message_id, body) for e, body in ledger.read_held("USMF", [two])] == [("m-2", b"two")]
+    # A chosen row that moved on since is left out.
+    ledger.transition(ledger.get("USMF", "m-2"), State.FORWARDING)
+    assert ledger.read_held("USMF", [two]) == []

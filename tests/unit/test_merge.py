@@ -212,3 +212,13 @@ def test_f_and_o_fails_a_merged_message_whole_when_one_line_is_bad():
     assert failed.state == "Failed" and "NO-SUCH-ITEM" in " ".join(failed.infolog)
     # Nothing of it was applied: a message is processed whole or not at all.
     assert sum(fo.order_ledgers[(company, number)].consumed.values()) == 0
+
+
+def test_what_the_wake_up_and_the_aggregation_choose_held_rows_by_is_in_the_held_index():
+    """Both decide from the held index's description of each row (shared/store/ledger.py) before
+    reading any: a field of `extra` they look at must be one the index repeats."""
+    from shared.inbound import aggregate
+    from shared.store.ledger import INDEXED_EXTRA
+
+    assert aggregate.MERGE_REFUSED in INDEXED_EXTRA
+    assert "Missing" in INDEXED_EXTRA  # shared/inbound/wakeup.py `_missing`
