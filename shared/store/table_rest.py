@@ -170,8 +170,8 @@ class Endpoint:
     @staticmethod
     def _proxy_for(scheme: str, host: str) -> tuple[str, int] | None:
         proxy = getproxies().get(scheme)
-        if not proxy or proxy_bypass(host):
-            return None
+        if not proxy or host in ("127.0.0.1", "localhost", "::1") or proxy_bypass(host):
+            return None  # a loopback endpoint (Azurite) is never reached through a proxy
         parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
         return (parts.hostname or "", parts.port or 8080)
 

@@ -321,3 +321,53 @@ def test_a_key_in_a_url_is_quoted_as_urllib_quotes_it(key):
     from shared.store.table_rest import _key
 
     assert _key(key) == quote(key.replace("'", "''"), safe="")
+
+
+def test_the_splitter_takes_the_multipart_shapes_rfc_2046_allows():
+    from shared.store.table_rest import _operation_answers, multipart_parts
+
+    body = (
+        b'preamble\r\n--b1\r\nContent-Type: multipart/mixed; boundary="c 1"\r\n\r\n'
+        b"--c 1\nContent-Type: application/http\nContent-Transfer-Encoding: binary\n\nHTTP/1.1 204 No Content\n\n\n"
+        b"--c 1  \r\n\r\nno headers\r\n--c 1--\r\n--b1--\r\nepilogue"
+    )
+    (outer,) = multipart_parts("multipart/mixed; boundary=b1", body)
+    assert outer[0] == 'multipart/mixed; boundary="c 1"'
+    assert multipart_parts(outer[0], outer[1]) == [
+        ("application/http", b"HTTP/1.1 204 No Content\n\n"),
+        ("", b"no headers"),
+    ]
+    inside = b"--b1\r\nContent-Type: t\r\n\r\nx--b1 y\r\n--b1x\r\n--b1\t\r\n\r\nz\n--b1--"
+    assert multipart_parts('multipart/mixed; boundary="b1"', inside) == [("t", b"x--b1 y\r\n--b1x"), ("", b"z")]
+    for bad in (b"--b1\r\nContent-Type: x\r\n\r\nno end", b"--b1\r\nContent-Transfer-Encoding: base64\r\n\r\nAA==\r\n--b1--"):
+        with pytest.raises(ValueError):
+            multipart_parts("multipart/mixed; boundary=b1", bad)
+    # An operation's answer: its status line, its headers, its body.
+    answer = (
+        b"--r\r\nContent-Type: multipart/mixed; boundary=c\r\n\r\n--c\r\nContent-Type: application/http\r\n\r\n"
+        b'HTTP/1.1 409 Conflict\r\nContent-ID: 2\r\nETag: W/"x"\r\n\r\n{"odata.error":{}}\r\n--c--\r\n--r--\r\n'
+    )
+    assert _operation_answers("multipart/mixed; boundary=r", answer) == [
+        (409, {"content-id": "2", "etag": 'W/"x"'}, b'{"odata.error":{}}')
+    ]
+    with pytest.raises(ValueError):
+        _operation_answers("multipart/mixed; boundary=r", answer.replace(b"HTTP/1.1 409", b"garbage"))
+
+
+def test_a_proxy_is_used_for_a_remote_endpoint_and_never_for_loopback(monkeypatch):
+    from shared.store.table_rest import Endpoint, _Anonymous
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    remote = Endpoint("https://acct.table.core.windows.net", _Anonymous())
+    assert remote._proxy == ("proxy.example", 3128)
+    connection = remote._connect()
+    assert (connection.host, connection.port) == (
+        "proxy.example",
+        3128,
+    ) and cast(Any, connection)._tunnel_host == "acct.table.core.windows.net"
+    assert Endpoint("http://127.0.0.1:10002/devstoreaccount1", _Anonymous())._proxy is None
+    monkeypatch.setenv("NO_PROXY", "table.core.windows.net")
+    assert Endpoint("https://acct.table.core.windows.net", _Anonymous())._proxy is None
