@@ -38,7 +38,7 @@ from devtools.demo import Settled
 from devtools.fo_emulator.plant import PlantSpec, seed_plant
 from devtools.local_host import InMemoryBroker, LocalHost
 from devtools.local_host.broker import BrokerMesPublisher
-from devtools.local_host.host import HostConfig
+from devtools.local_host.host import LISTENER_THREAD, HostConfig
 from shared import runtime
 from shared.fo.auth import MsalTokenProvider
 from shared.fo.client import FoClient, Pacer
@@ -80,6 +80,9 @@ class Figures:
     waited: tuple[float, float] = (0.0, 0.0)
     bridge: tuple[float, float] = (0.0, 0.0)
     fo: tuple[float, float] = (0.0, 0.0)
+    #: Of `cpu_ms_per_event`, the local host's listener thread (the broker and the Functions host's
+    #: session handling, another process in Azure); None where the platform has no per-thread times.
+    host_cpu_ms_per_event: float | None = None
 
 
 class Emulator:
@@ -186,6 +189,18 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _listener_cpu() -> float | None:
+    """CPU seconds of the local host's listener thread so far (Linux: /proc/self/task), else None."""
+    listener = next((t.native_id for t in threading.enumerate() if t.name == LISTENER_THREAD), None)
+    if listener is None:
+        return None
+    try:
+        fields = Path(f"/proc/self/task/{listener}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
@@ -255,12 +270,14 @@ def run_case(case: Case, azurite: Azurite, orders: int, per_order: int, *, telem
             # Capacity: a backlog of in-order consumptions, drained as fast as the bridge can.
             backlog = [consumption(order, s, "cap") for s in range(2, 2 + per_order) for order in numbers]
             before = (tables.TABLE_OPS.count, ports.fo.stats.requests, _cpu(), emulator.stats())
+            listener_before = _listener_cpu()
             started = time.monotonic()
             for document in backlog:
                 broker.send(consumed.queue, mes.encode(document), session_id=document["production_order"])
             _wait(settled, orders + len(backlog), 600)
             elapsed = time.monotonic() - started
             after = (tables.TABLE_OPS.count, ports.fo.stats.requests, _cpu(), emulator.stats())
+            listener_after = _listener_cpu()
             capacity = len(backlog) / elapsed
 
             # Latency: the same kind of events offered at 70 % of the capacity. Offered one at a time per
@@ -312,6 +329,9 @@ def run_case(case: Case, azurite: Azurite, orders: int, per_order: int, *, telem
             p50_p99(waited),
             p50_p99(bridge),
             p50_p99(fo_times),
+            (listener_after - listener_before) * 1000 / len(backlog)
+            if listener_before is not None and listener_after is not None
+            else None,
         )
     finally:
         log.removeHandler(settled)
@@ -728,7 +748,9 @@ def render(
         "budget when the backlog's merged capacity is above it: one event at a time per order is one F&O request); its parts from each delivery's outcome "
         "line: *waiting* (enqueue to the function's start: broker, sessions, the worker's threads), *bridge* (the function's "
         "time apart from F&O's: Table Storage round trips, CPU, waiting for the GIL), *F&O* (the call).  \n"
-        "CPU: the process's CPU time (every thread, the local host's included) over the capacity phase, per event.  \n"
+        "CPU: the process's CPU time (every thread, the local host's included) over the capacity phase, per event"
+        + _host_share(figures)
+        + ".  \n"
         "Floor (decode and validate the MES event, one pooled HTTPS POST to the emulator, one Table transaction of two rows, "
         f"through the bridge's own clients): **{floor_ms:.2f} CPU ms per event** without telemetry, "
         f"**{floor_telemetry_ms:.2f}** with it (each case is compared with the floor of its telemetry).  \n"
@@ -736,6 +758,16 @@ def render(
         f"(**{import_app / import_bare:.2f}x**); the first message then imports the pipeline and its adapters "
         f"({first_imports:.0f} ms) and builds them ({first_build:.0f} ms, Table clients and tables included).  \nPeak RSS of the bridge process: {rss_mb:.0f} MB.  \n"
         f"Machine: {machine()}, load average {_load()} at the end.  \nCommand: `{command}`.\n"
+    )
+
+
+def _host_share(figures: list[Figures]) -> str:
+    shares = [f"{f.host_cpu_ms_per_event:.2f}" for f in figures if f.host_cpu_ms_per_event is not None]
+    if not shares:
+        return ""
+    return (
+        "; of it, the local host's listener thread (the broker and the host's session handling, which in Azure "
+        f"run outside the worker's process): {', '.join(shares)} ms, case by case, counted in the figure all the same"
     )
 
 

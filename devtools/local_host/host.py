@@ -65,6 +65,9 @@ class Discovered:
 _DISCOVERED: dict[int, Discovered] = {}
 _DISCOVER_LOCK = threading.Lock()
 
+#: The thread that plays Service Bus and the Functions host's listener (the bench tells its CPU apart).
+LISTENER_THREAD = "servicebus-listener"
+
 
 def discover(app: func.FunctionApp) -> Discovered:
     """The functions of `app` by trigger (cached: an app can be indexed only once)."""
@@ -269,7 +272,7 @@ class LocalHost:
             worker = threading.Thread(target=self._worker, name=f"python-worker-{n}", daemon=True)
             worker.start()
             self._threads.append(worker)
-        scheduler = threading.Thread(target=self._schedule, name="servicebus-listener", daemon=True)
+        scheduler = threading.Thread(target=self._schedule, name=LISTENER_THREAD, daemon=True)
         scheduler.start()
         self._threads.append(scheduler)
         return self
