@@ -1,7 +1,7 @@
 """Where a `make demo` run's Table operations go, for the F&O -> MES side: each operation is
 attributed to the business event being handled (its consumer and what became of it) and to what
-it was (the label of its `storage_call`); operations made outside a business event are counted as
-the MES -> F&O side.
+it was (the label of its `storage_call`); and each Service Bus delivery of the MES -> F&O side to
+what the delivery was (the MES's message, a look-again, woken or resubmitted copy) and its outcome.
 
     PYTHONPATH=$PWD .venv/bin/python -m devtools.table_ops [the demo's flags]
 
@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devtools import demo
+from shared.inbound import pipeline
+from shared.inbound.servicebus import ATTEMPT, IN_DOUBT_CHECK, RESUBMIT
+from shared.inbound.wakeup import WAKE
 from shared.outbound import handlers
 from shared.store import tables
 
@@ -59,9 +62,9 @@ class Attribution:
                 self.labels[key].update(labels)
 
     def report(self) -> str:
-        lines = ["Table operations of the F&O -> MES side, per Event Grid delivery:"]
+        lines = [*self._inbound_report(), "", "Table operations of the F&O -> MES side, per Event Grid delivery:"]
         lines.append(f"  {'consumer':<22} {'outcome':<28} {'deliveries':>10} {'ops':>6} {'ops each':>9}  by label")
-        for consumer in sorted({c for c, _ in self.deliveries}):
+        for consumer in sorted(c for c in {c for c, _ in self.deliveries} if not c.startswith(_INBOUND)):
             for key in sorted((k for k in self.deliveries if k[0] == consumer), key=lambda k: -self.deliveries[k]):
                 n, ops = self.deliveries[key], self.operations[key]
                 labels = ", ".join(f"{label} {count}" for label, count in self.labels[key].most_common())
@@ -69,17 +72,54 @@ class Attribution:
             n = sum(v for k, v in self.deliveries.items() if k[0] == consumer)
             ops = sum(v for k, v in self.operations.items() if k[0] == consumer)
             lines.append(f"  {consumer:<22} {'(every delivery)':<28} {n:>10} {ops:>6} {ops / max(n, 1):>9.2f}")
-        total = sum(self.operations.values())
-        lines.append(f"  F&O -> MES in all: {total} operations for {sum(self.deliveries.values())} deliveries")
-        lines.append(f"  outside business events (MES -> F&O, set-up): {sum(self.outside.values())} operations")
+        outbound = [k for k in self.deliveries if not k[0].startswith(_INBOUND)]
+        total = sum(self.operations[k] for k in outbound)
+        lines.append(f"  F&O -> MES in all: {total} operations for {sum(self.deliveries[k] for k in outbound)} deliveries")
+        lines.append(f"  outside any delivery (set-up, the demo's own reads): {sum(self.outside.values())} operations")
         lines.append("    by label: " + ", ".join(f"{label} {n}" for label, n in self.outside.most_common()))
         return "\n".join(lines)
+
+    def _inbound_report(self) -> list[str]:
+        """The MES -> F&O side by what the delivery was (the MES's message or a copy the bridge
+        scheduled) and what became of it; per forwarded message, every delivery's operations counted."""
+        inbound = [k for k in self.deliveries if k[0].startswith(_INBOUND)]
+        lines = ["Table operations of the MES -> F&O side, per Service Bus delivery:"]
+        lines.append(f"  {'delivery':<22} {'outcome':<28} {'deliveries':>10} {'ops':>6} {'ops each':>9}  by label")
+        for key in sorted(inbound, key=lambda k: (k[0], -self.deliveries[k])):
+            n, ops = self.deliveries[key], self.operations[key]
+            labels = ", ".join(f"{label} {count}" for label, count in self.labels[key].most_common())
+            lines.append(f"  {key[0][len(_INBOUND) :]:<22} {key[1]:<28} {n:>10} {ops:>6} {ops / n:>9.2f}  {labels}")
+        ops = sum(self.operations[k] for k in inbound)
+        forwarded = sum(self.deliveries[k] for k in inbound if k[1] == "forwarded")
+        lines.append(
+            f"  MES -> F&O in all: {ops} operations for {sum(self.deliveries[k] for k in inbound)} deliveries, "
+            f"{forwarded} forwarded: {ops / max(forwarded, 1):.2f} per forwarded message"
+        )
+        return lines
+
+
+#: Consumers of the MES -> F&O side are keyed by the kind of delivery, under this prefix.
+_INBOUND = "inbound:"
+
+
+def _kind(delivery: Any) -> str:
+    """What a Service Bus delivery is: the MES's own message or one of the copies the bridge schedules."""
+    properties = delivery.properties
+    if IN_DOUBT_CHECK in properties:
+        return "in-doubt check"
+    if RESUBMIT in properties:
+        return "resubmission"
+    if WAKE in properties:
+        return "woken copy"
+    if ATTEMPT in properties:
+        return "look-again copy"
+    return "from the MES"
 
 
 def attribute(attribution: Attribution) -> Callable[[], None]:
     """Count every Table operation into `attribution` from now on; the returned function undoes it."""
     counter = tables.TABLE_OPS
-    original_add, original_receive = counter.add, handlers.receive
+    original_add, original_receive, original_process = counter.add, handlers.receive, pipeline.process
 
     def add(n: int = 1) -> None:
         original_add(n)
@@ -93,12 +133,20 @@ def attribute(attribution: Attribution) -> Callable[[], None]:
             result["outcome"] = str(handled.outcome)
             return handled
 
+    def process(delivery: Any, flow: Any, ports: Any) -> Any:
+        with attribution.event(_INBOUND + _kind(delivery)) as result:
+            processed = original_process(delivery, flow, ports)
+            result["outcome"] = str(processed.outcome)
+            return processed
+
     counter.add = add  # type: ignore[method-assign]
     handlers.receive = receive
+    pipeline.process = process
 
     def undo() -> None:
         counter.add = original_add  # type: ignore[method-assign]
         handlers.receive = original_receive
+        pipeline.process = original_process
 
     return undo
 

@@ -27,6 +27,7 @@ from shared.inbound.mapping import MappingOptions, SendMessage
 from shared.inbound.merge import LINE_LISTS, mergeable, mergeable_prefix, merged
 from shared.inbound.messages import MesEvent
 from shared.inbound.order_gate import Progress
+from shared.inbound.wakeup import HeldLook
 from shared.settings import Settings
 from shared.store.ledger import LedgerEntry, LedgerStore, LostRace, State, content_index_row
 
@@ -132,12 +133,14 @@ def _may_join(entry: LedgerEntry, flow: str) -> bool:
     )
 
 
-def _waiting_run(ledger: LedgerStore, head: LedgerEntry, flow: str, limit: int) -> list[tuple[LedgerEntry, bytes]]:
+def _waiting_run(
+    ledger: LedgerStore, look: HeldLook, head: LedgerEntry, flow: str, limit: int
+) -> list[tuple[LedgerEntry, bytes]]:
     """The order's Waiting rows of `flow` right after `head` in sequence, none skipped, each with its
     payload: chosen by the order's held index (a key range, not a filter over the company's
     partition), then only those read, the run ending at the first that changed meanwhile."""
     assert head.sequence is not None
-    rows = [e for e in ledger.held_rows(head.company, head.production_order) if _may_join(e, flow)]
+    rows = [e for e in look.rows() if _may_join(e, flow)]
     counts = Counter(e.sequence for e in rows)
     by_sequence = {e.sequence: e for e in rows}
     chosen: list[LedgerEntry] = []
@@ -162,16 +165,18 @@ def gather(
     head: Member,
     call: SendMessage,
     lease_until: datetime,
+    look: HeldLook,
 ) -> Group | None:
     """Claim the waiting successors `call` may carry, and record the group; None when it goes alone.
-    `LostRace` when the head's own row changed meanwhile (as a plain forward would find)."""
+    `LostRace` when the head's own row changed meanwhile (as a plain forward would find). The order's
+    held index is looked at through `look`, which the wake-up after the forward may reuse."""
     limit = settings.fo_merge_max_messages
     entry = head.entry
     if not may_merge(settings, entry, call):
         return None
     candidates: list[Member] = []
     calls: list[SendMessage] = [call]
-    for row, body in _waiting_run(ledger, entry, entry.flow, limit):
+    for row, body in _waiting_run(ledger, look, entry, entry.flow, limit):
         try:
             event = flow.event.model_validate_json(body)
         except ValueError:

@@ -32,6 +32,7 @@ from shared.inbound.flows import Flow
 from shared.inbound.mapping import SendMessage
 from shared.inbound.order_gate import Conflict, Decision, Duplicate, Gap, Plan, Progress, Step, Wait
 from shared.inbound.servicebus import ATTEMPT, IN_DOUBT_CHECK, RESUBMIT, Delivery
+from shared.inbound.wakeup import HeldLook
 from shared.ops.telemetry import log_outcome
 from shared.reasons import NotParked, ParkReason
 from shared.runtime import Ports
@@ -336,14 +337,16 @@ def _send(attempt: Attempt, claimed: LedgerEntry, progress: Progress | None) -> 
     """Call F&O and settle by what came back: the error's class decides (module docstring)."""
     call = attempt.call()
     ports = attempt.ports
+    # The order's held index, looked at once: by the aggregation here, and by the wake-up after the forward.
+    look = HeldLook(ports.ledger, claimed.company, attempt.order)
     if progress is not None and isinstance(call, SendMessage):
         if aggregate.worth_looking(progress, claimed):
             # This message or another of the order waited: its direct successors of this flow may be Waiting.
             head = aggregate.Member(claimed, attempt.event)
             until = ports.clock() + timedelta(seconds=ports.settings.message_lock_budget_s)
-            group = aggregate.gather(ports.ledger, ports.settings, ports.options, attempt.flow, head, call, until)
+            group = aggregate.gather(ports.ledger, ports.settings, ports.options, attempt.flow, head, call, until, look)
             if group is not None:
-                return _send_merged(attempt, group, progress)
+                return _send_merged(attempt, group, progress, look)
         # Nothing to take along yet, and F&O's budget would hold it anyway: its successors on its
         # session get the time to join it (never at low load: the budget has a slot at once).
         budget_wait = ports.fo.budget_wait_s()
@@ -372,10 +375,10 @@ def _send(attempt: Attempt, claimed: LedgerEntry, progress: Progress | None) -> 
         )
     except (Transient, AuthError, ConfigError) as exc:
         return settlement.retry_later(attempt, claimed, exc)
-    return settlement.forwarded(attempt, claimed, call, reference, progress, _ms(started))
+    return settlement.forwarded(attempt, claimed, call, reference, progress, _ms(started), look)
 
 
-def _send_merged(attempt: Attempt, group: aggregate.Group, progress: Progress) -> Result:
+def _send_merged(attempt: Attempt, group: aggregate.Group, progress: Progress, look: HeldLook) -> Result:
     """One F&O message for the group's MES messages (shared/inbound/aggregate.py), its answer recorded
     on every one of them."""
     ports = attempt.ports
@@ -399,7 +402,7 @@ def _send_merged(attempt: Attempt, group: aggregate.Group, progress: Progress) -
     except (Transient, AuthError, ConfigError) as exc:
         alone = settlement.record(lambda: aggregate.release(ports.ledger, group))
         return settlement.retry_later(attempt, alone, exc)
-    return settlement.forwarded_group(attempt, group, progress, _ms(started))
+    return settlement.forwarded_group(attempt, group, progress, _ms(started), look)
 
 
 def _ms(started: float) -> float:

@@ -24,7 +24,7 @@ from shared.inbound.mapping import FoCall
 from shared.inbound.messages import MesEvent
 from shared.inbound.order_gate import OrderGate, Progress, wakes_followers
 from shared.inbound.servicebus import ORIGINAL_ID, STORAGE_FAILING_SINCE, STORAGE_RETRIES, Requeue
-from shared.inbound.wakeup import wake
+from shared.inbound.wakeup import HeldLook, wake
 from shared.ops.telemetry import log_outcome
 from shared.reasons import NotParked, ParkReason
 from shared.runtime import Ports
@@ -46,10 +46,17 @@ from shared.store.lineage import rows as lineage_rows
 
 
 def forwarded(
-    attempt: Attempt, claimed: LedgerEntry, call: FoCall, reference: str, progress: Progress | None, fo_ms: float
+    attempt: Attempt,
+    claimed: LedgerEntry,
+    call: FoCall,
+    reference: str,
+    progress: Progress | None,
+    fo_ms: float,
+    look: HeldLook | None = None,
 ) -> Result:
     """F&O accepted: record the Forwarded row with the order's watermark, the content index and the
-    genealogy in one transaction, and wake what the gate held behind it."""
+    genealogy in one transaction, and wake what the gate held behind it (`look`: the order's held
+    index as this delivery looked at it after its claim, if it did)."""
     ports, flow, event = attempt.ports, attempt.flow, attempt.event
     call_type, hashed, index_row = indexed(claimed, call)
     edges = flow.lineage(event)
@@ -69,6 +76,7 @@ def forwarded(
         )
 
     row = progress
+    looked: list[LedgerEntry] | None = None
     for _ in range(_FORWARD_TRANSACTIONS):
         planned = ports.gate.plan_advance(row, flow.step, event.sequence) if row is not None else None
         companions = [*([planned] if planned is not None else []), *index_row, *genealogy]
@@ -88,6 +96,9 @@ def forwarded(
         after = row
         if row is not None and planned is not None and done.companion_etags:
             after = ports.gate.stored(ports.gate.advanced(row, flow.step, event.sequence), done.companion_etags[0])
+            if row is progress and look is not None:
+                # The order's row was as the claim left it, before the look: nothing was held since.
+                looked = look.looked
         # Somebody waited for this one or is parked behind it: the next in sequence resumes now.
         waiters = row is not None and after is not None and wakes_followers(row, after)
         break
@@ -102,7 +113,7 @@ def forwarded(
             record(lambda: ports.ledger.write(index_row[0]))
     ports.recent.finished(done)
     if waiters:
-        wake_behind(ports, done, f"{done.message_id} was forwarded", after)
+        wake_behind(ports, done, f"{done.message_id} was forwarded", after, looked)
     return attempt.result(done, Outcome.FORWARDED, fo_ms=fo_ms)
 
 
@@ -128,14 +139,24 @@ def genealogy_with(ports: Ports, company: str, edges: list[Edge], others: int) -
     return []
 
 
-def wake_behind(ports: Ports, entry: LedgerEntry, why: str, progress: Progress | None = None) -> None:
-    """Wake what the gate holds behind `entry` (`progress`: the order's row as the forward wrote it).
-    The message itself is done: a failure here is logged, and the order's `held` flag makes its next
-    watermark move look again."""
+def wake_behind(
+    ports: Ports, entry: LedgerEntry, why: str, progress: Progress | None = None, looked: list[LedgerEntry] | None = None
+) -> None:
+    """Wake what the gate holds behind `entry` (`progress`: the order's row as the forward wrote it;
+    `looked`: the held index as a `HeldLook` found it, when nothing was held since). The message itself
+    is done: a failure here is logged, and the order's `held` flag makes its next watermark move look again."""
     try:
         record(
             lambda: wake(
-                ports.ledger, ports.gate, ports.requeue, entry.company, entry.production_order, why, progress, ports.recent.woken
+                ports.ledger,
+                ports.gate,
+                ports.requeue,
+                entry.company,
+                entry.production_order,
+                why,
+                progress,
+                ports.recent.woken,
+                looked,
             )
         )
     except BridgeError as exc:
@@ -294,10 +315,10 @@ def park_in_doubt(attempt: Attempt, entry: LedgerEntry, call: FoCall, detail: st
 # --- one F&O message for several MES messages (shared/inbound/aggregate.py) ---------------------
 
 
-def forwarded_group(attempt: Attempt, group: aggregate.Group, progress: Progress, fo_ms: float) -> Result:
+def forwarded_group(attempt: Attempt, group: aggregate.Group, progress: Progress, fo_ms: float, look: HeldLook) -> Result:
     """F&O accepted the merged message: every member Forwarded with the order's watermark past the last
     one and each member's genealogy in one transaction (the content index went with the claim),
-    and the wake-up of what the gate holds behind them."""
+    and the wake-up of what the gate holds behind them (`look`: the held index as the group found it)."""
     ports, flow = attempt.ports, attempt.flow
     call_type = group.call.message_type
     edges = [edge for member in group.members for edge in flow.lineage(member.event)]
@@ -323,9 +344,18 @@ def forwarded_group(attempt: Attempt, group: aggregate.Group, progress: Progress
         companions = [*([planned] if together and planned is not None else []), *genealogy]
         return ports.ledger.transition_together(moves, companions or None)
 
+    after: Progress | None = None
+    looked: list[LedgerEntry] | None = None
     try:
         try:
             done: list[LedgerEntry] = record(lambda: forward(True))
+            if planned is not None and done[0].companion_etags:
+                # The order's row as written (the gate spares the next read), and unchanged since the
+                # claim, before the group's look: nothing was held since.
+                after = ports.gate.stored(
+                    ports.gate.advanced(progress, flow.step, last.event.sequence), done[0].companion_etags[0]
+                )
+                looked = look.looked
         except CompanionConflict:
             # Only the order's row can have changed (the genealogy's rows are upserts): it moves apart.
             done = record(lambda: forward(False))
@@ -342,11 +372,14 @@ def forwarded_group(attempt: Attempt, group: aggregate.Group, progress: Progress
                 result = attempt.result(now, Outcome.DUPLICATE, NotParked.DUPLICATE, f"already {now.state.value}")
                 log_outcome(ports.log, flow.name, result, duration_ms=0.0, delivery_count=0)
         raise
+    for entry in done:
+        # Each member waited, so each has a look-again copy coming: this process answers it unread.
+        ports.recent.finished(entry)
     for entry in done[1:]:
         result = attempt.result(entry, Outcome.FORWARDED, fo_ms=fo_ms)
         log_outcome(ports.log, flow.name, result, duration_ms=0.0, delivery_count=0)
     # They waited: the next in sequence resumes now.
-    wake_behind(ports, done[-1], f"{done[-1].message_id} was forwarded")
+    wake_behind(ports, done[-1], f"{done[-1].message_id} was forwarded", after, looked)
     return attempt.result(done[0], Outcome.FORWARDED, fo_ms=fo_ms)
 
 

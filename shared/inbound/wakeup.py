@@ -65,6 +65,25 @@ def requeue_parked(ledger: LedgerStore, requeue: Requeue, entry: LedgerEntry, bo
     return Resubmitted(updated, queue)
 
 
+class HeldLook:
+    """The order's held index, queried at most once in a delivery: the aggregation's look for
+    successors to take along (shared/inbound/aggregate.py) and the wake-up after the forward share it.
+
+    The wake-up may take the look instead of querying again only when nobody wrote the order's row
+    between the look and the forward: every wait noted, park and release writes that row, so the
+    forward's transaction, guarded by the ETag the row had before the look, proves that nothing new
+    was held meanwhile. What left the held states since is filtered out when its row is read."""
+
+    def __init__(self, ledger: LedgerStore, company: str, order: str) -> None:
+        self._ledger, self._company, self._order = ledger, company, order
+        self.looked: list[LedgerEntry] | None = None
+
+    def rows(self) -> list[LedgerEntry]:
+        if self.looked is None:
+            self.looked = self._ledger.held_rows(self._company, self._order)
+        return self.looked
+
+
 def _next_up(progress: Progress, held: list[LedgerEntry]) -> list[LedgerEntry]:
     """The held messages to put back now: the next sequence number, and (once the order started)
     those without a sequence number that waited for the start. When the next number is not there
@@ -94,16 +113,18 @@ def wake(
     why: str,
     progress: Progress | None = None,
     remember: Callable[[LedgerEntry], None] | None = None,
+    looked: list[LedgerEntry] | None = None,
 ) -> list[Resubmitted]:
     """Resume what the gate holds of `order` that its watermark now lets through. Safe to repeat and
     to race: each row moves under its ETag, and a copy the pipeline does not expect is a duplicate.
     `progress` is the order's row as the caller just wrote it (else it is read); `remember` keeps each
-    waiting row put back, for its copy to start from (shared/inbound/recent.py)."""
+    waiting row put back, for its copy to start from (shared/inbound/recent.py); `looked` is the held
+    index as the caller's `HeldLook` found it, when nothing was held since (else it is queried)."""
     if progress is None or not progress.etag:
-        progress = gate.read(company, order)
+        progress, looked = gate.read(company, order), None
     # Chosen from the held index (one query), then only the chosen rows are read: each is woken as
     # it is now, if it is still held by the gate.
-    held = [e for e in ledger.held_rows(company, order) if held_by_gate(e)]
+    held = [e for e in (looked if looked is not None else ledger.held_rows(company, order)) if held_by_gate(e)]
     if not any(e.state is State.PARKED for e in held) and progress.held:
         # Nothing parked any more: forwards stop looking. Guarded by the ETag read before the query,
         # so a park noted meanwhile keeps the flag.

@@ -377,7 +377,8 @@ class LedgerStore(Protocol):
         self, moves: list[tuple[LedgerEntry, State, dict[str, Any]]], companions: list[Companion] | None = None
     ) -> list[LedgerEntry]:
         """Move several rows of one company at once, with `companions`: all or nothing. `LostRace`
-        names the first row that changed (its index in `args[1]`); `CompanionConflict` otherwise."""
+        names the first row that changed (its index in `args[1]`); `CompanionConflict` otherwise.
+        The first row returned carries the companions' new ETags (`companion_etags`)."""
         ...
 
     def write(self, companion: Companion) -> None:
@@ -556,10 +557,14 @@ class Ledger:
                 if exc.index is not None and exc.index < len(moves):
                     raise LostRace(moves[exc.index][0].message_id, exc.index) from None
                 raise CompanionConflict(str(exc.message)) from None
-        return [
+        together = [
             replace(moved, etag=str(metadata.get("etag", "")), stored_parts=_parts_of(entity))
             for moved, metadata, entity in zip(updated, results, entities, strict=False)
         ]
+        # As `transition` does, the first row tells the companions' new ETags (the order's row, so the
+        # gate keeps it as written instead of reading it again).
+        given = results[len(moves) : len(moves) + len(companions or ())]
+        return [replace(together[0], companion_etags=_etags(given)), *together[1:]] if together and given else together
 
     def messages_with_content(self, company: str, content_hash: str) -> list[str]:
         """MES message ids whose F&O content had this hash, oldest index row first."""

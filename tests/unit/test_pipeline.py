@@ -717,6 +717,63 @@ def test_what_the_gate_holds_of_an_order_and_a_flow_goes_to_f_and_o_as_one_messa
     assert {ref.item for ref in bridge.lineage.batches_of_order("USMF", ORDER, "consumed")} == {"RM-0001", "RM-0007"}
 
 
+def counted_held_looks(bridge: FakeBridge, monkeypatch: pytest.MonkeyPatch, then: Any = None) -> list[int]:
+    """Count the held index's queries; `then` runs once, right after the first one answered."""
+    real, looks = bridge.ledger.held_rows, []
+
+    def held_rows(company: str, order: str) -> list[LedgerEntry]:
+        rows = real(company, order)
+        looks.append(len(rows))
+        if then is not None and len(looks) == 1:
+            then()
+        return rows
+
+    monkeypatch.setattr(bridge.ledger, "held_rows", held_rows)
+    return looks
+
+
+def test_a_merged_forward_wakes_what_follows_from_the_look_it_took_for_its_members(bridge, monkeypatch):
+    held_consumptions(bridge, 2, 3)
+    assert deliver(bridge, "output_reported", message("output_reported", "m-4", sequence=4)).outcome is Outcome.WAITING
+    start(bridge)
+    looks = counted_held_looks(bridge, monkeypatch)
+    monkeypatch.setattr(bridge.gate, "read", lambda company, order: pytest.fail(f"read the row of {order}"))
+    assert woken(bridge, "m-2").outcome is Outcome.FORWARDED
+    assert row(bridge, "m-3").state is State.FORWARDED
+    # One query for the group and the wake-up alike; the order's row is not read again either.
+    assert looks == [2]  # m-3 and m-4 (m-2 is claimed by then)
+    assert any(c.message_id.startswith("m-4|wake-") for c in bridge.requeue.scheduled)
+
+
+def test_a_message_held_after_the_look_is_woken_all_the_same(bridge, monkeypatch):
+    held_consumptions(bridge, 2, 3)
+    start(bridge)
+
+    def arrives_meanwhile() -> None:  # after the group's look and before its forward is recorded
+        assert deliver(bridge, "output_reported", message("output_reported", "m-4", sequence=4)).outcome is Outcome.WAITING
+
+    looks = counted_held_looks(bridge, monkeypatch, then=arrives_meanwhile)
+    assert woken(bridge, "m-2").outcome is Outcome.FORWARDED
+    # The wait noted on the order's row moved it under the forward: the wake-up looked again.
+    assert looks == [1, 1]  # m-3, then m-4
+    assert any(c.message_id.startswith("m-4|wake-") for c in bridge.requeue.scheduled)
+
+
+def test_the_look_again_copies_of_a_merged_message_s_members_are_answered_without_reading_the_ledger(bridge, monkeypatch):
+    ids = held_consumptions(bridge, 2, 3, 4)
+    start(bridge)
+    assert woken(bridge, "m-2").outcome is Outcome.FORWARDED
+    monkeypatch.setattr(bridge.ledger, "get", lambda company, message_id: pytest.fail(f"read {message_id}"))
+    for message_id in ids:
+        # Each waited, so each has its own look-again copy on the queue, scheduled when it waited.
+        [copy] = [
+            c for c in bridge.requeue.scheduled if c.message_id.startswith(f"{message_id}|") and "|wake-" not in c.message_id
+        ]
+        result = again(bridge, copy)
+        assert result.outcome is Outcome.DUPLICATE and result.detail == "already Forwarded"
+    assert len([c for c in bridge.fo.calls if c.what == "ProdProductionOrderPickingList"]) == 1
+
+
 def test_a_message_that_never_waited_is_sent_alone_without_a_look_in_the_ledger(bridge):
     start(bridge)
     assert deliver(bridge, "material_consumed", message("material_consumed", "m-2", sequence=2)).outcome is Outcome.FORWARDED
