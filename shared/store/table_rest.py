@@ -162,6 +162,8 @@ class Endpoint:
         self.scheme, self.host = parts.scheme, parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.base_path = parts.path  # Azurite's endpoints carry the account name
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 literal, as http.client writes it
+        self._host_header = host if self.port == (443 if parts.scheme == "https" else 80) else f"{host}:{self.port}"
         self.signer = signer
         self.sas = sas.lstrip("?")
         self._local = _Connections()
@@ -215,6 +217,21 @@ class Endpoint:
             span.set_attribute("http.response.status_code", status)
             return status, answer_headers, data
 
+    def _request(self, method: str, target: str, headers: dict[str, str], body: bytes | None) -> bytes:
+        """The request as http.client's `request` writes it (Host, Accept-Encoding: identity, the
+        headers, Content-Length when there is a body or the method expects one), in one string:
+        http.client checks and encodes each header line apart, a tenth of a Table call's CPU. Every
+        value here is the bridge's own; one with a line break is refused as http.client refuses it."""
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self._host_header}", "Accept-Encoding: identity"]
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(body or b'')}")
+        for name, value in headers.items():
+            if "\n" in value or "\r" in value:
+                raise ValueError(f"Invalid header value {value!r}")
+            lines.append(f"{name}: {value}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return head + body if body else head
+
     def _exchange(
         self, method: str, target: str, headers: dict[str, str], body: bytes | None
     ) -> tuple[int, http.client.HTTPMessage, bytes]:
@@ -228,11 +245,16 @@ class Endpoint:
                 reused = False
             sent = False
             try:
-                connection.request(method, target, body=body, headers=headers)
+                if connection.sock is None:
+                    connection.connect()
+                sock = connection.sock
+                sock.sendall(self._request(method, target, headers, body))
                 sent = True
-                if connection.sock is not None:
-                    connection.sock.settimeout(_READ_TIMEOUT_S)
-                answer = connection.getresponse()
+                sock.settimeout(_READ_TIMEOUT_S)
+                # The answer is read as http.client's connection reads it (the same response class on
+                # the same socket); the request is written in one piece, see `_request`.
+                answer = http.client.HTTPResponse(sock, method=method)
+                answer.begin()
                 data = answer.read()
                 if answer.will_close:
                     connection.close()
