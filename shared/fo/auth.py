@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -62,6 +63,11 @@ class MsalTokenProvider:
         self._app: msal.ConfidentialClientApplication | msal.ManagedIdentityClient | None = None
         self.identity_provider_calls = 0
         self.cache_hits = 0
+        # The last token and until when (monotonic) it is handed out without asking msal: msal's own
+        # cache lookup costs about 0.08 CPU ms per F&O call. Half the token's life, so that msal still
+        # decides on every refresh (it refreshes from half-life on, `refresh_in`).
+        self._memo: tuple[str, float] | None = None
+        self._clock = time.monotonic
 
     def _credential(self) -> str | dict[str, Any]:
         s = self._settings
@@ -118,6 +124,10 @@ class MsalTokenProvider:
             return self._app
 
     def token(self) -> str:
+        memo = self._memo
+        if memo is not None and self._clock() < memo[1]:
+            self.cache_hits += 1
+            return memo[0]
         app = self._application()
         try:
             if isinstance(app, msal.ManagedIdentityClient):
@@ -135,10 +145,15 @@ class MsalTokenProvider:
             self.cache_hits += 1
         else:
             self.identity_provider_calls += 1
-        return str(result["access_token"])
+        token = str(result["access_token"])
+        lifetime = result.get("expires_in")
+        if isinstance(lifetime, int | float) and lifetime > 600:
+            self._memo = (token, self._clock() + min(lifetime / 2, lifetime - 300))
+        return token
 
     def invalidate(self) -> None:
         """Forget cached tokens after F&O refused one (revoked, or the clock was off)."""
+        self._memo = None
         with self._lock:
             app = self._app
             if isinstance(app, msal.ConfidentialClientApplication):
