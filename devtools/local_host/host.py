@@ -62,7 +62,9 @@ class Discovered:
     http: tuple[HttpFunction, ...] = ()
 
 
-_DISCOVERED: dict[int, Discovered] = {}
+#: Keyed by id(app), the app kept with its entry: were it collected, a new app could get its id and
+#: be served the old app's functions (a test then waited on queues nobody sends to).
+_DISCOVERED: dict[int, tuple[func.FunctionApp, Discovered]] = {}
 _DISCOVER_LOCK = threading.Lock()
 
 #: The thread that plays Service Bus and the Functions host's listener (the bench tells its CPU apart).
@@ -72,30 +74,33 @@ LISTENER_THREAD = "servicebus-listener"
 def discover(app: func.FunctionApp) -> Discovered:
     """The functions of `app` by trigger (cached: an app can be indexed only once)."""
     with _DISCOVER_LOCK:
-        if id(app) not in _DISCOVERED:
-            queues: list[QueueFunction] = []
-            event_grid: dict[str, EventGridFunction] = {}
-            http: list[HttpFunction] = []
-            for function in app.get_functions():
-                binding = function.get_trigger()
-                if binding is None:
-                    continue
-                trigger = binding.get_dict_repr()
-                name = str(function.get_function_name())
-                if trigger["type"] == "serviceBusTrigger" and "queueName" in trigger:
-                    queues.append(
-                        QueueFunction(
-                            name, trigger["queueName"], bool(trigger.get("isSessionsEnabled")), function.get_user_function()
-                        )
+        cached = _DISCOVERED.get(id(app))
+        if cached is not None and cached[0] is app:
+            return cached[1]
+        queues: list[QueueFunction] = []
+        event_grid: dict[str, EventGridFunction] = {}
+        http: list[HttpFunction] = []
+        for function in app.get_functions():
+            binding = function.get_trigger()
+            if binding is None:
+                continue
+            trigger = binding.get_dict_repr()
+            name = str(function.get_function_name())
+            if trigger["type"] == "serviceBusTrigger" and "queueName" in trigger:
+                queues.append(
+                    QueueFunction(
+                        name, trigger["queueName"], bool(trigger.get("isSessionsEnabled")), function.get_user_function()
                     )
-                elif trigger["type"] == "eventGridTrigger":
-                    event_grid[name] = EventGridFunction(name, function.get_user_function())
-                elif trigger["type"] == "httpTrigger":
-                    methods = tuple(str(getattr(m, "value", m)).upper() for m in trigger.get("methods") or ("GET", "POST"))
-                    level = str(getattr(trigger.get("authLevel"), "value", trigger.get("authLevel") or "function")).lower()
-                    http.append(HttpFunction(name, trigger["route"], methods, level, function.get_user_function()))
-            _DISCOVERED[id(app)] = Discovered(tuple(queues), event_grid, tuple(http))
-        return _DISCOVERED[id(app)]
+                )
+            elif trigger["type"] == "eventGridTrigger":
+                event_grid[name] = EventGridFunction(name, function.get_user_function())
+            elif trigger["type"] == "httpTrigger":
+                methods = tuple(str(getattr(m, "value", m)).upper() for m in trigger.get("methods") or ("GET", "POST"))
+                level = str(getattr(trigger.get("authLevel"), "value", trigger.get("authLevel") or "function")).lower()
+                http.append(HttpFunction(name, trigger["route"], methods, level, function.get_user_function()))
+        discovered = Discovered(tuple(queues), event_grid, tuple(http))
+        _DISCOVERED[id(app)] = (app, discovered)
+        return discovered
 
 
 def to_trigger_message(lease: Lease) -> ServiceBusMessage:

@@ -10,6 +10,7 @@ import azure.functions as func
 import pytest
 
 from devtools.local_host import InMemoryBroker, LocalHost
+from devtools.local_host import host as host_module
 from devtools.local_host.host import ROOT, HostConfig, timespan
 
 
@@ -128,3 +129,12 @@ def test_prefetched_messages_whose_lock_ran_out_come_back_with_a_higher_delivery
         broker.send("orders", b"{}", message_id="b", session_id="P1")
         assert host.wait_idle(10)
     assert counts == [1, 2]  # "b" was locked ahead, its lock ran out while "a" ran (renewed): delivered again
+
+
+def test_an_app_that_reuses_a_collected_app_s_id_is_served_its_own_functions(monkeypatch):
+    # CPython reuses an object's id once it is collected: the cache must not hand the new app the old one's functions.
+    new_app = app_with(lambda message: None)
+    old_app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+    monkeypatch.setitem(host_module._DISCOVERED, id(new_app), (old_app, host_module.Discovered((), {})))
+    assert [f.queue for f in host_module.discover(new_app).queues] == ["orders"]
+    assert host_module.discover(new_app) is host_module.discover(new_app)  # and cached from then on
