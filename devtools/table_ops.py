@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devtools import demo
-from shared.inbound import pipeline
+from shared.inbound import pipeline, settlement
 from shared.inbound.servicebus import ATTEMPT, IN_DOUBT_CHECK, RESUBMIT
 from shared.inbound.wakeup import WAKE
 from shared.outbound import handlers
@@ -36,6 +36,8 @@ class Attribution:
     operations: Counter[tuple[str, str]] = field(default_factory=Counter)
     labels: defaultdict[tuple[str, str], Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     outside: Counter[str] = field(default_factory=Counter)
+    #: MES messages that went to F&O inside another's merged message (counted as forwarded events too).
+    merged: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _current: threading.local = field(default_factory=threading.local)
 
@@ -91,9 +93,11 @@ class Attribution:
             lines.append(f"  {key[0][len(_INBOUND) :]:<22} {key[1]:<28} {n:>10} {ops:>6} {ops / n:>9.2f}  {labels}")
         ops = sum(self.operations[k] for k in inbound)
         forwarded = sum(self.deliveries[k] for k in inbound if k[1] == "forwarded")
+        events = forwarded + self.merged
         lines.append(
-            f"  MES -> F&O in all: {ops} operations for {sum(self.deliveries[k] for k in inbound)} deliveries, "
-            f"{forwarded} forwarded: {ops / max(forwarded, 1):.2f} per forwarded message"
+            f"  MES -> F&O in all: {ops} operations for {sum(self.deliveries[k] for k in inbound)} deliveries; "
+            f"{events} MES messages forwarded ({forwarded} deliveries, {self.merged} more merged into their F&O message): "
+            f"{ops / max(events, 1):.2f} per forwarded message"
         )
         return lines
 
@@ -120,6 +124,7 @@ def attribute(attribution: Attribution) -> Callable[[], None]:
     """Count every Table operation into `attribution` from now on; the returned function undoes it."""
     counter = tables.TABLE_OPS
     original_add, original_receive, original_process = counter.add, handlers.receive, pipeline.process
+    original_group = settlement.forwarded_group
 
     def add(n: int = 1) -> None:
         original_add(n)
@@ -139,14 +144,23 @@ def attribute(attribution: Attribution) -> Callable[[], None]:
             result["outcome"] = str(processed.outcome)
             return processed
 
+    def forwarded_group(attempt: Any, group: Any, *args: Any) -> Any:
+        result = original_group(attempt, group, *args)
+        if result.outcome == "forwarded":
+            with attribution._lock:
+                attribution.merged += len(group.members) - 1  # the head is the delivery's own
+        return result
+
     counter.add = add  # type: ignore[method-assign]
     handlers.receive = receive
     pipeline.process = process
+    settlement.forwarded_group = forwarded_group  # type: ignore[assignment]
 
     def undo() -> None:
         counter.add = original_add  # type: ignore[method-assign]
         handlers.receive = original_receive
         pipeline.process = original_process
+        settlement.forwarded_group = original_group
 
     return undo
 

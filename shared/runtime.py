@@ -13,6 +13,7 @@ from shared.clock import Clock, utcnow
 from shared.fo.auth import MsalTokenProvider
 from shared.fo.client import FoApi, FoClient
 from shared.fo.http import PinnedTrustSession
+from shared.inbound.handoff import Handoff
 from shared.inbound.mapping import MappingOptions
 from shared.inbound.order_gate import OrderGate
 from shared.inbound.recent import Recent
@@ -47,6 +48,8 @@ class Ports:
     clock: Clock = field(default=utcnow)
     #: What this process knows of messages it handled lately (shared/inbound/recent.py).
     recent: Recent = field(default_factory=Recent)
+    #: The order's deliveries this process is handling now, for an early successor to wait for (shared/inbound/handoff.py).
+    handoff: Handoff = field(default_factory=Handoff)
 
 
 _lock = threading.Lock()

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     gate_require_start: bool = True
     gate_first_wait_s: float = Field(1.0, gt=0)
     gate_max_wait_s: float = Field(60.0, gt=0)
+    #: How long an early message waits in memory for its predecessor, when this process is handling
+    #: that one right now (shared/inbound/handoff.py); 0: it always waits in the ledger.
+    gate_handoff_wait_s: float = Field(2.0, ge=0, le=30)
     retry_first_wait_s: float = Field(15.0, gt=0)
     retry_max_wait_s: float = Field(900.0, gt=0)
     retry_give_up_after_s: float = Field(86_400.0, gt=0)

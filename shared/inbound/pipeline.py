@@ -81,7 +81,12 @@ def _process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
     except Refused as refused:
         return settlement.park_refused(Arrival(delivery, flow, ports, refused.identity), refused.reason, refused.message)
     attempt = Attempt(delivery, flow, ports, identity, event)
+    with ports.handoff.handling(identity.company, attempt.order, event.sequence):
+        return _admit(attempt)
 
+
+def _admit(attempt: Attempt) -> Result:
+    delivery, flow, ports, identity, event = attempt.delivery, attempt.flow, attempt.ports, attempt.identity, attempt.event
     if IN_DOUBT_CHECK in delivery.properties:
         return settlement.check_in_doubt(attempt)
     existing: LedgerEntry | None = None
@@ -229,12 +234,28 @@ class _GateMoved(Exception):
 
 
 def _decide_and_enter(attempt: Attempt, entry: LedgerEntry, *, new: bool) -> Result:
-    for _ in range(5):
+    handoff_until = time.monotonic() + attempt.ports.settings.gate_handoff_wait_s
+    moved = 0
+    while True:
+        plan = _decide(attempt, entry)
+        if plan is not None and isinstance(plan.decision, Wait) and _handed_off(attempt, handoff_until):
+            continue  # its predecessor's delivery in this process has ended: the gate decides again
         try:
-            return _enter(attempt, entry, _decide(attempt, entry), new=new)
+            return _enter(attempt, entry, plan, new=new)
         except _GateMoved:
-            continue  # another worker wrote the order's row since the gate read it: decide again on the row as it is now
-    raise Transient(f"the progress of order {attempt.order} kept changing during the claim")
+            # Another worker wrote the order's row since the gate read it: decide again on the row as it is now.
+            moved += 1
+            if moved == 5:
+                raise Transient(f"the progress of order {attempt.order} kept changing during the claim") from None
+
+
+def _handed_off(attempt: Attempt, until: float) -> bool:
+    """Wait in memory for the predecessor this process is handling now (shared/inbound/handoff.py):
+    True once its delivery ended, False (wait in the ledger) if none runs here or it takes too long."""
+    sequence = attempt.event.sequence
+    if sequence is None:
+        return False
+    return attempt.ports.handoff.wait_for(attempt.identity.company, attempt.order, sequence - 1, until)
 
 
 def _enter(attempt: Attempt, entry: LedgerEntry, plan: Plan | None, *, new: bool) -> Result:
