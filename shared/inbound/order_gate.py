@@ -193,6 +193,8 @@ class OrderGate:
         # and a conflict drops the row from here.
         self._known: OrderedDict[tuple[str, str], Progress] = OrderedDict()
         self._known_lock = threading.Lock()
+        # Orders whose row changed behind this process's back: read, never taken to have no row.
+        self._forgotten: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     def read(self, company: str, order: str) -> Progress:
         """The order's progress as stored now."""
@@ -201,6 +203,7 @@ class OrderGate:
     def _keep(self, progress: Progress) -> Progress:
         with self._known_lock:
             self._known[(progress.company, progress.order)] = progress
+            self._forgotten.pop((progress.company, progress.order), None)
             self._known.move_to_end((progress.company, progress.order))
             while len(self._known) > _KNOWN_ORDERS:
                 self._known.popitem(last=False)
@@ -214,6 +217,13 @@ class OrderGate:
         """The row changed behind this process's back (an ETag did not match): read it next time."""
         with self._known_lock:
             self._known.pop((company, order), None)
+            self._forgotten[(company, order)] = None
+            while len(self._forgotten) > _KNOWN_ORDERS:
+                self._forgotten.popitem(last=False)
+
+    def _assumed_new(self, company: str, order: str) -> bool:
+        with self._known_lock:
+            return (company, order) not in self._forgotten
 
     def _write(self, progress: Progress) -> Progress:
         try:
@@ -260,12 +270,21 @@ class OrderGate:
         order's sessions, so it usually knows the row as stored. A stale row cannot do harm: a
         duplicate or a released sequence stays so on a newer row (the watermark and the releases only
         grow), as does an end that waits for messages in flight once the order started; every other
-        decision is only acted on in a transaction guarded by the row's ETag."""
+        decision is only acted on in a transaction guarded by the row's ETag.
+
+        An order's start (numbered 1, or not at all) is usually its first message: with nothing in
+        memory, the order is taken to have no row yet, unread. The claim's transaction then inserts the
+        row, and fails if there is one (the caller decides again, on the row read)."""
         known = None if fresh else self.known(company, order)
+        if known is None and not fresh and step is Step.START and sequence in (None, 1) and self._assumed_new(company, order):
+            return self._planned(Progress(company, order), step, sequence, later_waiting, read_now=False)
         progress = known if known is not None else self.read(company, order)
+        return self._planned(progress, step, sequence, later_waiting, read_now=known is None)
+
+    def _planned(self, progress: Progress, step: Step, sequence: int | None, later_waiting: int, *, read_now: bool) -> Plan:
         verdict, waiting = self._decision(progress, step, sequence, later_waiting)
         if isinstance(verdict, (Duplicate, Conflict)) or (isinstance(verdict, Wait) and not verdict.wakes):
-            return Plan(verdict, read_now=known is None)
+            return Plan(verdict, read_now=read_now)
         row = progress
         if isinstance(verdict, Gap):
             # The watermark move that ends the gap looks for what the gate parked.
@@ -275,7 +294,7 @@ class OrderGate:
                 row = replace(row, waiting_for=waiting[0], waiting_since=waiting[1])
             if sequence is not None and sequence > row.behind:
                 row = replace(row, behind=sequence)
-        return Plan(verdict, row, unchanged=row == progress, read_now=known is None)
+        return Plan(verdict, row, unchanged=row == progress, read_now=read_now)
 
     def confirm(self, progress: Progress) -> bool:
         """True if the order's row is still as `progress` (its ETag): a decision needs it and the

@@ -4,8 +4,9 @@ itself need not read the ledger again:
 - a message it brought to a final state: a late look-again or retry copy is the duplicate the ledger
   would call it (a final state is never left by anything that acts on such a copy; an operator's
   resubmission carries its own token and is read from the ledger);
-- a waiting row the wake-up read to put its message back: the woken copy starts from that row. Its
-  ETag guards every move, and a row that changed since is read again (`shared/inbound/pipeline.py`).
+- a waiting row the wake-up read to put its message back, or a step aside wrote before it put its
+  message behind its successors: the copy starts from that row. Its ETag guards every move, and a row
+  that changed since is read again (`shared/inbound/pipeline.py`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class Recent:
             return self._final.get((company, message_id))
 
     def woken(self, entry: LedgerEntry) -> None:
-        """The wake-up read `entry` and put its message back on its queue."""
+        """The wake-up read `entry` (or a step aside wrote it) and put its message back on its queue."""
         with self._lock:
             _put(self._woken, (entry.company, entry.message_id), entry, self._kept)
 

@@ -117,3 +117,28 @@ def test_a_confirmation_reads_the_row_and_keeps_what_it_found(table):
     assert store.reads == reads + 1
     found = one.known("USMF", "P1")
     assert found is not None and found.watermark == 1
+
+
+def test_an_order_s_start_is_decided_without_a_read_and_its_claim_inserts_the_row(table):
+    ledger = InMemoryLedger(table)
+    one, store = gate(table)
+    planned = one.plan("USMF", "P1", Step.START, 1)
+    assert isinstance(planned.decision, Admit) and planned.row is not None and store.reads == 0
+    start = LedgerEntry("USMF", "s1", State.FORWARDING, "production_started", production_order="P1", sequence=1)
+    claimed = ledger.create(start, companions=[one.check(planned.row)])
+    assert claimed.companion_etags and one.read("USMF", "P1").etag == claimed.companion_etags[0]
+
+
+def test_a_start_whose_order_has_a_row_after_all_fails_its_claim_and_is_decided_again_on_the_row(table):
+    ledger = InMemoryLedger(table)
+    one, _ = gate(table)
+    other, _ = gate(table)
+    forward(ledger, other, claim(ledger, other, entry("m1", 1)))  # another instance forwarded sequence 1
+    assumed = one.plan("USMF", "P1", Step.START, 1)
+    assert isinstance(assumed.decision, Admit) and assumed.row is not None and not assumed.read_now
+    resent = LedgerEntry("USMF", "s1-again", State.FORWARDING, "production_started", production_order="P1", sequence=1)
+    with pytest.raises(CompanionConflict):
+        ledger.create(resent, companions=[one.check(assumed.row)])
+    assert ledger.get("USMF", "s1-again") is None, "nothing of the claim was written"
+    one.forget("USMF", "P1")
+    assert isinstance(one.plan("USMF", "P1", Step.START, 1).decision, Duplicate)
