@@ -22,7 +22,7 @@ from typing import Any
 
 from devtools import demo
 from shared.inbound import pipeline, settlement
-from shared.inbound.servicebus import ATTEMPT, IN_DOUBT_CHECK, RESUBMIT, UNRECORDED
+from shared.inbound.servicebus import ATTEMPT, IN_DOUBT_CHECK, RESUBMIT
 from shared.inbound.wakeup import WAKE
 from shared.outbound import handlers
 from shared.store import tables
@@ -115,8 +115,6 @@ def _kind(delivery: Any) -> str:
         return "resubmission"
     if WAKE in properties:
         return "woken copy"
-    if UNRECORDED in properties and ATTEMPT not in properties:
-        return "unrecorded look"
     if ATTEMPT in properties:
         return "look-again copy"
     return "from the MES"

@@ -98,10 +98,6 @@ class Settings(BaseSettings):
     #: How long an early message waits in memory for its predecessor, when this process is handling
     #: that one right now (shared/inbound/handoff.py); 0: it always waits in the ledger.
     gate_handoff_wait_s: float = Field(2.0, ge=0, le=30)
-    #: How long in all an early message with a sequence number looks again without writing its wait
-    #: to the ledger (its copy on the queue is the record), in doubling steps from half a second
-    #: (shared/inbound/settlement.py, `look_again_unrecorded`); under 0.5: every wait is written.
-    gate_unrecorded_wait_s: float = Field(4.0, ge=0, le=60)
     retry_first_wait_s: float = Field(15.0, gt=0)
     retry_max_wait_s: float = Field(900.0, gt=0)
     retry_give_up_after_s: float = Field(86_400.0, gt=0)

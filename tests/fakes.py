@@ -562,8 +562,6 @@ def unit_settings(**overrides: str) -> Settings:
             "FO_CLIENT_SECRET": "s3cret-value",
             "TABLES_CONNECTION_STRING": "UseDevelopmentStorage=true",
             "FO_COMPANIES": "USMF,DEMF",
-            # Most cases look at the written wait; tests/unit/test_unrecorded_wait.py at the one before it.
-            "GATE_UNRECORDED_WAIT_S": "0",
             **overrides,
         }
     )

@@ -11,19 +11,11 @@ When the predecessor's delivery runs in this process, its outcome is a few tens 
 away: the successor's delivery waits for it to end (at most `GATE_HANDOFF_WAIT_S`), then the gate
 decides again, on the order's row as the predecessor's forward wrote it (the gate keeps it in
 memory). Forwarded: the successor goes on with no wait written. Not forwarded (it waited itself,
-it parked, it is retried later), or too slow: the successor waits as any early message does.
-
-It also remembers which sequences of an order a delivery here left Waiting in the ledger because it
-stepped aside for its successors or waits out an outage (and the early messages of the same flow that
-then queued behind it): an early successor of one of them, of the same flow, writes its wait at once
-instead of waiting on the queue unrecorded (`GATE_UNRECORDED_WAIT_S`), because the forward that ends
-the chain can take along in one F&O message only what the ledger shows, of its own flow
-(shared/inbound/aggregate.py).
+it parked, it is retried later), or too slow: the successor waits in the ledger, as before.
 
 Nothing depends on this for correctness: the gate's decision is taken again and acted on under the
 order's ETag, whatever happened meanwhile; a successor whose predecessor is handled by another
-instance, or not yet arrived, waits as any early message does (on its queue first, unrecorded, then
-in the ledger: shared/inbound/settlement.py, `look_again_unrecorded`). Waits never form a cycle: a delivery only waits
+instance, or not yet arrived, waits in the ledger. Waits never form a cycle: a delivery only waits
 for a lower sequence number of its order, one that some thread of this process is running.
 """
 
@@ -31,45 +23,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from shared.store.ledger import LedgerEntry
-
 _Key = tuple[str, str, int]
-
-
-#: Waits remembered: far more than a busy plant's messages waiting at once.
-_REMEMBERED = 65_536
 
 
 class Handoff:
     def __init__(self) -> None:
         self._running: Counter[_Key] = Counter()
         self._changed = threading.Condition()
-        # Sequences of an order this process left Waiting in the ledger (a wait, a step aside).
-        self._in_ledger: OrderedDict[_Key, str] = OrderedDict()  # and the message's flow
-
-    def waits_in_ledger(self, entry: LedgerEntry, *, chain: bool = False) -> None:
-        """A delivery here left `entry` Waiting in the ledger: for a step aside or a retry, always; for an
-        early message's wait (`chain`), when its predecessor of the same flow waits there too."""
-        if not entry.production_order or entry.sequence is None:
-            return
-        if chain and not self.waited_in_ledger(entry.company, entry.production_order, entry.sequence - 1, entry.flow):
-            return
-        key = (entry.company, entry.production_order, entry.sequence)
-        with self._changed:
-            self._in_ledger[key] = entry.flow
-            self._in_ledger.move_to_end(key)
-            while len(self._in_ledger) > _REMEMBERED:
-                self._in_ledger.popitem(last=False)
-
-    def waited_in_ledger(self, company: str, order: str, sequence: int, flow: str) -> bool:
-        """True if a delivery here left `sequence` of `order`, a message of `flow`, Waiting in the ledger
-        (it may have moved on since: then its successor, if early, writes its wait as every wait once did)."""
-        with self._changed:
-            return self._in_ledger.get((company, order, sequence)) == flow
 
     @contextmanager
     def handling(self, company: str, order: str, sequence: int | None) -> Iterator[None]:

@@ -300,9 +300,6 @@ def _enter(attempt: Attempt, entry: LedgerEntry, plan: Plan | None, *, new: bool
         row = write(State.PARKED, reason=decision.reason, detail=decision.detail, lease_until=None, extra=extra)
         return attempt.result(row, Outcome.PARKED, decision.reason, decision.detail)
     if isinstance(decision, Wait):
-        early = settlement.look_again_unrecorded(attempt, entry, decision.detail) if new and decision.wakes else None
-        if early is not None:
-            return early
         unchanged = (
             not new and entry.state is State.WAITING and entry.reason == NotParked.ORDERING and entry.detail == decision.detail
         )

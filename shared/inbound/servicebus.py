@@ -21,8 +21,6 @@ from shared.settings import Settings
 ATTEMPT = "mesbridge-attempt"
 ORIGINAL_ID = "mesbridge-original-message-id"
 RESUBMIT = "mesbridge-resubmit-token"
-#: On the copy of an early message whose first wait was not written to the ledger (`settlement.look_again_unrecorded`).
-UNRECORDED = "mesbridge-unrecorded-wait"
 #: On the copy of an in-doubt message that asks the bridge to check F&O (shared/inbound/in_doubt.py).
 IN_DOUBT_CHECK = "mesbridge-in-doubt-check"
 #: On the copy the bridge put back because Table Storage failed under it (shared/inbound/settlement.py,

@@ -23,7 +23,7 @@ from shared.inbound.flows import step_of
 from shared.inbound.mapping import FoCall
 from shared.inbound.messages import MesEvent
 from shared.inbound.order_gate import OrderGate, Progress, wakes_followers
-from shared.inbound.servicebus import ORIGINAL_ID, STORAGE_FAILING_SINCE, STORAGE_RETRIES, UNRECORDED, Requeue
+from shared.inbound.servicebus import ORIGINAL_ID, STORAGE_FAILING_SINCE, STORAGE_RETRIES, Requeue
 from shared.inbound.wakeup import HeldLook, wake
 from shared.ops.telemetry import log_outcome
 from shared.reasons import NotParked, ParkReason
@@ -477,41 +477,7 @@ def wait(attempt: Arrival, waiting: LedgerEntry, detail: str, *, wakes: bool = F
         # its own copy only has to look again when the gap timeout could have passed.
         delay = min(settings.gate_max_wait_s, max(delay, settings.gate_gap_timeout_s))
     attempt.schedule(waiting, delay)
-    attempt.ports.handoff.waits_in_ledger(waiting, chain=True)
     return attempt.result(waiting, Outcome.WAITING, NotParked.ORDERING, detail)
-
-
-def look_again_unrecorded(attempt: Attempt, fresh: LedgerEntry, detail: str) -> Result | None:
-    """An early message's first waits, kept on the queue only: copies after a growing delay (half a
-    second, then doubling, `GATE_UNRECORDED_WAIT_S` in all), and no row. Its predecessor is usually a
-    moment away on another queue or behind others on its own, and then a copy goes to F&O as if it had
-    come late (a row written when it is forwarded, nothing else); still early after that, the copy waits
-    in the ledger as any wait does and the watermark move wakes it. None: this wait is written.
-
-    Without a sequence number a wait is always written: an end without one overtakes no message of
-    the order the ledger shows waiting."""
-    budget = attempt.ports.settings.gate_unrecorded_wait_s
-    properties = attempt.delivery.properties
-    if attempt.event.sequence is None or attempt.scheduled_by_bridge:
-        return None
-    sequence = attempt.event.sequence
-    if attempt.ports.handoff.waited_in_ledger(attempt.identity.company, attempt.order, sequence - 1, attempt.flow.name):
-        # Its predecessor of the same flow waits in the ledger (on this session): there, its forward
-        # can take this one along in one F&O message (shared/inbound/aggregate.py).
-        return None
-    waited = float(properties.get(UNRECORDED, 0))
-    delay = max(_FIRST_UNRECORDED_S, waited)
-    if waited + delay > budget:
-        return None
-    # Not a copy the bridge counts (no attempt number): it is admitted as the MES's own message, and a
-    # repeat of this step after a crash has the same broker id, so duplicate detection drops it.
-    copy = {**properties, UNRECORDED: waited + delay, ORIGINAL_ID: attempt.original_id}
-    attempt.put_back(f"{fresh.message_id}|early-{waited + delay:g}", delay, copy, fresh.correlation_id or None)
-    return attempt.result(fresh, Outcome.WAITING, NotParked.ORDERING, f"{detail}; looks again in {delay:g} s (not recorded)")
-
-
-#: The first unrecorded wait; each next one is as long as all before it.
-_FIRST_UNRECORDED_S = 0.5
 
 
 def step_aside(attempt: Attempt, claimed: LedgerEntry, budget_wait_s: float) -> Result | None:
@@ -529,9 +495,7 @@ def step_aside(attempt: Attempt, claimed: LedgerEntry, budget_wait_s: float) -> 
     except Transient:
         return None
     attempt.schedule(waiting, 0)
-    # Its copy starts from the row written here, and its successors wait in the ledger, where it finds them.
-    attempt.ports.recent.woken(waiting)
-    attempt.ports.handoff.waits_in_ledger(waiting)
+    attempt.ports.recent.woken(waiting)  # its copy starts from the row written here
     return attempt.result(waiting, Outcome.WAITING, NotParked.ORDERING, detail)
 
 
@@ -563,7 +527,6 @@ def retry_later(attempt: Arrival, entry: LedgerEntry, error: BridgeError) -> Res
         )
     )
     attempt.schedule(waiting, delay)
-    ports.handoff.waits_in_ledger(waiting)  # its successors wait in the ledger, to go with it when F&O is back
     return attempt.result(waiting, Outcome.RETRYING, error.reason, error.message)
 
 
