@@ -251,9 +251,11 @@ def _decide_and_enter(attempt: Attempt, entry: LedgerEntry, *, new: bool) -> Res
 
 def _handed_off(attempt: Attempt, until: float) -> bool:
     """Wait in memory for the predecessor this process is handling now (shared/inbound/handoff.py):
-    True once its delivery ended, False (wait in the ledger) if none runs here or it takes too long."""
+    True once its delivery ended, False (wait in the ledger) if none runs here or it takes too long.
+    Not while F&O's budget holds the bridge back: then the wait in the ledger is what lets the
+    predecessor's forward take it along in one F&O message (shared/inbound/aggregate.py)."""
     sequence = attempt.event.sequence
-    if sequence is None:
+    if sequence is None or attempt.ports.fo.budget_wait_s() >= aggregate.BUDGET_BOUND_S:
         return False
     return attempt.ports.handoff.wait_for(attempt.identity.company, attempt.order, sequence - 1, until)
 

@@ -150,3 +150,16 @@ def test_a_successor_whose_predecessor_runs_elsewhere_waits_in_the_ledger_at_onc
     began = time.monotonic()
     result = deliver(fakes, "material_consumed", message("material_consumed", "m-3", sequence=3))
     assert result.outcome is Outcome.WAITING and time.monotonic() - began < 1
+
+
+def test_while_f_and_o_s_budget_holds_the_bridge_back_the_successor_waits_in_the_ledger_to_be_taken_along():
+    fakes = bridge()
+    runner, release, first = _predecessor_in_fo(fakes)
+    fakes.fo.budget_wait = 2.0  # F&O's budget is spent: a merged F&O message is worth the wait's operations
+    began = time.monotonic()
+    second = deliver(fakes, "material_consumed", message("material_consumed", "m-3", sequence=3))
+    assert second.outcome is Outcome.WAITING and row(fakes, "m-3").state is State.WAITING
+    assert time.monotonic() - began < 1
+    release.set()
+    runner.join(5)
+    assert first[0].outcome is Outcome.FORWARDED
