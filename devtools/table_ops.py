@@ -63,6 +63,11 @@ class Attribution:
                 self.operations[key] += sum(labels.values())
                 self.labels[key].update(labels)
 
+    def merged_into(self, members: int) -> None:
+        """A delivery's F&O message carried `members` MES messages, its own included."""
+        with self._lock:
+            self.merged += members - 1
+
     def report(self) -> str:
         lines = [*self._inbound_report(), "", "Table operations of the F&O -> MES side, per Event Grid delivery:"]
         lines.append(f"  {'consumer':<22} {'outcome':<28} {'deliveries':>10} {'ops':>6} {'ops each':>9}  by label")
@@ -147,8 +152,7 @@ def attribute(attribution: Attribution) -> Callable[[], None]:
     def forwarded_group(attempt: Any, group: Any, *args: Any) -> Any:
         result = original_group(attempt, group, *args)
         if result.outcome == "forwarded":
-            with attribution._lock:
-                attribution.merged += len(group.members) - 1  # the head is the delivery's own
+            attribution.merged_into(len(group.members))
         return result
 
     counter.add = add  # type: ignore[method-assign]
