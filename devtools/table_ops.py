@@ -3,7 +3,10 @@ attributed to the business event being handled (its consumer and what became of 
 it was (the label of its `storage_call`); and each Service Bus delivery of the MES -> F&O side to
 what the delivery was (the MES's message, a look-again, woken or resubmitted copy) and its outcome.
 
-    PYTHONPATH=$PWD .venv/bin/python -m devtools.table_ops [the demo's flags]
+    PYTHONPATH=$PWD .venv/bin/python -m devtools.table_ops [--sites] [the demo's flags]
+
+`--sites` labels each operation with where the pipeline made it too (the nearest three functions of
+`shared/inbound` on the stack, innermost first), to see which step of a delivery costs what.
 
 The figures are counts, not timings: the same seed gives nearly the same table on any machine
 (Event Grid retries and the order of deliveries still vary a little from run to run).
@@ -125,8 +128,20 @@ def _kind(delivery: Any) -> str:
     return "from the MES"
 
 
-def attribute(attribution: Attribution) -> Callable[[], None]:
-    """Count every Table operation into `attribution` from now on; the returned function undoes it."""
+def _site(frame: Any) -> str:
+    """Where in the pipeline an operation was made: the nearest `shared/inbound` functions that called it."""
+    names: list[str] = []
+    while frame is not None and len(names) < 3:
+        code = frame.f_code
+        if "shared/inbound" in code.co_filename.replace("\\", "/") and code.co_name not in ("<lambda>", "record"):
+            names.append(code.co_name)
+        frame = frame.f_back
+    return "<".join(names) or "-"
+
+
+def attribute(attribution: Attribution, *, sites: bool = False) -> Callable[[], None]:
+    """Count every Table operation into `attribution` from now on (`sites`: labelled with where the
+    pipeline made it); the returned function undoes it."""
     counter = tables.TABLE_OPS
     original_add, original_receive, original_process = counter.add, handlers.receive, pipeline.process
     original_group = settlement.forwarded_group
@@ -135,7 +150,8 @@ def attribute(attribution: Attribution) -> Callable[[], None]:
         original_add(n)
         # Called from `storage_call`'s generator, whose `what` says what the operation was.
         caller = sys._getframe(1)
-        attribution.count(str(caller.f_locals.get("what", caller.f_code.co_name)))
+        label = str(caller.f_locals.get("what", caller.f_code.co_name))
+        attribution.count(f"{label} @{_site(caller.f_back)}" if sites else label)
 
     def receive(consumer: str, event_grid_id: str, data: Any, ports: Any) -> handlers.Handled:
         with attribution.event(consumer) as result:
@@ -170,8 +186,11 @@ def attribute(attribution: Attribution) -> Callable[[], None]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    sites = "--sites" in argv
+    argv = [a for a in argv if a != "--sites"]
     attribution = Attribution()
-    undo = attribute(attribution)
+    undo = attribute(attribution, sites=sites)
     summary = io.StringIO()
     try:
         verdict = demo.run(demo.build_parser().parse_args(argv), out=summary)

@@ -133,9 +133,7 @@ def _may_join(entry: LedgerEntry, flow: str) -> bool:
     )
 
 
-def _waiting_run(
-    ledger: LedgerStore, look: HeldLook, head: LedgerEntry, flow: str, limit: int
-) -> list[tuple[LedgerEntry, bytes]]:
+def _waiting_run(look: HeldLook, head: LedgerEntry, flow: str, limit: int) -> list[tuple[LedgerEntry, bytes]]:
     """The order's Waiting rows of `flow` right after `head` in sequence, none skipped, each with its
     payload: chosen by the order's held index (a key range, not a filter over the company's
     partition), then only those read, the run ending at the first that changed meanwhile."""
@@ -150,7 +148,7 @@ def _waiting_run(
         chosen.append(by_sequence[wanted])
         wanted += 1
     run: list[tuple[LedgerEntry, bytes]] = []
-    for expected, (entry, body) in zip(chosen, ledger.read_held(head.company, chosen), strict=False):
+    for expected, (entry, body) in zip(chosen, look.read(chosen), strict=False):
         if entry.message_id != expected.message_id or not _may_join(entry, flow) or entry.sequence != expected.sequence:
             break
         run.append((entry, body))
@@ -176,7 +174,7 @@ def gather(
         return None
     candidates: list[Member] = []
     calls: list[SendMessage] = [call]
-    for row, body in _waiting_run(ledger, look, entry, entry.flow, limit):
+    for row, body in _waiting_run(look, entry, entry.flow, limit):
         try:
             event = flow.event.model_validate_json(body)
         except ValueError:

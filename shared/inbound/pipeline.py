@@ -311,6 +311,9 @@ def _enter(attempt: Attempt, entry: LedgerEntry, plan: Plan | None, *, new: bool
         # that ends the wait finds both or neither (then this one fails on the moved row and is decided again).
         if not unchanged:
             waiting = write(State.WAITING, reason=NotParked.ORDERING, detail=decision.detail, lease_until=None, attempts=attempts)
+            # The delivery's body is the row's payload (a copy with other content was parked before
+            # this): the wake-up that ends the wait, in this process, need not read it back.
+            ports.recent.waiting(waiting, attempt.delivery.body)
         else:
             waiting = entry
             if plan is not None and not _gate_row_stored(attempt, plan):
@@ -361,7 +364,7 @@ def _send(attempt: Attempt, claimed: LedgerEntry, progress: Progress | None) -> 
     call = attempt.call()
     ports = attempt.ports
     # The order's held index, looked at once: by the aggregation here, and by the wake-up after the forward.
-    look = HeldLook(ports.ledger, claimed.company, attempt.order)
+    look = HeldLook(ports.ledger, claimed.company, attempt.order, ports.recent)
     if progress is not None and isinstance(call, SendMessage):
         if aggregate.worth_looking(progress, claimed):
             # This message or another of the order waited: its direct successors of this flow may be Waiting.
@@ -406,6 +409,8 @@ def _send_merged(attempt: Attempt, group: aggregate.Group, progress: Progress, l
     on every one of them."""
     ports = attempt.ports
     started = time.monotonic()
+    # Undone, the group's other members are Waiting again under new ETags: read when next needed.
+    others = [m.entry for m in group.members[1:]]
     try:
         execute(ports.fo, group.call)
     except InDoubt as exc:
@@ -416,6 +421,7 @@ def _send_merged(attempt: Attempt, group: aggregate.Group, progress: Progress, l
         # F&O refused the request: it queued nothing, so nothing of it was applied. Each message goes
         # alone now (this one first, the others when the watermark reaches them): only the bad one parks.
         why = refusal.message[:500]
+        ports.recent.forget_waiting(others)
         alone = settlement.record(lambda: aggregate.release(ports.ledger, group, refused=why))
         result = _send(attempt, alone, progress)
         if result.outcome is Outcome.FORWARDED:
@@ -423,6 +429,7 @@ def _send_merged(attempt: Attempt, group: aggregate.Group, progress: Progress, l
             settlement.wake_behind(ports, alone, f"{alone.message_id} was forwarded alone")
         return result
     except (Transient, AuthError, ConfigError) as exc:
+        ports.recent.forget_waiting(others)
         alone = settlement.record(lambda: aggregate.release(ports.ledger, group))
         return settlement.retry_later(attempt, alone, exc)
     return settlement.forwarded_group(attempt, group, progress, _ms(started), look)

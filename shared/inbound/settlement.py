@@ -155,7 +155,7 @@ def wake_behind(
                 entry.production_order,
                 why,
                 progress,
-                ports.recent.woken,
+                ports.recent,
                 looked,
             )
         )
@@ -496,6 +496,7 @@ def step_aside(attempt: Attempt, claimed: LedgerEntry, budget_wait_s: float) -> 
         return None
     attempt.schedule(waiting, 0)
     attempt.ports.recent.woken(waiting)  # its copy starts from the row written here
+    attempt.ports.recent.waiting(waiting, attempt.delivery.body)
     return attempt.result(waiting, Outcome.WAITING, NotParked.ORDERING, detail)
 
 

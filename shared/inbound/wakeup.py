@@ -15,11 +15,11 @@ forward looks in the ledger only when there is something to wake.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.inbound.attempt import RESUBMIT_TOKEN
 from shared.inbound.order_gate import OrderGate, Progress
+from shared.inbound.recent import Recent
 from shared.inbound.servicebus import ATTEMPT, RESUBMIT, Requeue
 from shared.reasons import NotParked, ParkReason
 from shared.store.ledger import LedgerEntry, LedgerStore, LostRace, State
@@ -74,14 +74,33 @@ class HeldLook:
     forward's transaction, guarded by the ETag the row had before the look, proves that nothing new
     was held meanwhile. What left the held states since is filtered out when its row is read."""
 
-    def __init__(self, ledger: LedgerStore, company: str, order: str) -> None:
-        self._ledger, self._company, self._order = ledger, company, order
+    def __init__(self, ledger: LedgerStore, company: str, order: str, recent: Recent | None = None) -> None:
+        self._ledger, self._company, self._order, self._recent = ledger, company, order, recent
         self.looked: list[LedgerEntry] | None = None
 
     def rows(self) -> list[LedgerEntry]:
         if self.looked is None:
             self.looked = self._ledger.held_rows(self._company, self._order)
         return self.looked
+
+    def read(self, chosen: list[LedgerEntry]) -> list[tuple[LedgerEntry, bytes]]:
+        return read_held(self._ledger, self._recent, self._company, chosen)
+
+
+def read_held(
+    ledger: LedgerStore, recent: Recent | None, company: str, chosen: list[LedgerEntry]
+) -> list[tuple[LedgerEntry, bytes]]:
+    """`chosen` (as the held index describes them) as they are, each with its body, in order: a Waiting
+    row this process wrote is taken from `recent` (its ETag guards the copy or the claim that uses it;
+    one that changed since fails that and is read again), any other is read from the ledger."""
+    found: list[tuple[LedgerEntry, bytes]] = []
+    for described in chosen:
+        kept = recent.waiting_row(company, described.message_id) if recent is not None else None
+        if kept is not None and described.state is State.WAITING and kept[0].production_order == described.production_order:
+            found.append(kept)
+        else:
+            found += ledger.read_held(company, [described])
+    return found
 
 
 def _next_up(progress: Progress, held: list[LedgerEntry]) -> list[LedgerEntry]:
@@ -112,14 +131,15 @@ def wake(
     order: str,
     why: str,
     progress: Progress | None = None,
-    remember: Callable[[LedgerEntry], None] | None = None,
+    recent: Recent | None = None,
     looked: list[LedgerEntry] | None = None,
 ) -> list[Resubmitted]:
     """Resume what the gate holds of `order` that its watermark now lets through. Safe to repeat and
     to race: each row moves under its ETag, and a copy the pipeline does not expect is a duplicate.
-    `progress` is the order's row as the caller just wrote it (else it is read); `remember` keeps each
-    waiting row put back, for its copy to start from (shared/inbound/recent.py); `looked` is the held
-    index as the caller's `HeldLook` found it, when nothing was held since (else it is queried)."""
+    `progress` is the order's row as the caller just wrote it (else it is read); `recent` gives the
+    waiting rows this process wrote and keeps each one put back, for its copy to start from
+    (shared/inbound/recent.py); `looked` is the held index as the caller's `HeldLook` found it, when
+    nothing was held since (else it is queried)."""
     if progress is None or not progress.etag:
         progress, looked = gate.read(company, order), None
     # Chosen from the held index (one query), then only the chosen rows are read: each is woken as
@@ -130,7 +150,7 @@ def wake(
         # so a park noted meanwhile keeps the flag.
         gate.clear_held(progress)
     woken: list[Resubmitted] = []
-    for entry, body in ledger.read_held(company, _next_up(progress, held)):
+    for entry, body in read_held(ledger, recent, company, _next_up(progress, held)):
         if not held_by_gate(entry):
             continue
         try:
@@ -138,8 +158,8 @@ def wake(
                 woken.append(requeue_parked(ledger, requeue, entry, body, f"resumed by the bridge: {why}"))
             else:
                 queue = INBOUND_QUEUES[entry.flow]
-                if remember is not None:
-                    remember(entry)
+                if recent is not None:
+                    recent.woken(entry)
                 requeue.schedule(
                     queue,
                     body,

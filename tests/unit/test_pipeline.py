@@ -732,6 +732,53 @@ def counted_held_looks(bridge: FakeBridge, monkeypatch: pytest.MonkeyPatch, then
     return looks
 
 
+def counted_row_reads(bridge: FakeBridge, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count the held rows the wake-up and the aggregation read from the ledger (by message id)."""
+    real, reads = bridge.ledger.read_held, list[str]()
+
+    def read_held(company: str, chosen: list[LedgerEntry]) -> list[tuple[LedgerEntry, bytes]]:
+        reads.extend(e.message_id for e in chosen)
+        return real(company, chosen)
+
+    monkeypatch.setattr(bridge.ledger, "read_held", read_held)
+    return reads
+
+
+def test_the_waiting_rows_this_process_wrote_are_taken_along_and_woken_without_reading_them(bridge, monkeypatch):
+    held_consumptions(bridge, 2, 3)
+    assert deliver(bridge, "output_reported", message("output_reported", "m-4", sequence=4)).outcome is Outcome.WAITING
+    start(bridge)
+    reads = counted_row_reads(bridge, monkeypatch)
+    assert woken(bridge, "m-2").outcome is Outcome.FORWARDED
+    assert woken(bridge, "m-4").outcome is Outcome.FORWARDED
+    # m-3 went along with m-2, m-4 was woken after them, and its copy carried its own body.
+    assert reads == []
+    assert row(bridge, "m-3").state is State.FORWARDED and row(bridge, "m-4").state is State.FORWARDED
+    [picking] = [c for c in bridge.fo.calls if c.what == "ProdProductionOrderPickingList"]
+    assert len(picking.body["content"]["PickingListLines"]) == 4
+
+
+def test_waiting_rows_another_instance_wrote_are_read_from_the_ledger(bridge, monkeypatch):
+    ids = held_consumptions(bridge, 2, 3)
+    assert deliver(bridge, "output_reported", message("output_reported", "m-4", sequence=4)).outcome is Outcome.WAITING
+    bridge.ports.recent.forget_waiting([row(bridge, m) for m in [*ids, "m-4"]])  # as another instance would know them
+    reads = counted_row_reads(bridge, monkeypatch)
+    start(bridge)
+    assert woken(bridge, "m-2").outcome is Outcome.FORWARDED
+    assert reads == ["m-2", "m-3", "m-4"]  # woken by the start, taken along, woken after the group
+    assert row(bridge, "m-3").state is State.FORWARDED
+
+
+def test_a_waiting_row_that_moved_since_this_process_wrote_it_is_read_again_by_its_copy(bridge, monkeypatch):
+    held_consumptions(bridge, 2)
+    # Another instance moves m-2 on (a new wait noted on it) after this process wrote it.
+    bridge.ledger.transition(row(bridge, "m-2"), State.WAITING, reason=NotParked.ORDERING, detail="elsewhere")
+    start(bridge)
+    assert woken(bridge, "m-2").outcome is Outcome.FORWARDED
+    assert row(bridge, "m-2").state is State.FORWARDED
+    assert len([c for c in bridge.fo.calls if c.what == "ProdProductionOrderPickingList"]) == 1
+
+
 def test_a_merged_forward_wakes_what_follows_from_the_look_it_took_for_its_members(bridge, monkeypatch):
     held_consumptions(bridge, 2, 3)
     assert deliver(bridge, "output_reported", message("output_reported", "m-4", sequence=4)).outcome is Outcome.WAITING
