@@ -286,6 +286,7 @@ def _enter(attempt: Attempt, entry: LedgerEntry, plan: Plan | None, *, new: bool
             raise _GateMoved from None
         if gate_row is not None and written.companion_etags:
             ports.gate.stored(gate_row, written.companion_etags[0])
+            ports.recent.moved(entry.company, attempt.order, gate_row.etag, written.companion_etags[0], written)
         return written
 
     if isinstance(decision, Duplicate):
@@ -364,7 +365,7 @@ def _send(attempt: Attempt, claimed: LedgerEntry, progress: Progress | None) -> 
     call = attempt.call()
     ports = attempt.ports
     # The order's held index, looked at once: by the aggregation here, and by the wake-up after the forward.
-    look = HeldLook(ports.ledger, claimed.company, attempt.order, ports.recent)
+    look = HeldLook(ports.ledger, claimed.company, attempt.order, ports.recent, progress)
     if progress is not None and isinstance(call, SendMessage):
         if aggregate.worth_looking(progress, claimed):
             # This message or another of the order waited: its direct successors of this flow may be Waiting.

@@ -10,7 +10,11 @@ itself need not read the ledger again:
 - a waiting row this process wrote, with the message's body: the wake-up and the aggregation, once the
   held index names it, take it from here instead of reading it (shared/inbound/wakeup.py). The body
   never changes under a message id (a copy with other content is parked, not written), and the
-  row's ETag guards whatever is done with it.
+  row's ETag guards whatever is done with it;
+- an order's held index as this process last knew it, tied to the ETag of the order's progress row:
+  every wait noted, park and claim of the order writes that row in the message's own transaction,
+  so while the row keeps that ETag nothing was held or let go that the index would show and this
+  does not (`HeldLook`). Each such transaction of this process moves it on to the row's new ETag.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import threading
 from collections import OrderedDict
 from typing import TypeVar
 
-from shared.store.ledger import FINAL_STATES, LedgerEntry, State
+from shared.store.ledger import FINAL_STATES, HELD_STATES, LedgerEntry, State
 
 #: Messages kept: far more than a busy plant's look-agains and wake-ups in flight at once.
 _KEPT = 65_536
@@ -36,6 +40,7 @@ class Recent:
         self._woken: OrderedDict[tuple[str, str], LedgerEntry] = OrderedDict()
         self._waiting: OrderedDict[tuple[str, str], tuple[LedgerEntry, bytes]] = OrderedDict()
         self._waiting_bytes = 0
+        self._looks: OrderedDict[tuple[str, str], tuple[str, tuple[LedgerEntry, ...]]] = OrderedDict()
         self._kept = kept
         self._body_bytes = body_bytes
         self._lock = threading.Lock()
@@ -65,6 +70,31 @@ class Recent:
         """The Waiting row this process last wrote for the message, and its body; None if it wrote none."""
         with self._lock:
             return self._waiting.get((company, message_id))
+
+    def looked(self, company: str, order: str, etag: str, held: list[LedgerEntry]) -> None:
+        """The order's held rows (as its held index describes them) while its progress row has `etag`."""
+        if etag:
+            with self._lock:
+                _put(self._looks, (company, order), (etag, tuple(held)), self._kept)
+
+    def held_at(self, company: str, order: str, etag: str) -> list[LedgerEntry] | None:
+        """The order's held rows if the progress row had `etag` when they were last known; else None."""
+        with self._lock:
+            known = self._looks.get((company, order))
+        return list(known[1]) if known is not None and etag and known[0] == etag else None
+
+    def moved(self, company: str, order: str, before: str, after: str, written: LedgerEntry) -> None:
+        """A transaction of this process moved the order's progress row from ETag `before` to `after`
+        and wrote `written` with it: the held rows known at `before` are known at `after`."""
+        key = (company, order)
+        with self._lock:
+            known = self._looks.pop(key, None)
+            if known is None or not after or known[0] != before:
+                return
+            held = [e for e in known[1] if e.message_id != written.message_id]
+            if written.state in HELD_STATES:
+                held.append(written)
+            _put(self._looks, key, (after, tuple(held)), self._kept)
 
     def forget_waiting(self, entries: list[LedgerEntry]) -> None:
         """These rows were written Waiting again by a move that did not keep them here (a merged

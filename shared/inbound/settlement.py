@@ -75,7 +75,7 @@ def forwarded(
             companions=companions,
         )
 
-    row = progress
+    row = _as_written_since(ports, progress) if progress is not None else None
     looked: list[LedgerEntry] | None = None
     for _ in range(_FORWARD_TRANSACTIONS):
         planned = ports.gate.plan_advance(row, flow.step, event.sequence) if row is not None else None
@@ -96,9 +96,7 @@ def forwarded(
         after = row
         if row is not None and planned is not None and done.companion_etags:
             after = ports.gate.stored(ports.gate.advanced(row, flow.step, event.sequence), done.companion_etags[0])
-            if row is progress and look is not None:
-                # The order's row was as the claim left it, before the look: nothing was held since.
-                looked = look.looked
+            looked = _held_then(ports, row, progress, look)
         # Somebody waited for this one or is parked behind it: the next in sequence resumes now.
         waiters = row is not None and after is not None and wakes_followers(row, after)
         break
@@ -119,6 +117,26 @@ def forwarded(
 
 #: Forward transactions tried before the rows are written apart (each after reading the order's row again).
 _FORWARD_TRANSACTIONS = 3
+
+
+def _as_written_since(ports: Ports, progress: Progress) -> Progress:
+    """The order's row as the claim left it, or as this process wrote it since (another of its
+    deliveries noted a wait while F&O had this message): the forward's transaction, guarded by the
+    row's ETag, finds out which is right, and a read is needed only when neither is."""
+    if not progress.etag:
+        return progress
+    known = ports.gate.known(progress.company, progress.order)
+    return known if known is not None and known.etag and known.etag != progress.etag else progress
+
+
+def _held_then(ports: Ports, row: Progress, progress: Progress | None, look: HeldLook | None) -> list[LedgerEntry] | None:
+    """The order's held index as known when the forward's transaction found the order's `row` as it
+    expected (None: unknown, the wake-up queries it): the look taken after the claim when the row was
+    as the claim left it (`progress`), else what this process knew of it at that row's ETag."""
+    if row is progress:
+        return look.looked if look is not None else None
+    return ports.recent.held_at(row.company, row.order, row.etag)
+
 
 #: Operations an entity-group transaction may hold (Table Storage's limit).
 _TRANSACTION_OPERATIONS = 100
@@ -324,7 +342,8 @@ def forwarded_group(attempt: Attempt, group: aggregate.Group, progress: Progress
     edges = [edge for member in group.members for edge in flow.lineage(member.event)]
     genealogy = genealogy_with(ports, group.head.entry.company, edges, len(group.members) + 1)
     last = group.members[-1]
-    planned = ports.gate.plan_advance(progress, flow.step, last.event.sequence)
+    row = _as_written_since(ports, progress)
+    planned = ports.gate.plan_advance(row, flow.step, last.event.sequence)
     detail = f"{call_type} (one F&O message for {len(group.members)} MES messages)"
 
     def forward(together: bool) -> list[LedgerEntry]:
@@ -352,10 +371,8 @@ def forwarded_group(attempt: Attempt, group: aggregate.Group, progress: Progress
             if planned is not None and done[0].companion_etags:
                 # The order's row as written (the gate spares the next read), and unchanged since the
                 # claim, before the group's look: nothing was held since.
-                after = ports.gate.stored(
-                    ports.gate.advanced(progress, flow.step, last.event.sequence), done[0].companion_etags[0]
-                )
-                looked = look.looked
+                after = ports.gate.stored(ports.gate.advanced(row, flow.step, last.event.sequence), done[0].companion_etags[0])
+                looked = _held_then(ports, row, progress, look)
         except CompanionConflict:
             # Only the order's row can have changed (the genealogy's rows are upserts): it moves apart.
             done = record(lambda: forward(False))

@@ -74,9 +74,14 @@ class HeldLook:
     forward's transaction, guarded by the ETag the row had before the look, proves that nothing new
     was held meanwhile. What left the held states since is filtered out when its row is read."""
 
-    def __init__(self, ledger: LedgerStore, company: str, order: str, recent: Recent | None = None) -> None:
+    def __init__(
+        self, ledger: LedgerStore, company: str, order: str, recent: Recent | None = None, progress: Progress | None = None
+    ) -> None:
         self._ledger, self._company, self._order, self._recent = ledger, company, order, recent
-        self.looked: list[LedgerEntry] | None = None
+        # What this process knows of the index while the order's row is as the claim left it is the
+        # index itself (shared/inbound/recent.py): no query then.
+        known = recent.held_at(company, order, progress.etag) if recent is not None and progress is not None else None
+        self.looked: list[LedgerEntry] | None = known
 
     def rows(self) -> list[LedgerEntry]:
         if self.looked is None:
@@ -144,11 +149,17 @@ def wake(
         progress, looked = gate.read(company, order), None
     # Chosen from the held index (one query), then only the chosen rows are read: each is woken as
     # it is now, if it is still held by the gate.
-    held = [e for e in (looked if looked is not None else ledger.held_rows(company, order)) if held_by_gate(e)]
+    rows = looked if looked is not None else ledger.held_rows(company, order)
+    held = [e for e in rows if held_by_gate(e)]
     if not any(e.state is State.PARKED for e in held) and progress.held:
         # Nothing parked any more: forwards stop looking. Guarded by the ETag read before the query,
         # so a park noted meanwhile keeps the flag.
         gate.clear_held(progress)
+    elif recent is not None:
+        # What the index says now, for the next move of the order to start from (the members of a
+        # merged message the look found, and the forwarded message, are below the watermark now).
+        still = [e for e in rows if e.sequence is None or e.sequence > progress.watermark]
+        recent.looked(company, order, progress.etag, still)
     woken: list[Resubmitted] = []
     for entry, body in read_held(ledger, recent, company, _next_up(progress, held)):
         if not held_by_gate(entry):

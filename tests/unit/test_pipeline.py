@@ -787,22 +787,60 @@ def test_a_merged_forward_wakes_what_follows_from_the_look_it_took_for_its_membe
     monkeypatch.setattr(bridge.gate, "read", lambda company, order: pytest.fail(f"read the row of {order}"))
     assert woken(bridge, "m-2").outcome is Outcome.FORWARDED
     assert row(bridge, "m-3").state is State.FORWARDED
-    # One query for the group and the wake-up alike; the order's row is not read again either.
-    assert looks == [2]  # m-3 and m-4 (m-2 is claimed by then)
+    # No query for the group or the wake-up: the order's row is as the start's wake-up left it, which
+    # saw m-3 and m-4 held; the order's row is not read again either.
+    assert looks == []
     assert any(c.message_id.startswith("m-4|wake-") for c in bridge.requeue.scheduled)
 
 
-def test_a_message_held_after_the_look_is_woken_all_the_same(bridge, monkeypatch):
+def test_an_order_whose_row_another_instance_wrote_is_looked_at_in_its_held_index(bridge, monkeypatch):
+    held_consumptions(bridge, 2, 3)
+    assert deliver(bridge, "output_reported", message("output_reported", "m-4", sequence=4)).outcome is Outcome.WAITING
+    start(bridge)
+    # What this process knows of the index is of a row the order no longer has: it is not used.
+    bridge.ports.recent.looked("USMF", ORDER, "an older ETag", [])
+    looks = counted_held_looks(bridge, monkeypatch)
+    assert woken(bridge, "m-2").outcome is Outcome.FORWARDED
+    assert looks == [2]  # m-3 and m-4 (m-2 is claimed by then), for the group and the wake-up alike
+    assert row(bridge, "m-3").state is State.FORWARDED
+    assert any(c.message_id.startswith("m-4|wake-") for c in bridge.requeue.scheduled)
+
+
+def test_a_message_held_while_f_and_o_has_the_group_is_woken_all_the_same(bridge, monkeypatch):
     held_consumptions(bridge, 2, 3)
     start(bridge)
+    send = bridge.fo.send_message
 
-    def arrives_meanwhile() -> None:  # after the group's look and before its forward is recorded
+    def arrives_meanwhile(*args: Any) -> None:  # after the group's claim and before its forward is recorded
+        send(*args)
         assert deliver(bridge, "output_reported", message("output_reported", "m-4", sequence=4)).outcome is Outcome.WAITING
 
-    looks = counted_held_looks(bridge, monkeypatch, then=arrives_meanwhile)
+    monkeypatch.setattr(bridge.fo, "send_message", arrives_meanwhile)
+    looks = counted_held_looks(bridge, monkeypatch)
+    assert woken(bridge, "m-2").outcome is Outcome.FORWARDED
+    # This process noted m-4's wait on the order's row: the forward moves on from that row, and the
+    # wake-up knows m-4 without a query.
+    assert looks == []
+    assert any(c.message_id.startswith("m-4|wake-") for c in bridge.requeue.scheduled)
+
+
+def test_a_message_another_instance_held_while_f_and_o_had_the_group_is_woken_all_the_same(bridge, monkeypatch):
+    held_consumptions(bridge, 2, 3)
+    start(bridge)
+    send = bridge.fo.send_message
+
+    def arrives_elsewhere(*args: Any) -> None:
+        send(*args)
+        assert deliver(bridge, "output_reported", message("output_reported", "m-4", sequence=4)).outcome is Outcome.WAITING
+        # As another instance's wait would be: this process knows nothing of it.
+        bridge.gate.forget("USMF", ORDER)
+        bridge.ports.recent.looked("USMF", ORDER, "another instance's ETag", [])
+
+    monkeypatch.setattr(bridge.fo, "send_message", arrives_elsewhere)
+    looks = counted_held_looks(bridge, monkeypatch)
     assert woken(bridge, "m-2").outcome is Outcome.FORWARDED
     # The wait noted on the order's row moved it under the forward: the wake-up looked again.
-    assert looks == [1, 1]  # m-3, then m-4
+    assert looks == [1]  # m-4
     assert any(c.message_id.startswith("m-4|wake-") for c in bridge.requeue.scheduled)
 
 
