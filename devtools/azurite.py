@@ -97,6 +97,11 @@ class Azurite:
                 self._process.wait(timeout=10)
         self.start()
 
+    @property
+    def pid(self) -> int | None:
+        """The Azurite process (the benchmark reads its CPU time), None when stopped."""
+        return self._process.pid if self._process is not None else None
+
     def __enter__(self) -> Azurite:
         return self.start()
 

@@ -38,21 +38,24 @@ from shared.reasons import NotParked, ParkReason
 from shared.runtime import Ports
 from shared.store.ledger import FINAL_STATES, CompanionConflict, LedgerEntry, LostRace, State
 from shared.store.progress import ProgressChanged
+from shared.store.tables import timing_storage
 
 
 def process(delivery: Delivery, flow: Flow, ports: Ports) -> Result:
     started = time.monotonic()
-    try:
-        result = _process(delivery, flow, ports)
-    except Transient as exc:
-        # What escapes is Table Storage failing (or a race that kept changing the row): nothing of
-        # this delivery could be recorded, so it comes back later (settlement.storage_unavailable).
-        result = settlement.storage_unavailable(_arrival(delivery, flow, ports), exc)
+    with timing_storage() as storage:
+        try:
+            result = _process(delivery, flow, ports)
+        except Transient as exc:
+            # What escapes is Table Storage failing (or a race that kept changing the row): nothing of
+            # this delivery could be recorded, so it comes back later (settlement.storage_unavailable).
+            result = settlement.storage_unavailable(_arrival(delivery, flow, ports), exc)
     log_outcome(
         ports.log,
         flow.name,
         result,
         duration_ms=(time.monotonic() - started) * 1000,
+        storage_ms=storage.ms,
         delivery_count=delivery.delivery_count,
         queue_age_s=queue_age_s(delivery, ports.clock()),
     )

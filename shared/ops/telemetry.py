@@ -51,9 +51,11 @@ def log_outcome(
     duration_ms: float,
     delivery_count: int,
     queue_age_s: float | None = None,
+    storage_ms: float | None = None,
 ) -> None:
     """One line per delivery. `queue_age_s` (how long the message sat in its queue before this
-    delivery) feeds the backlog-age alert per flow in infra/."""
+    delivery) feeds the backlog-age alert per flow in infra/; `storage_ms` (its time in Table
+    Storage calls) beside `fo_latency_ms` and `duration_ms` says where a slow delivery's time went."""
     outcome = str(result.outcome)
     counter = _COUNTERS.get(outcome)
     if counter is not None:
@@ -80,5 +82,6 @@ def log_outcome(
             "duration_ms": round(duration_ms, 1),
             "delivery_count": delivery_count,
             **({"queue_age_s": round(queue_age_s, 1)} if queue_age_s is not None else {}),
+            **({"storage_ms": round(storage_ms, 1)} if storage_ms is not None else {}),
         },
     )

@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from json.encoder import encode_basestring_ascii
 from typing import Any
@@ -271,10 +273,34 @@ class OpCounter:
 TABLE_OPS = OpCounter()
 
 
+class StorageTime:
+    """Wall time spent in Table Storage calls by one delivery: its outcome line reports it beside
+    F&O's, so a slow delivery says which of the two it waited for."""
+
+    def __init__(self) -> None:
+        self.ms = 0.0
+
+
+_STORAGE_TIME: ContextVar[StorageTime | None] = ContextVar("storage_time", default=None)
+
+
+@contextmanager
+def timing_storage() -> Iterator[StorageTime]:
+    """Add up the storage calls made inside the block (in this thread) to the `StorageTime` given."""
+    spent = StorageTime()
+    token = _STORAGE_TIME.set(spent)
+    try:
+        yield spent
+    finally:
+        _STORAGE_TIME.reset(token)
+
+
 @contextmanager
 def storage_call(what: str) -> Iterator[None]:
     """Run one storage call; network faults and 5xx/408/429 become `Transient`."""
     TABLE_OPS.add()
+    spent = _STORAGE_TIME.get()
+    started = time.perf_counter() if spent is not None else 0.0
     try:
         yield
     except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
@@ -285,6 +311,9 @@ def storage_call(what: str) -> Iterator[None]:
         if exc.status_code is None or exc.status_code >= 500 or exc.status_code in (408, 429):
             raise Transient(f"Table Storage failed during {what} (HTTP {exc.status_code})") from None
         raise
+    finally:
+        if spent is not None:
+            spent.ms += (time.perf_counter() - started) * 1000
 
 
 def check_write(entity: Mapping[str, Any], body: bytes) -> None:

@@ -25,7 +25,13 @@ def test_every_outcome_line_carries_the_dimensions_and_counts(reader, caplog):
     result = Result(Outcome.PARKED, "USMF", "m-1", ParkReason.REJECTED, "no such item", "P1", "corr-1", 12.5)
     with caplog.at_level(logging.INFO, logger="mesbridge"):
         telemetry.log_outcome(
-            logging.getLogger("mesbridge"), "material_consumed", result, duration_ms=30, delivery_count=2, queue_age_s=95.04
+            logging.getLogger("mesbridge"),
+            "material_consumed",
+            result,
+            duration_ms=30,
+            delivery_count=2,
+            queue_age_s=95.04,
+            storage_ms=4.24,
         )
     [record] = caplog.records
     assert record.levelno == logging.WARNING
@@ -38,6 +44,9 @@ def test_every_outcome_line_carries_the_dimensions_and_counts(reader, caplog):
         "reason": "rejected",
         "delivery_count": 2,
         "queue_age_s": 95.0,  # the backlog-age alert reads it (infra/resources.bicep)
+        "fo_latency_ms": 12.5,
+        "duration_ms": 30,
+        "storage_ms": 4.2,
     }.items():
         assert getattr(record, name) == value
     points = [p for m in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics for p in m.data.data_points]
