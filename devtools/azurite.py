@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import socket
@@ -35,8 +36,10 @@ class Azurite:
     In memory by default; `persistent=True` keeps the tables in a temporary folder, so they
     survive `restart()` as Table Storage's data survives an outage."""
 
-    def __init__(self, port: int | None = None, *, persistent: bool = False) -> None:
+    def __init__(self, port: int | None = None, *, persistent: bool = False, node_options: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
+        #: Options for Node.js itself (`--cpu-prof`, say): Azurite then runs under `node` named here.
+        self.node_options = node_options
         self.persistent = persistent
         self.connection_string = connection_string(self.port)
         self._process: subprocess.Popen[bytes] | None = None
@@ -47,8 +50,9 @@ class Azurite:
         binary = str(local) if local.exists() else shutil.which("azurite-table")
         if binary is None:
             raise RuntimeError("Azurite is not installed: run `make setup` (npm installs it into node_modules)")
+        node = ["node", *self.node_options, str(Path(binary).resolve())] if self.node_options else [binary]
         return [
-            binary,
+            *node,
             "--tableHost",
             "127.0.0.1",
             "--tablePort",
@@ -76,6 +80,11 @@ class Azurite:
         raise RuntimeError(f"Azurite did not listen on port {self.port} within {timeout} s")
 
     def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None and self.node_options:
+            # Node writes what its options asked for (a CPU profile) only on an orderly exit: SIGINT.
+            self._process.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=30)
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:
