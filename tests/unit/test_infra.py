@@ -409,7 +409,8 @@ def _logged_dimensions() -> set[str]:
     log.addHandler(capture)
     log.setLevel(logging.INFO)
     try:
-        log_outcome(log, "material_consumed", Result(), duration_ms=1.0, delivery_count=1)
+        # As the inbound pipeline logs each delivery: with its time in Table Storage.
+        log_outcome(log, "material_consumed", Result(), duration_ms=1.0, delivery_count=1, storage_ms=0.5)
     finally:
         log.removeHandler(capture)
     standard = set(vars(logging.makeLogRecord({})))
@@ -422,7 +423,7 @@ def test_the_workbook_shows_the_overview_from_application_insights_and_every_ale
     data = json.loads((INFRA / "workbook.json").read_text())
     assert data["version"] == "Notebook/1.0"
     items = {item["name"]: item["content"] for item in data["items"]}
-    for name in ("events-per-flow", "fo-latency", "throttled", "parked-by-reason", "in-doubt", "dead-letters"):
+    for name in ("events-per-flow", "fo-latency", "time-split", "throttled", "parked-by-reason", "in-doubt", "dead-letters"):
         assert name in items, name
     assert "percentile(ms, 95)" in items["fo-latency"]["query"]
     assert items["dead-letters"]["metrics"][0]["metric"].endswith("DeadletteredMessages")
