@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -15,6 +16,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # Azurite's documented development account: public, the same on every machine, not a secret.
 ACCOUNT = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def proc_cpu_s(stat: Path) -> float | None:
+    """CPU seconds (user + system) of the process or thread whose /proc stat file this is, None
+    where there is none (not Linux, or gone)."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -106,10 +117,10 @@ class Azurite:
                 self._process.wait(timeout=10)
         self.start()
 
-    @property
-    def pid(self) -> int | None:
-        """The Azurite process (the benchmark reads its CPU time), None when stopped."""
-        return self._process.pid if self._process is not None else None
+    def cpu_s(self) -> float | None:
+        """CPU seconds Azurite has used so far (its one Node.js thread serves every call), None
+        when stopped or where /proc is not there."""
+        return proc_cpu_s(Path(f"/proc/{self._process.pid}/stat")) if self._process is not None else None
 
     def __enter__(self) -> Azurite:
         return self.start()

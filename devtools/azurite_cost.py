@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -36,8 +35,10 @@ ORDERS = 40
 
 
 def _azurite_cpu(azurite: Azurite) -> float:
-    fields = Path(f"/proc/{azurite.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    spent = azurite.cpu_s()
+    if spent is None:
+        raise RuntimeError("Azurite's CPU time is read from /proc: Linux only")
+    return spent
 
 
 def _row(partition: str, key: str, size: int) -> dict[str, Any]:

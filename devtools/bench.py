@@ -32,7 +32,7 @@ import azure.functions as func
 
 import function_app
 from devtools import mes
-from devtools.azurite import Azurite
+from devtools.azurite import Azurite, proc_cpu_s
 from devtools.demo import Settled
 from devtools.fo_emulator.plant import PlantSpec, seed_plant
 from devtools.local_host import InMemoryBroker, LocalHost
@@ -219,24 +219,7 @@ def _cpu() -> float:
 def _listener_cpu() -> float | None:
     """CPU seconds of the local host's listener thread so far (Linux: /proc/self/task), else None."""
     listener = next((t.native_id for t in threading.enumerate() if t.name == LISTENER_THREAD), None)
-    if listener is None:
-        return None
-    try:
-        fields = Path(f"/proc/self/task/{listener}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _process_cpu(pid: int | None) -> float | None:
-    """CPU seconds another process has used so far (Linux: /proc), else None."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return None if listener is None else proc_cpu_s(Path(f"/proc/self/task/{listener}/stat"))
 
 
 def speed_probe() -> float:
@@ -341,7 +324,7 @@ def run_case(
                 offered = [consumption(order, s, tag) for s in range(sequence, sequence + per_order) for order in numbers]
                 sequence += per_order
                 sent_at: dict[str, float] = {}
-                azurite_before = _process_cpu(azurite.pid)
+                azurite_before = azurite.cpu_s()
                 begin = time.monotonic()
                 for index, document in enumerate(offered):
                     delay = begin + index / rate - time.monotonic()
@@ -351,7 +334,7 @@ def run_case(
                     broker.send(consumed.queue, mes.encode(document), session_id=document["production_order"])
                 expected += len(offered)
                 _wait(settled, expected, 600)
-                azurite_after = _process_cpu(azurite.pid)
+                azurite_after = azurite.cpu_s()
                 busy = None if azurite_before is None or azurite_after is None else azurite_after - azurite_before
                 return sent_at, None if busy is None else busy / (time.monotonic() - begin)
 
