@@ -184,7 +184,7 @@ def production_telemetry(sampling_ratio: float = 0.1) -> None:
 
 
 @dataclass(frozen=True)
-class Delivery:
+class DeliveryTimes:
     """One forwarded delivery as its outcome line tells it (times in ms, `ended` in epoch seconds)."""
 
     ended: float
@@ -199,11 +199,11 @@ class Timings(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.by_id: dict[str, Delivery] = {}
+        self.by_id: dict[str, DeliveryTimes] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         if getattr(record, "outcome", None) == "forwarded" and getattr(record, "mes_message_id", None):
-            self.by_id[str(getattr(record, "mes_message_id", ""))] = Delivery(
+            self.by_id[str(getattr(record, "mes_message_id", ""))] = DeliveryTimes(
                 record.created,
                 float(getattr(record, "duration_ms", 0.0)),
                 float(getattr(record, "fo_latency_ms", 0.0)),
@@ -305,38 +305,26 @@ def run_case(
 
             expected, sequence = orders, 2  # events settled so far; each order's next sequence number
 
-            def drain(per: int, tag: str) -> float:
-                """A backlog of `per` in-order consumptions per order, drained as fast as the bridge can (events/s)."""
+            def feed(per: int, tag: str, rate: float | None = None) -> tuple[float, dict[str, float], float | None]:
+                """`per` in-order consumptions per order, all at once (a backlog) or offered at `rate` a
+                second; waits until each is settled. Returns how long that took (s), when each was sent,
+                and the share of one core Azurite used meanwhile."""
                 nonlocal expected, sequence
-                backlog = [consumption(order, s, tag) for s in range(sequence, sequence + per) for order in numbers]
+                documents = [consumption(order, s, tag) for s in range(sequence, sequence + per) for order in numbers]
                 sequence += per
-                started = time.monotonic()
-                for document in backlog:
-                    broker.send(consumed.queue, mes.encode(document), session_id=document["production_order"])
-                expected += len(backlog)
-                _wait(settled, expected, 600)
-                return len(backlog) / (time.monotonic() - started)
-
-            def offer(rate: float, tag: str) -> tuple[dict[str, float], float | None]:
-                """`per_order` consumptions per order offered at `rate`: when each was sent, and the share of
-                one core Azurite used meanwhile."""
-                nonlocal expected, sequence
-                offered = [consumption(order, s, tag) for s in range(sequence, sequence + per_order) for order in numbers]
-                sequence += per_order
                 sent_at: dict[str, float] = {}
-                azurite_before = azurite.cpu_s()
-                begin = time.monotonic()
-                for index, document in enumerate(offered):
-                    delay = begin + index / rate - time.monotonic()
+                azurite_before, begin = azurite.cpu_s(), time.monotonic()
+                for index, document in enumerate(documents):
+                    delay = begin + index / rate - time.monotonic() if rate else 0.0
                     if delay > 0:
                         time.sleep(delay)
                     sent_at[document["message_id"]] = time.time()
                     broker.send(consumed.queue, mes.encode(document), session_id=document["production_order"])
-                expected += len(offered)
+                expected += len(documents)
                 _wait(settled, expected, 600)
-                azurite_after = azurite.cpu_s()
-                busy = None if azurite_before is None or azurite_after is None else azurite_after - azurite_before
-                return sent_at, None if busy is None else busy / (time.monotonic() - begin)
+                took, azurite_after = time.monotonic() - begin, azurite.cpu_s()
+                busy = None if azurite_before is None or azurite_after is None else (azurite_after - azurite_before) / took
+                return took, sent_at, busy
 
             # Capacity: a backlog of in-order consumptions, drained as fast as the bridge can.
             # Long enough that what a case costs once (waking idle threads, the first events' reads) is
@@ -344,23 +332,22 @@ def run_case(
             deep = per_order if capacity_per_order is None else capacity_per_order
             before = (tables.TABLE_OPS.count, ports.fo.stats.requests, _cpu(), emulator.stats())
             listener_before = _listener_cpu()
-            started = time.monotonic()
-            capacity = drain(deep, "cap")
-            elapsed = time.monotonic() - started
+            elapsed, _, _ = feed(deep, "cap")
             after = (tables.TABLE_OPS.count, ports.fo.stats.requests, _cpu(), emulator.stats())
             listener_after = _listener_cpu()
             backlog_events = deep * orders
+            capacity = backlog_events / elapsed
 
             # Latency: the same kind of events offered at 70 % of the capacity. Offered one at a time per
             # order they go to F&O one request each, so with a budget the capacity for them is the budget:
             # the backlog above merges (per-order aggregation) and drains faster than that.
             rate = 0.7 * ceiling(case, capacity)
-            sent_at, azurite_busy = offer(rate, "lat")
+            _, sent_at, azurite_busy = feed(per_order, "lat", rate)
             # The capacity again, after the window: the load the window ended at. It falls as the case
             # runs, as the machine's speed drifts (2 shared cores) and as Azurite's calls grow dearer with
             # the company's partition (devtools/azurite_cost.py). Running the window again would not
             # help: it would find a larger partition still.
-            capacity_after = drain(RECHECK_PER_ORDER, "recap")
+            capacity_after = RECHECK_PER_ORDER * orders / feed(RECHECK_PER_ORDER, "recap")[0]
             host.wait_idle(60)
         ended = [(timings.by_id[m], sent_at[m]) for m in sent_at if m in timings.by_id]
         latencies = [(d.ended - sent) * 1000 for d, sent in ended]
